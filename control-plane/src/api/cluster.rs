@@ -1,0 +1,79 @@
+//! `/admin/v1/clusters`
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use starling_core::error::{ApiError, ErrorBody};
+use starling_core::http::{Json, Page, PageParams, Query};
+use starling_core::id::ClusterId;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AdminState;
+use crate::service::cluster::{ClusterIn, ClusterOut, ClusterPatch};
+
+pub(super) fn routes() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_clusters, create_cluster))
+        .routes(routes!(get_cluster, update_cluster, delete_cluster))
+}
+
+fn cluster_id(s: &str) -> Result<ClusterId, ApiError> {
+    ClusterId::parse(s).map_err(|_| ApiError::not_found("cluster", s))
+}
+
+/// List data-plane clusters
+#[utoipa::path(get, path = "/admin/v1/clusters", tag = "clusters", params(PageParams),
+    responses((status = 200, body = Page<ClusterOut>), (status = "4XX", body = ErrorBody)))]
+async fn list_clusters(
+    State(s): State<AdminState>,
+    Query(page): Query<PageParams>,
+) -> Result<Json<Page<ClusterOut>>, ApiError> {
+    Ok(Json(s.cp.list_clusters(&page).await?))
+}
+
+/// Register a data-plane cluster
+#[utoipa::path(post, path = "/admin/v1/clusters", tag = "clusters", request_body = ClusterIn,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first result is replayed")),
+    responses((status = 201, body = ClusterOut), (status = "4XX", body = ErrorBody)))]
+async fn create_cluster(
+    State(s): State<AdminState>,
+    Json(input): Json<ClusterIn>,
+) -> Result<(StatusCode, Json<ClusterOut>), ApiError> {
+    Ok((StatusCode::CREATED, Json(s.cp.create_cluster(input).await?)))
+}
+
+/// Get a cluster
+#[utoipa::path(get, path = "/admin/v1/clusters/{cluster_id}", tag = "clusters",
+    params(("cluster_id" = String, Path, description = "Cluster id")),
+    responses((status = 200, body = ClusterOut), (status = "4XX", body = ErrorBody)))]
+async fn get_cluster(
+    State(s): State<AdminState>,
+    Path(c): Path<String>,
+) -> Result<Json<ClusterOut>, ApiError> {
+    Ok(Json(s.cp.get_cluster(cluster_id(&c)?.as_str()).await?))
+}
+
+/// Update a cluster (endpoint, capacity, status)
+#[utoipa::path(patch, path = "/admin/v1/clusters/{cluster_id}", tag = "clusters", request_body = ClusterPatch,
+    params(("cluster_id" = String, Path, description = "Cluster id")),
+    responses((status = 200, body = ClusterOut), (status = "4XX", body = ErrorBody)))]
+async fn update_cluster(
+    State(s): State<AdminState>,
+    Path(c): Path<String>,
+    Json(p): Json<ClusterPatch>,
+) -> Result<Json<ClusterOut>, ApiError> {
+    Ok(Json(
+        s.cp.update_cluster(cluster_id(&c)?.as_str(), p).await?,
+    ))
+}
+
+/// Remove a cluster that carries no apps
+#[utoipa::path(delete, path = "/admin/v1/clusters/{cluster_id}", tag = "clusters",
+    params(("cluster_id" = String, Path, description = "Cluster id")),
+    responses((status = 204, description = "Deleted"), (status = "4XX", body = ErrorBody)))]
+async fn delete_cluster(
+    State(s): State<AdminState>,
+    Path(c): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.cp.delete_cluster(cluster_id(&c)?.as_str()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

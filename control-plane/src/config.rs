@@ -1,0 +1,278 @@
+//! Configuration of a control-plane process (and of `starling standalone`).
+//!
+//! Layers: built-in defaults → TOML file (`--config`) → `STARLING_*` env (`__` between sections,
+//! e.g. `STARLING_DATABASE__URL`). Secrets come from env or files and are never logged.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use starling_core::config::ConfigError;
+use starling_core::telemetry::TelemetryConfig;
+
+/// Everything a control-plane process needs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlPlaneConfig {
+    /// HTTP server.
+    pub server: ServerConfig,
+    /// The control-plane database.
+    pub database: DatabaseConfig,
+    /// Shared cache (idempotency keys).
+    pub cache: CacheConfig,
+    /// Operator authentication and key hashing.
+    pub auth: AuthConfig,
+    /// Logs, traces, metrics.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on, e.g. `127.0.0.1:7400` (`0.0.0.0:7400` for every interface).
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7400".into(),
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://user:pass@host:port/db` or `sqlite://path?mode=rwc`. Standalone defaults to a
+    /// SQLite file in its data dir; `control-plane` requires it.
+    pub url: Option<String>,
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 20,
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// A URL with any password replaced by `***`, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// `[cache]`
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// `redis://host:port/db`. Unset: an in-process cache (fine for one process only).
+    pub redis_url: Option<String>,
+}
+
+impl std::fmt::Debug for CacheConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheConfig")
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .finish()
+    }
+}
+
+/// `[auth]`
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The operator's bearer token for the admin API (at least 32 characters). Prefer
+    /// `STARLING_AUTH__OPERATOR_TOKEN` or `operator_token_file`.
+    pub operator_token: Option<String>,
+    /// A file holding the operator token.
+    pub operator_token_file: Option<PathBuf>,
+    /// The secret that API-key hashes are keyed with (at least 32 characters). Changing it
+    /// invalidates every API key.
+    pub key_hash_secret: Option<String>,
+    /// A file holding the key-hash secret.
+    pub key_hash_secret_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field(
+                "operator_token",
+                &self.operator_token.as_ref().map(|_| "***"),
+            )
+            .field("operator_token_file", &self.operator_token_file)
+            .field(
+                "key_hash_secret",
+                &self.key_hash_secret.as_ref().map(|_| "***"),
+            )
+            .field("key_hash_secret_file", &self.key_hash_secret_file)
+            .finish()
+    }
+}
+
+fn secret(
+    value: &Option<String>,
+    file: &Option<PathBuf>,
+    field: &str,
+) -> Result<Option<String>, ConfigError> {
+    let v = match (value, file) {
+        (Some(v), _) => Some(v.trim().to_owned()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    ConfigError::field(
+                        &format!("{field}_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    if let Some(v) = &v
+        && v.len() < 32
+    {
+        return Err(ConfigError::field(field, "must be at least 32 characters"));
+    }
+    Ok(v)
+}
+
+impl AuthConfig {
+    /// The operator token, from the value or the file.
+    pub fn operator_token(&self) -> Result<Option<String>, ConfigError> {
+        secret(
+            &self.operator_token,
+            &self.operator_token_file,
+            "auth.operator_token",
+        )
+    }
+
+    /// The key-hash secret, from the value or the file.
+    pub fn key_hash_secret(&self) -> Result<Option<String>, ConfigError> {
+        secret(
+            &self.key_hash_secret,
+            &self.key_hash_secret_file,
+            "auth.key_hash_secret",
+        )
+    }
+}
+
+impl ControlPlaneConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if let Some(url) = &self.database.url
+            && !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+        {
+            return Err(ConfigError::field(
+                "database.url",
+                "must start with postgres://, postgresql:// or sqlite:",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::field(
+                "database.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if let Some(url) = &self.cache.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::field(
+                "cache.redis_url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        self.auth.operator_token()?;
+        self.auth.key_hash_secret()?;
+        self.telemetry.validate()?;
+        Ok(())
+    }
+
+    /// The address to listen on.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.listen.parse().map_err(|e| {
+            ConfigError::field(
+                "server.listen",
+                format!("{e} (expected host:port, e.g. 127.0.0.1:7400)"),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+        let c = ControlPlaneConfig {
+            auth: AuthConfig {
+                operator_token: Some("s".repeat(40)),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(!format!("{c:?}").contains("ssss"));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = ControlPlaneConfig::default();
+        c.server.listen = "nope".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("server.listen")
+        );
+        let mut c = ControlPlaneConfig::default();
+        c.auth.operator_token = Some("short".into());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("auth.operator_token")
+        );
+        let mut c = ControlPlaneConfig::default();
+        c.database.url = Some("mysql://x".into());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("database.url")
+        );
+    }
+}

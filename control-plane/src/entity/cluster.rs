@@ -1,0 +1,26 @@
+//! A data-plane cluster (cell) that apps are placed on.
+use sea_orm::entity::prelude::*;
+
+use super::ClusterStatus;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "cluster")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: String,
+    #[sea_orm(unique)]
+    pub name: String,
+    pub region: String,
+    pub status: ClusterStatus,
+    /// Public endpoint of the cell's gateways, if known.
+    pub endpoint: Option<String>,
+    /// How many apps the cluster may carry.
+    pub capacity_apps: i64,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,19 @@
+//! Schema migrations of the control plane. The same migrations run on PostgreSQL and SQLite.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_init;
+
+/// All control-plane migrations, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_init::Migration)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "cp_migrations".into_iden()
+    }
+}

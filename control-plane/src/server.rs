@@ -1,0 +1,126 @@
+//! The control-plane HTTP server: the admin API plus `/healthz`, `/readyz` and `/metrics`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware::from_fn;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sea_orm::DatabaseConnection;
+use starling_core::cache::{Cache, MemoryCache, RedisCache};
+use starling_core::http::{
+    method_not_allowed_fallback, not_found_fallback, request_id, track_metrics,
+};
+use starling_core::secret::KeyHasher;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AdminState};
+use crate::service::ControlPlane;
+use crate::store;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+struct OpsState {
+    db: DatabaseConnection,
+    cache: Arc<dyn Cache>,
+    metrics: PrometheusHandle,
+}
+
+/// Connects, migrates and seeds the default plan: a control plane ready to serve.
+pub async fn open(
+    database_url: &str,
+    max_connections: u32,
+    key_hash_secret: &str,
+) -> anyhow::Result<ControlPlane> {
+    let db = store::connect(database_url, max_connections).await?;
+    store::migrate(&db).await?;
+    let cp = ControlPlane::new(db, KeyHasher::new(key_hash_secret));
+    cp.ensure_default_plan()
+        .await
+        .map_err(|e| anyhow::anyhow!("seeding the default plan: {e}"))?;
+    Ok(cp)
+}
+
+/// The cache: Redis when a URL is given, else in-process.
+pub async fn open_cache(redis_url: Option<&str>) -> anyhow::Result<Arc<dyn Cache>> {
+    Ok(match redis_url {
+        Some(url) => Arc::new(RedisCache::connect(url).await?),
+        None => Arc::new(MemoryCache::new()),
+    })
+}
+
+/// The whole HTTP application.
+pub fn app(state: AdminState, metrics: PrometheusHandle) -> Router {
+    let ops = OpsState {
+        db: state.cp.db.clone(),
+        cache: state.cache.clone(),
+        metrics,
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(ops)
+        .merge(api::router(state))
+        .fallback(not_found_fallback)
+        .method_not_allowed_fallback(method_not_allowed_fallback)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(from_fn(track_metrics))
+        .layer(from_fn(request_id))
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): State<OpsState>) -> impl IntoResponse {
+    let db = s.db.ping().await.map_err(|e| e.to_string());
+    let cache = s.cache.ping().await.map_err(|e| e.to_string());
+    let ok = db.is_ok() && cache.is_ok();
+    let show = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            "unavailable".to_owned()
+        }
+    };
+    let body = serde_json::json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "checks": {"database": show(&db), "cache": show(&cache)},
+    });
+    (
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        axum::Json(body),
+    )
+}
+
+async fn metrics_text(State(s): State<OpsState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        s.metrics.render(),
+    )
+}

@@ -1,0 +1,283 @@
+//! Data-plane clusters (cells) and the placement of apps onto them.
+
+use chrono::Utc;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
+use serde::{Deserialize, Serialize};
+use starling_core::http::{Page, PageParams};
+use starling_core::id::ClusterId;
+use utoipa::ToSchema;
+
+use super::{ControlPlane, Error, Result, check_code, invalid, not_found, paginate};
+use crate::entity::{ClusterStatus, app, cluster};
+
+/// A new cluster.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterIn {
+    /// Unique machine name, e.g. `eu-west-1a`.
+    #[schema(example = "eu-west-1a")]
+    pub name: String,
+    /// Region the cluster runs in, e.g. `eu-west-1`.
+    #[schema(example = "eu-west-1")]
+    pub region: String,
+    /// Public URL of the cell's gateways.
+    #[schema(example = "https://eu1.chat.example.com")]
+    pub endpoint: Option<String>,
+    /// How many apps the cluster may carry (at least 1).
+    #[schema(example = 500)]
+    pub capacity_apps: u32,
+    /// Initial status (default `active`).
+    #[serde(default)]
+    pub status: Option<ClusterStatus>,
+}
+
+/// Changes to a cluster; omitted fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterPatch {
+    /// New endpoint (`null` clears it).
+    #[serde(default, deserialize_with = "super::app::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub endpoint: Option<Option<String>>,
+    /// New capacity; may not go below the apps already placed.
+    pub capacity_apps: Option<u32>,
+    /// `draining` takes no new apps; `offline` marks it down.
+    pub status: Option<ClusterStatus>,
+}
+
+/// A cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClusterOut {
+    /// Id.
+    pub id: ClusterId,
+    /// Unique machine name.
+    pub name: String,
+    /// Region.
+    pub region: String,
+    /// Status.
+    pub status: ClusterStatus,
+    /// Public URL of the gateways, if known.
+    pub endpoint: Option<String>,
+    /// How many apps it may carry.
+    pub capacity_apps: u64,
+    /// How many apps are placed on it now.
+    pub apps: u64,
+    /// When it was created.
+    pub created_at: chrono::DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: chrono::DateTime<Utc>,
+}
+
+fn out(m: cluster::Model, apps: u64) -> ClusterOut {
+    ClusterOut {
+        id: ClusterId::from_trusted(m.id),
+        name: m.name,
+        region: m.region,
+        status: m.status,
+        endpoint: m.endpoint,
+        capacity_apps: m.capacity_apps.max(0) as u64,
+        apps,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+fn check_endpoint(e: &str) -> Result<String> {
+    let ok = (e.starts_with("http://")
+        || e.starts_with("https://")
+        || e.starts_with("ws://")
+        || e.starts_with("wss://"))
+        && e.len() <= 512
+        && !e.contains(char::is_whitespace);
+    if ok {
+        Ok(e.to_owned())
+    } else {
+        Err(invalid(
+            "endpoint",
+            "must be an http(s):// or ws(s):// URL of at most 512 characters",
+        ))
+    }
+}
+
+impl ControlPlane {
+    async fn apps_on(&self, cluster_id: &str) -> Result<u64> {
+        Ok(app::Entity::find()
+            .filter(app::Column::ClusterId.eq(cluster_id))
+            .count(&self.db)
+            .await?)
+    }
+
+    /// Registers a cluster.
+    pub async fn create_cluster(&self, input: ClusterIn) -> Result<ClusterOut> {
+        let name = check_code("name", &input.name)?;
+        let region = check_code("region", &input.region)?;
+        let endpoint = input.endpoint.as_deref().map(check_endpoint).transpose()?;
+        if input.capacity_apps == 0 {
+            return Err(invalid("capacity_apps", "must be at least 1"));
+        }
+        if cluster::Entity::find()
+            .filter(cluster::Column::Name.eq(&name))
+            .one(&self.db)
+            .await?
+            .is_some()
+        {
+            return Err(Error::Conflict(format!(
+                "a cluster named {name:?} already exists"
+            )));
+        }
+        let now = super::now();
+        let m = cluster::ActiveModel {
+            id: Set(ClusterId::generate().into_string()),
+            name: Set(name),
+            region: Set(region),
+            status: Set(input.status.unwrap_or(ClusterStatus::Active)),
+            endpoint: Set(endpoint),
+            capacity_apps: Set(input.capacity_apps as i64),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(out(m, 0))
+    }
+
+    /// Lists clusters, oldest first.
+    pub async fn list_clusters(&self, page: &PageParams) -> Result<Page<ClusterOut>> {
+        let page = paginate(
+            &self.db,
+            cluster::Entity::find(),
+            cluster::Column::Id,
+            page,
+            |m| m,
+            |m| m.id.as_str(),
+        )
+        .await?;
+        let mut data = Vec::with_capacity(page.data.len());
+        for m in page.data {
+            let n = self.apps_on(&m.id).await?;
+            data.push(out(m, n));
+        }
+        Ok(Page {
+            data,
+            next_cursor: page.next_cursor,
+        })
+    }
+
+    pub(crate) async fn cluster_model(&self, id: &str) -> Result<cluster::Model> {
+        cluster::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| not_found("cluster", id))
+    }
+
+    /// One cluster.
+    pub async fn get_cluster(&self, id: &str) -> Result<ClusterOut> {
+        let m = self.cluster_model(id).await?;
+        let n = self.apps_on(id).await?;
+        Ok(out(m, n))
+    }
+
+    /// Changes a cluster.
+    pub async fn update_cluster(&self, id: &str, patch: ClusterPatch) -> Result<ClusterOut> {
+        let current = self.cluster_model(id).await?;
+        let n = self.apps_on(id).await?;
+        let mut m: cluster::ActiveModel = current.into();
+        if let Some(e) = patch.endpoint {
+            m.endpoint = Set(e.as_deref().map(check_endpoint).transpose()?);
+        }
+        if let Some(c) = patch.capacity_apps {
+            if c == 0 {
+                return Err(invalid("capacity_apps", "must be at least 1"));
+            }
+            if (c as u64) < n {
+                return Err(invalid(
+                    "capacity_apps",
+                    format!("must be at least {n}, the apps placed on it now"),
+                ));
+            }
+            m.capacity_apps = Set(c as i64);
+        }
+        if let Some(s) = patch.status {
+            m.status = Set(s);
+        }
+        m.updated_at = Set(super::now());
+        let m = m.update(&self.db).await?;
+        Ok(out(m, n))
+    }
+
+    /// Removes a cluster that carries no apps.
+    pub async fn delete_cluster(&self, id: &str) -> Result<()> {
+        self.cluster_model(id).await?;
+        let n = self.apps_on(id).await?;
+        if n > 0 {
+            return Err(Error::Conflict(format!(
+                "cluster {id} still carries {n} app(s); move them first"
+            )));
+        }
+        cluster::Entity::delete_by_id(id.to_owned())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Picks the cluster for a new or moving app: the named one if it can take it, else the
+    /// active cluster (in `region`, when given) with the most free capacity.
+    pub(crate) async fn place(
+        &self,
+        cluster_id: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<cluster::Model> {
+        if let Some(id) = cluster_id {
+            let c = cluster::Entity::find_by_id(id.to_owned())
+                .one(&self.db)
+                .await?
+                .ok_or_else(|| invalid("cluster_id", format!("cluster {id} does not exist")))?;
+            if c.status != ClusterStatus::Active {
+                return Err(Error::Conflict(
+                    format!("cluster {id} is {:?} and takes no new apps", c.status).to_lowercase(),
+                ));
+            }
+            if self.apps_on(id).await? as i64 >= c.capacity_apps {
+                return Err(Error::Conflict(format!(
+                    "cluster {id} is full ({} apps)",
+                    c.capacity_apps
+                )));
+            }
+            return Ok(c);
+        }
+        let mut q =
+            cluster::Entity::find().filter(cluster::Column::Status.eq(ClusterStatus::Active));
+        if let Some(r) = region {
+            q = q.filter(cluster::Column::Region.eq(r));
+        }
+        let mut best: Option<(i64, cluster::Model)> = None;
+        for c in q.all(&self.db).await? {
+            let free = c.capacity_apps - self.apps_on(&c.id).await? as i64;
+            if free > 0 && best.as_ref().is_none_or(|(f, _)| free > *f) {
+                best = Some((free, c));
+            }
+        }
+        best.map(|(_, c)| c).ok_or_else(|| {
+            Error::Conflict(match region {
+                Some(r) => format!("no active cluster with free capacity in region {r:?}"),
+                None => "no active cluster with free capacity; register one with POST /admin/v1/clusters".into(),
+            })
+        })
+    }
+
+    /// Registers the `local` cluster of a standalone process when no cluster exists yet.
+    pub async fn ensure_local_cluster(&self, endpoint: Option<String>) -> Result<()> {
+        if cluster::Entity::find().count(&self.db).await? > 0 {
+            return Ok(());
+        }
+        self.create_cluster(ClusterIn {
+            name: "local".into(),
+            region: "local".into(),
+            endpoint,
+            capacity_apps: 10_000,
+            status: None,
+        })
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,106 @@
+//! Layered configuration: built-in defaults → a TOML file → `STARLING_*` environment variables
+//! (`__` separates sections: `STARLING_SERVER__LISTEN=0.0.0.0:7400`).
+//!
+//! Every error names the field (`server.listen: …`), so a bad config fails at start, clearly.
+
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A field has a bad value (or the file could not be parsed).
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl ConfigError {
+    /// An error about one field.
+    pub fn field(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::Invalid(format!("{field}: {message}"))
+    }
+}
+
+/// Loads `T` from its defaults, then `file` (if given; it must exist), then the environment.
+pub fn load<T: Serialize + DeserializeOwned + Default>(
+    file: Option<&Path>,
+) -> Result<T, ConfigError> {
+    let mut fig = Figment::from(Serialized::defaults(T::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError::Invalid(format!(
+                "config file {} does not exist",
+                path.display()
+            )));
+        }
+        fig = fig.merge(Toml::file_exact(path));
+    }
+    fig = fig.merge(Env::prefixed("STARLING_").split("__"));
+    fig.extract::<T>().map_err(|e| {
+        // figment already says which key and which source; keep each error on its own line.
+        let msgs: Vec<String> = e
+            .into_iter()
+            .map(|e| {
+                let key = e.path.join(".");
+                let src = e
+                    .metadata
+                    .as_ref()
+                    .map(|m| format!(" (from {})", m.name))
+                    .unwrap_or_default();
+                if key.is_empty() {
+                    format!("{}{src}", e.kind)
+                } else {
+                    format!("{key}: {}{src}", e.kind)
+                }
+            })
+            .collect();
+        ConfigError::Invalid(msgs.join("; "))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Cfg {
+        server: Server,
+    }
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct Server {
+        port: u16,
+    }
+    impl Default for Server {
+        fn default() -> Self {
+            Server { port: 1 }
+        }
+    }
+
+    #[test]
+    fn file_layers_over_defaults_and_errors_name_the_field() {
+        let dir = std::env::temp_dir().join(format!("starling-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("a.toml");
+        std::fs::write(&f, "[server]\nport = 7\n").unwrap();
+        let c: Cfg = load(Some(&f)).unwrap();
+        assert_eq!(c.server.port, 7);
+
+        std::fs::write(&f, "[server]\nport = \"x\"\n").unwrap();
+        let e = load::<Cfg>(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("server.port"), "{e}");
+
+        std::fs::write(&f, "[server]\nprot = 1\n").unwrap();
+        let e = load::<Cfg>(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("prot"), "{e}");
+
+        assert!(load::<Cfg>(Some(&dir.join("missing.toml"))).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

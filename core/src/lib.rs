@@ -1,0 +1,22 @@
+//! Starling core: what both planes share.
+//!
+//! - [`id`]: typed, prefixed ids (`tnt_…`, `app_…`, `key_…`) — never bare integers in APIs.
+//! - [`error`]: transport-neutral [`error::ErrorCode`]s and the JSON error body `{code, message, request_id}`.
+//! - [`secret`]: API-key and token generation, keyed hashing, constant-time checks.
+//! - [`config`]: layered configuration (defaults → TOML file → `STARLING_*` env) with field-named errors.
+//! - [`telemetry`]: tracing, optional OpenTelemetry OTLP export, Prometheus metrics.
+//! - [`http`]: shared HTTP plumbing: request ids, JSON extraction with field-named errors, pagination,
+//!   metrics middleware.
+//! - [`cache`]: a small key-value cache trait with Redis and in-process implementations (one
+//!   conformance suite for both), used for idempotency keys.
+#![forbid(unsafe_code)]
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod id;
+pub mod secret;
+pub mod telemetry;
+
+pub use error::{ApiError, ErrorCode};

@@ -1,0 +1,165 @@
+//! `starling`: the one binary. A thin CLI over the workspace crates:
+//!
+//! - `standalone`: everything in one process on embedded defaults (SQLite, in-process cache),
+//! - `control-plane`: the control plane alone, on PostgreSQL (and Redis for shared caches),
+//! - `data-plane`: a data-plane gateway node (not built yet),
+//! - `migrate`: apply database migrations and exit,
+//! - `specs`: write the generated API specs into `sdk-specs/`.
+#![forbid(unsafe_code)]
+
+mod standalone;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use starling_control_plane::config::{ControlPlaneConfig, redact_url};
+
+/// Starling: an open-source, multi-tenant instant-messaging cloud.
+///
+/// Run `starling standalone` to try it on one machine: it keeps its data in ./starling-data,
+/// prints an operator token on first start, and serves the admin API on 127.0.0.1:7400.
+#[derive(Parser, Debug)]
+#[command(name = "starling", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run everything in one process on embedded defaults (SQLite, in-process cache).
+    ///
+    /// On first start it creates the data directory, an operator token (printed once and kept in
+    /// <data-dir>/secrets.toml) and a `local` data-plane cluster, then serves the admin API,
+    /// /healthz, /readyz and /metrics on one port. Ctrl-C stops it gracefully.
+    Standalone {
+        /// Where data and secrets are kept.
+        #[arg(long, default_value = "./starling-data", env = "STARLING_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Address to listen on (overrides `server.listen`).
+        #[arg(long)]
+        listen: Option<String>,
+        /// TOML config file (layered over defaults, under STARLING_* env).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run the control plane alone (admin API) against PostgreSQL.
+    ///
+    /// Needs `database.url`, `auth.operator_token` and `auth.key_hash_secret` (config file or
+    /// STARLING_DATABASE__URL, STARLING_AUTH__OPERATOR_TOKEN, STARLING_AUTH__KEY_HASH_SECRET);
+    /// `cache.redis_url` makes idempotency keys shared between several control-plane processes.
+    ControlPlane {
+        /// TOML config file (layered over defaults, under STARLING_* env).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run a data-plane gateway node (not built yet: the data plane lands with the messaging core).
+    DataPlane {
+        /// The node's id within its cell.
+        #[arg(long)]
+        node_id: Option<String>,
+    },
+    /// Apply pending database migrations of the control plane, then exit.
+    Migrate {
+        /// Database URL (overrides `database.url`), e.g. postgres://user@host/db.
+        #[arg(long, env = "STARLING_DATABASE__URL")]
+        database_url: Option<String>,
+        /// TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only show which migrations are applied and pending.
+        #[arg(long)]
+        status: bool,
+    },
+    /// Write the API specs generated from the code (OpenAPI of the admin API) into a directory.
+    Specs {
+        /// The sdk-specs directory.
+        #[arg(long, default_value = "sdk-specs")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Standalone {
+            data_dir,
+            listen,
+            config,
+        } => {
+            standalone::run(standalone::Options {
+                data_dir,
+                listen,
+                config,
+            })
+            .await
+        }
+        Command::ControlPlane { config } => standalone::run_control_plane(config).await,
+        Command::DataPlane { .. } => anyhow::bail!(
+            "the data plane is not built yet: this release has the control plane only \
+             (run `starling standalone` or `starling control-plane`)"
+        ),
+        Command::Migrate {
+            database_url,
+            config,
+            status,
+        } => {
+            let mut cfg: ControlPlaneConfig = starling_core::config::load(config.as_deref())?;
+            if database_url.is_some() {
+                cfg.database.url = database_url;
+            }
+            cfg.validate()?;
+            let url = cfg
+                .database
+                .url
+                .context("database.url: not set (use --database-url or STARLING_DATABASE__URL)")?;
+            let db = starling_control_plane::store::connect(&url, 2)
+                .await
+                .with_context(|| format!("connecting to {}", redact_url(&url)))?;
+            if !status {
+                starling_control_plane::store::migrate(&db).await?;
+            }
+            let (applied, pending) = starling_control_plane::store::migration_status(&db).await?;
+            println!("database: {}", redact_url(&url));
+            for m in &applied {
+                println!("  applied  {m}");
+            }
+            for m in &pending {
+                println!("  pending  {m}");
+            }
+            println!("{} applied, {} pending", applied.len(), pending.len());
+            Ok(())
+        }
+        Command::Specs { out } => {
+            let dir = out.join("openapi");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join("admin.json");
+            std::fs::write(&path, starling_control_plane::api::openapi_json())
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! `starling standalone` and `starling control-plane`: wiring config, secrets, storage and the
+//! HTTP server together.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use starling_control_plane::api::AdminState;
+use starling_control_plane::config::{ControlPlaneConfig, redact_url};
+use starling_control_plane::server;
+use starling_core::secret::random_token;
+
+/// Options of `starling standalone`.
+pub struct Options {
+    pub data_dir: PathBuf,
+    pub listen: Option<String>,
+    pub config: Option<PathBuf>,
+}
+
+/// Secrets a standalone process keeps in its data dir.
+#[derive(Serialize, Deserialize)]
+struct Secrets {
+    operator_token: String,
+    key_hash_secret: String,
+}
+
+const SECRETS_FILE: &str = "secrets.toml";
+const DB_FILE: &str = "starling.db";
+
+/// Reads the data dir's secrets, or makes them on first start. Returns them and whether this is
+/// the first start. Never makes new ones silently over existing data.
+fn load_or_create_secrets(data_dir: &Path) -> anyhow::Result<(Secrets, bool)> {
+    let path = data_dir.join(SECRETS_FILE);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let s: Secrets =
+            toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
+        return Ok((s, false));
+    }
+    if data_dir.join(DB_FILE).exists() {
+        anyhow::bail!(
+            "{} is missing but {} holds data: restore the secrets file (its key_hash_secret \
+             checks every API key), or start with a new --data-dir",
+            path.display(),
+            data_dir.join(DB_FILE).display()
+        );
+    }
+    let s = Secrets {
+        operator_token: random_token("sop_"),
+        key_hash_secret: random_token(""),
+    };
+    let text = format!(
+        "# Starling standalone secrets: keep this file private and keep it with the data.\n\
+         # operator_token authenticates the admin API; key_hash_secret keys the API-key hashes.\n{}",
+        toml::to_string(&s)?
+    );
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok((s, true))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// `starling standalone`.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let mut cfg: ControlPlaneConfig = starling_core::config::load(opts.config.as_deref())?;
+    if let Some(l) = opts.listen {
+        cfg.server.listen = l;
+    }
+    cfg.validate()?;
+    let _telemetry = starling_core::telemetry::init(&cfg.telemetry)?;
+
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
+    let data_dir = opts.data_dir.canonicalize()?;
+    let (secrets, first_start) = load_or_create_secrets(&data_dir)?;
+    let operator_token = cfg
+        .auth
+        .operator_token()?
+        .unwrap_or(secrets.operator_token.clone());
+    let key_hash_secret = cfg
+        .auth
+        .key_hash_secret()?
+        .unwrap_or(secrets.key_hash_secret);
+    let db_url = cfg
+        .database
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", data_dir.join(DB_FILE).display()));
+
+    let addr = cfg.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let base = format!("http://{local}");
+
+    let cp = server::open(&db_url, cfg.database.max_connections, &key_hash_secret)
+        .await
+        .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
+    cp.ensure_local_cluster(Some(format!("ws://{local}")))
+        .await
+        .map_err(|e| anyhow::anyhow!("registering the local cluster: {e}"))?;
+    let cache = server::open_cache(cfg.cache.redis_url.as_deref()).await?;
+
+    let state = AdminState {
+        cp,
+        cache,
+        operator_token: Arc::from(operator_token.as_str()),
+    };
+    let app = server::app(state, _telemetry.metrics.clone());
+
+    println!("Starling standalone is running on {base}");
+    println!("  data:      {}", data_dir.display());
+    println!("  admin API: {base}/admin/v1   (spec: {base}/admin/v1/openapi.json)");
+    println!("  health:    {base}/healthz  {base}/readyz  {base}/metrics");
+    if first_start && cfg.auth.operator_token()?.is_none() {
+        println!();
+        println!(
+            "First start: your operator token (kept in {}):",
+            data_dir.join(SECRETS_FILE).display()
+        );
+        println!();
+        println!("  {operator_token}");
+        println!();
+        println!("Next: create a tenant");
+        println!("  export STARLING_TOKEN={operator_token}");
+        println!(
+            "  curl -s -X POST {base}/admin/v1/tenants -H \"Authorization: Bearer $STARLING_TOKEN\" \
+             -H 'content-type: application/json' -d '{{\"name\": \"Acme\"}}'"
+        );
+        println!("See README.md for the walkthrough.");
+    } else {
+        println!(
+            "  operator token: in {}",
+            data_dir.join(SECRETS_FILE).display()
+        );
+    }
+    println!("Press Ctrl-C to stop.");
+    tracing::info!(%local, "listening");
+    server::serve(listener, app, shutdown_signal()).await?;
+    println!("Starling stopped.");
+    Ok(())
+}
+
+/// `starling control-plane`.
+pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg: ControlPlaneConfig = starling_core::config::load(config.as_deref())?;
+    cfg.validate()?;
+    let _telemetry = starling_core::telemetry::init(&cfg.telemetry)?;
+    let db_url = cfg.database.url.clone().context(
+        "database.url: required for control-plane (e.g. STARLING_DATABASE__URL=postgres://…)",
+    )?;
+    let operator_token = cfg
+        .auth
+        .operator_token()?
+        .context("auth.operator_token: required for control-plane (STARLING_AUTH__OPERATOR_TOKEN or auth.operator_token_file)")?;
+    let key_hash_secret = cfg
+        .auth
+        .key_hash_secret()?
+        .context("auth.key_hash_secret: required for control-plane (STARLING_AUTH__KEY_HASH_SECRET or auth.key_hash_secret_file)")?;
+    let addr = cfg.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
+    let cp = server::open(&db_url, cfg.database.max_connections, &key_hash_secret)
+        .await
+        .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
+    let cache = server::open_cache(cfg.cache.redis_url.as_deref()).await?;
+    let state = AdminState {
+        cp,
+        cache,
+        operator_token: Arc::from(operator_token.as_str()),
+    };
+    let app = server::app(state, _telemetry.metrics.clone());
+    tracing::info!(local = %listener.local_addr()?, "control plane listening");
+    server::serve(listener, app, shutdown_signal()).await?;
+    Ok(())
+}
