@@ -39,18 +39,26 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(
         }
         fig = fig.merge(Toml::file_exact(path));
     }
-    fig = fig.merge(Env::prefixed("STARLING_").split("__"));
+    // Every setting lives in a section, so its variable has a `__` (`STARLING_SERVER__LISTEN`);
+    // other STARLING_* variables (STARLING_DATA_DIR, a shell's STARLING_TOKEN) are not config.
+    fig = fig.merge(
+        Env::prefixed("STARLING_")
+            .filter(|k| k.as_str().contains("__"))
+            .split("__"),
+    );
     fig.extract::<T>().map_err(|e| {
         // figment already says which key and which source; keep each error on its own line.
         let msgs: Vec<String> = e
             .into_iter()
             .map(|e| {
                 let key = e.path.join(".");
-                let src = e
-                    .metadata
-                    .as_ref()
-                    .map(|m| format!(" (from {})", m.name))
-                    .unwrap_or_default();
+                let src = match e.metadata.as_ref() {
+                    Some(m) if m.name.contains("environment") && !key.is_empty() => {
+                        format!(" (from STARLING_{})", e.path.join("__").to_uppercase())
+                    }
+                    Some(m) => format!(" (from {})", m.name),
+                    None => String::new(),
+                };
                 if key.is_empty() {
                     format!("{}{src}", e.kind)
                 } else {
@@ -101,6 +109,23 @@ mod tests {
         assert!(e.contains("prot"), "{e}");
 
         assert!(load::<Cfg>(Some(&dir.join("missing.toml"))).is_err());
+
+        // Env wins over the file; STARLING_* variables without a section are not config.
+        std::fs::write(&f, "[server]\nport = 7\n").unwrap();
+        #[allow(clippy::result_large_err)] // figment's Jail closure signature is fixed
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("STARLING_SERVER__PORT", "9");
+            jail.set_env("STARLING_TOKEN", "not config");
+            let c: Cfg = load(Some(&f)).unwrap();
+            assert_eq!(c.server.port, 9);
+            jail.set_env("STARLING_SERVER__PORT", "nine");
+            let e = load::<Cfg>(Some(&f)).unwrap_err().to_string();
+            assert!(
+                e.contains("server.port") && e.contains("STARLING_SERVER__PORT"),
+                "{e}"
+            );
+            Ok(())
+        });
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

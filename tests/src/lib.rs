@@ -1,1 +1,207 @@
-//! e2e support
+//! Support for black-box tests: build the `starling` binary, run it as a child process on a free
+//! loopback port, wait for it, read what it prints, and stop it with a signal.
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The path of the `starling` binary, built once per test process with the same cargo and
+/// target dir as the tests (`STARLING_BIN` overrides).
+pub fn starling_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("STARLING_BIN") {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_owned();
+        let out = Command::new(cargo)
+            .current_dir(&root)
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "starling",
+                "--bin",
+                "starling",
+                "--message-format=json",
+            ])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "cargo build of the starling binary failed"
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "starling")
+            .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
+            .next_back()
+            .expect("cargo reported the starling executable")
+    })
+    .clone()
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the child binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `starling` child process. Killed when dropped.
+pub struct Proc {
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    lines: mpsc::Receiver<String>,
+}
+
+fn pump(
+    r: impl std::io::Read + Send + 'static,
+    store: Arc<Mutex<Vec<String>>>,
+    tx: Option<mpsc::Sender<String>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            store.lock().unwrap().push(line.clone());
+            if let Some(tx) = &tx {
+                let _ = tx.send(line);
+            }
+        }
+    });
+}
+
+impl Proc {
+    /// Starts `starling <args>` with extra environment variables, in `dir`.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Proc {
+        let mut cmd = Command::new(starling_bin());
+        cmd.args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Keep the child's config to what the test says.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("STARLING_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn starling");
+        let (tx, rx) = mpsc::channel();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        pump(child.stdout.take().unwrap(), stdout.clone(), Some(tx));
+        pump(child.stderr.take().unwrap(), stderr.clone(), None);
+        Proc {
+            child,
+            stdout,
+            stderr,
+            lines: rx,
+        }
+    }
+
+    /// Waits until a stdout line contains `needle`; returns every stdout line so far.
+    pub fn wait_for_line(
+        &mut self,
+        needle: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return Ok(self.stdout()),
+                Ok(_) => {}
+                Err(_) => bail!(
+                    "no line with {needle:?} within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                    self.stdout().join("\n"),
+                    self.stderr().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Everything printed on stdout so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Everything printed on stderr so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the exit.
+    pub fn interrupt(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let ok = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .context("run kill")?
+            .success();
+        if !ok {
+            bail!("kill -INT failed");
+        }
+        self.wait(timeout)
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                // Let the pumps drain the pipes.
+                std::thread::sleep(Duration::from_millis(100));
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "still running after {timeout:?}; stderr:\n{}",
+                    self.stderr().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `url` until it answers 200.
+pub async fn wait_healthy(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let client = reqwest::Client::new();
+    loop {
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{url} not healthy within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -23,7 +23,7 @@ pub(super) fn routes() -> OpenApiRouter<AdminState> {
 /// List an app's API keys (without secrets)
 #[utoipa::path(get, path = "/admin/v1/tenants/{tenant_id}/apps/{app_id}/api-keys", tag = "api-keys",
     params(("tenant_id" = String, Path, description = "Tenant id"), ("app_id" = String, Path, description = "App id"), PageParams),
-    responses((status = 200, body = Page<ApiKeyOut>), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = Page<ApiKeyOut>), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn list_api_keys(
     State(s): State<AdminState>,
     Path((t, a)): Path<(String, String)>,
@@ -39,7 +39,7 @@ async fn list_api_keys(
 #[utoipa::path(post, path = "/admin/v1/tenants/{tenant_id}/apps/{app_id}/api-keys", tag = "api-keys", request_body = ApiKeyIn,
     params(("tenant_id" = String, Path, description = "Tenant id"), ("app_id" = String, Path, description = "App id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first result is replayed")),
-    responses((status = 201, body = ApiKeyCreatedOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = ApiKeyCreatedOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn create_api_key(
     State(s): State<AdminState>,
     Path((t, a)): Path<(String, String)>,
@@ -57,7 +57,7 @@ async fn create_api_key(
 /// Get an API key (without its secret)
 #[utoipa::path(get, path = "/admin/v1/tenants/{tenant_id}/apps/{app_id}/api-keys/{key_id}", tag = "api-keys",
     params(("tenant_id" = String, Path, description = "Tenant id"), ("app_id" = String, Path, description = "App id"), ("key_id" = String, Path, description = "Key id")),
-    responses((status = 200, body = ApiKeyOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = ApiKeyOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn get_api_key(
     State(s): State<AdminState>,
     Path((t, a, k)): Path<(String, String, String)>,
@@ -71,7 +71,7 @@ async fn get_api_key(
 /// Revoke an API key at once
 #[utoipa::path(post, path = "/admin/v1/tenants/{tenant_id}/apps/{app_id}/api-keys/{key_id}/revoke", tag = "api-keys",
     params(("tenant_id" = String, Path, description = "Tenant id"), ("app_id" = String, Path, description = "App id"), ("key_id" = String, Path, description = "Key id")),
-    responses((status = 200, body = ApiKeyOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = ApiKeyOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn revoke_api_key(
     State(s): State<AdminState>,
     Path((t, a, k)): Path<(String, String, String)>,
@@ -86,7 +86,7 @@ async fn revoke_api_key(
 #[utoipa::path(post, path = "/admin/v1/tenants/{tenant_id}/apps/{app_id}/api-keys/{key_id}/rotate", tag = "api-keys", request_body = RotateIn,
     params(("tenant_id" = String, Path, description = "Tenant id"), ("app_id" = String, Path, description = "App id"), ("key_id" = String, Path, description = "Key id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first result is replayed")),
-    responses((status = 201, body = ApiKeyCreatedOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = ApiKeyCreatedOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn rotate_api_key(
     State(s): State<AdminState>,
     Path((t, a, k)): Path<(String, String, String)>,
@@ -103,7 +103,7 @@ async fn rotate_api_key(
 
 /// Check whether a presented API key works, and for which app
 #[utoipa::path(post, path = "/admin/v1/api-keys/introspect", tag = "api-keys", request_body = IntrospectIn,
-    responses((status = 200, body = IntrospectOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = IntrospectOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn introspect_api_key(
     State(s): State<AdminState>,
     Json(input): Json<IntrospectIn>,

@@ -20,7 +20,7 @@ pub(super) fn routes() -> OpenApiRouter<AdminState> {
 /// List a tenant's apps
 #[utoipa::path(get, path = "/admin/v1/tenants/{tenant_id}/apps", tag = "apps",
     params(("tenant_id" = String, Path, description = "Tenant id"), PageParams),
-    responses((status = 200, body = Page<AppOut>), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = Page<AppOut>), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn list_apps(
     State(s): State<AdminState>,
     Path(t): Path<String>,
@@ -33,7 +33,7 @@ async fn list_apps(
 #[utoipa::path(post, path = "/admin/v1/tenants/{tenant_id}/apps", tag = "apps", request_body = AppIn,
     params(("tenant_id" = String, Path, description = "Tenant id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first result is replayed")),
-    responses((status = 201, body = AppOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = AppOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn create_app(
     State(s): State<AdminState>,
     Path(t): Path<String>,
@@ -48,7 +48,7 @@ async fn create_app(
 /// Get an app
 #[utoipa::path(get, path = "/admin/v1/tenants/{tenant_id}/apps/{app_id}", tag = "apps",
     params(("tenant_id" = String, Path, description = "Tenant id"), ("app_id" = String, Path, description = "App id")),
-    responses((status = 200, body = AppOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = AppOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn get_app(
     State(s): State<AdminState>,
     Path((t, a)): Path<(String, String)>,
@@ -59,7 +59,7 @@ async fn get_app(
 /// Update an app (rename, environment, suspend or resume)
 #[utoipa::path(patch, path = "/admin/v1/tenants/{tenant_id}/apps/{app_id}", tag = "apps", request_body = AppPatch,
     params(("tenant_id" = String, Path, description = "Tenant id"), ("app_id" = String, Path, description = "App id")),
-    responses((status = 200, body = AppOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = AppOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn update_app(
     State(s): State<AdminState>,
     Path((t, a)): Path<(String, String)>,
@@ -73,7 +73,7 @@ async fn update_app(
 /// Delete an app and its API keys
 #[utoipa::path(delete, path = "/admin/v1/tenants/{tenant_id}/apps/{app_id}", tag = "apps",
     params(("tenant_id" = String, Path, description = "Tenant id"), ("app_id" = String, Path, description = "App id")),
-    responses((status = 204, description = "Deleted"), (status = "4XX", body = ErrorBody)))]
+    responses((status = 204, description = "Deleted"), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn delete_app(
     State(s): State<AdminState>,
     Path((t, a)): Path<(String, String)>,
@@ -85,7 +85,7 @@ async fn delete_app(
 /// Get an app's limits: the plan's, the app's overrides, and those in force
 #[utoipa::path(get, path = "/admin/v1/tenants/{tenant_id}/apps/{app_id}/quotas", tag = "apps",
     params(("tenant_id" = String, Path, description = "Tenant id"), ("app_id" = String, Path, description = "App id")),
-    responses((status = 200, body = QuotasOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = QuotasOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn get_quotas(
     State(s): State<AdminState>,
     Path((t, a)): Path<(String, String)>,
@@ -96,7 +96,7 @@ async fn get_quotas(
 /// Set or clear an app's quota overrides (`null` clears one)
 #[utoipa::path(patch, path = "/admin/v1/tenants/{tenant_id}/apps/{app_id}/quotas", tag = "apps", request_body = QuotaOverridesPatch,
     params(("tenant_id" = String, Path, description = "Tenant id"), ("app_id" = String, Path, description = "App id")),
-    responses((status = 200, body = QuotasOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = QuotasOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn update_quotas(
     State(s): State<AdminState>,
     Path((t, a)): Path<(String, String)>,
@@ -111,7 +111,7 @@ async fn update_quotas(
 #[utoipa::path(post, path = "/admin/v1/tenants/{tenant_id}/apps/{app_id}/placement", tag = "apps", request_body = PlacementIn,
     params(("tenant_id" = String, Path, description = "Tenant id"), ("app_id" = String, Path, description = "App id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first result is replayed")),
-    responses((status = 200, body = AppOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = AppOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn place_app(
     State(s): State<AdminState>,
     Path((t, a)): Path<(String, String)>,

@@ -22,7 +22,7 @@ fn cluster_id(s: &str) -> Result<ClusterId, ApiError> {
 
 /// List data-plane clusters
 #[utoipa::path(get, path = "/admin/v1/clusters", tag = "clusters", params(PageParams),
-    responses((status = 200, body = Page<ClusterOut>), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = Page<ClusterOut>), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn list_clusters(
     State(s): State<AdminState>,
     Query(page): Query<PageParams>,
@@ -33,7 +33,7 @@ async fn list_clusters(
 /// Register a data-plane cluster
 #[utoipa::path(post, path = "/admin/v1/clusters", tag = "clusters", request_body = ClusterIn,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first result is replayed")),
-    responses((status = 201, body = ClusterOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = ClusterOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn create_cluster(
     State(s): State<AdminState>,
     Json(input): Json<ClusterIn>,
@@ -44,7 +44,7 @@ async fn create_cluster(
 /// Get a cluster
 #[utoipa::path(get, path = "/admin/v1/clusters/{cluster_id}", tag = "clusters",
     params(("cluster_id" = String, Path, description = "Cluster id")),
-    responses((status = 200, body = ClusterOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = ClusterOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn get_cluster(
     State(s): State<AdminState>,
     Path(c): Path<String>,
@@ -55,7 +55,7 @@ async fn get_cluster(
 /// Update a cluster (endpoint, capacity, status)
 #[utoipa::path(patch, path = "/admin/v1/clusters/{cluster_id}", tag = "clusters", request_body = ClusterPatch,
     params(("cluster_id" = String, Path, description = "Cluster id")),
-    responses((status = 200, body = ClusterOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = ClusterOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn update_cluster(
     State(s): State<AdminState>,
     Path(c): Path<String>,
@@ -69,7 +69,7 @@ async fn update_cluster(
 /// Remove a cluster that carries no apps
 #[utoipa::path(delete, path = "/admin/v1/clusters/{cluster_id}", tag = "clusters",
     params(("cluster_id" = String, Path, description = "Cluster id")),
-    responses((status = 204, description = "Deleted"), (status = "4XX", body = ErrorBody)))]
+    responses((status = 204, description = "Deleted"), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn delete_cluster(
     State(s): State<AdminState>,
     Path(c): Path<String>,

@@ -22,7 +22,7 @@ fn plan_id(s: &str) -> Result<PlanId, ApiError> {
 
 /// List plans
 #[utoipa::path(get, path = "/admin/v1/plans", tag = "plans", params(PageParams),
-    responses((status = 200, body = Page<PlanOut>), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = Page<PlanOut>), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn list_plans(
     State(s): State<AdminState>,
     Query(page): Query<PageParams>,
@@ -33,7 +33,7 @@ async fn list_plans(
 /// Create a plan
 #[utoipa::path(post, path = "/admin/v1/plans", tag = "plans", request_body = PlanIn,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first result is replayed")),
-    responses((status = 201, body = PlanOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = PlanOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn create_plan(
     State(s): State<AdminState>,
     Json(input): Json<PlanIn>,
@@ -44,7 +44,7 @@ async fn create_plan(
 /// Get a plan
 #[utoipa::path(get, path = "/admin/v1/plans/{plan_id}", tag = "plans",
     params(("plan_id" = String, Path, description = "Plan id")),
-    responses((status = 200, body = PlanOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = PlanOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn get_plan(
     State(s): State<AdminState>,
     Path(p): Path<String>,
@@ -55,7 +55,7 @@ async fn get_plan(
 /// Update a plan (name, limits, default)
 #[utoipa::path(patch, path = "/admin/v1/plans/{plan_id}", tag = "plans", request_body = PlanPatch,
     params(("plan_id" = String, Path, description = "Plan id")),
-    responses((status = 200, body = PlanOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = PlanOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn update_plan(
     State(s): State<AdminState>,
     Path(p): Path<String>,
@@ -67,7 +67,7 @@ async fn update_plan(
 /// Delete a plan no tenant uses
 #[utoipa::path(delete, path = "/admin/v1/plans/{plan_id}", tag = "plans",
     params(("plan_id" = String, Path, description = "Plan id")),
-    responses((status = 204, description = "Deleted"), (status = "4XX", body = ErrorBody)))]
+    responses((status = 204, description = "Deleted"), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn delete_plan(
     State(s): State<AdminState>,
     Path(p): Path<String>,

@@ -17,7 +17,7 @@ pub(super) fn routes() -> OpenApiRouter<AdminState> {
 
 /// List tenants
 #[utoipa::path(get, path = "/admin/v1/tenants", tag = "tenants", params(PageParams, TenantFilter),
-    responses((status = 200, body = Page<TenantOut>), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = Page<TenantOut>), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn list_tenants(
     State(s): State<AdminState>,
     Query(page): Query<PageParams>,
@@ -29,7 +29,7 @@ async fn list_tenants(
 /// Create a tenant
 #[utoipa::path(post, path = "/admin/v1/tenants", tag = "tenants", request_body = TenantIn,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first result is replayed")),
-    responses((status = 201, body = TenantOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = TenantOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn create_tenant(
     State(s): State<AdminState>,
     Json(input): Json<TenantIn>,
@@ -40,7 +40,7 @@ async fn create_tenant(
 /// Get a tenant
 #[utoipa::path(get, path = "/admin/v1/tenants/{tenant_id}", tag = "tenants",
     params(("tenant_id" = String, Path, description = "Tenant id")),
-    responses((status = 200, body = TenantOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = TenantOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn get_tenant(
     State(s): State<AdminState>,
     Path(t): Path<String>,
@@ -51,7 +51,7 @@ async fn get_tenant(
 /// Update a tenant (rename, suspend or resume, change plan)
 #[utoipa::path(patch, path = "/admin/v1/tenants/{tenant_id}", tag = "tenants", request_body = TenantPatch,
     params(("tenant_id" = String, Path, description = "Tenant id")),
-    responses((status = 200, body = TenantOut), (status = "4XX", body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = TenantOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn update_tenant(
     State(s): State<AdminState>,
     Path(t): Path<String>,
@@ -63,7 +63,7 @@ async fn update_tenant(
 /// Delete a tenant that has no apps
 #[utoipa::path(delete, path = "/admin/v1/tenants/{tenant_id}", tag = "tenants",
     params(("tenant_id" = String, Path, description = "Tenant id")),
-    responses((status = 204, description = "Deleted"), (status = "4XX", body = ErrorBody)))]
+    responses((status = 204, description = "Deleted"), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
 async fn delete_tenant(
     State(s): State<AdminState>,
     Path(t): Path<String>,

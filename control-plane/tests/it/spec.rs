@@ -1,0 +1,25 @@
+//! The committed OpenAPI document is the one the code generates.
+
+#[test]
+fn committed_openapi_matches_the_code() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk-specs/openapi/admin.json");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let generated = starling_control_plane::api::openapi_json();
+    if committed != generated {
+        if std::env::var_os("STARLING_UPDATE_SPECS").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+            return;
+        }
+        panic!(
+            "{} is out of date with the code: run `cargo run -- specs` (or STARLING_UPDATE_SPECS=1 cargo test) and commit it",
+            path.display()
+        );
+    }
+    let v: serde_json::Value = serde_json::from_str(&generated).unwrap();
+    assert_eq!(v["openapi"], "3.1.0");
+    assert!(
+        v["paths"]["/admin/v1/tenants/{tenant_id}/apps/{app_id}/api-keys/{key_id}/rotate"]["post"]
+            .is_object()
+    );
+}
