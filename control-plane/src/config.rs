@@ -276,3 +276,64 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    fn keys(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        if let Some(map) = v.as_object() {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                if v.is_object() {
+                    keys(&path, v, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+    }
+
+    /// docs/CONFIGURATION.md describes every setting there is.
+    #[test]
+    fn every_setting_is_documented() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/CONFIGURATION.md"
+        ))
+        .unwrap();
+        let mut all = Vec::new();
+        let mut cfg = ControlPlaneConfig::default();
+        // Fill the optional fields so that they appear in the serialized form.
+        cfg.database.url = Some(String::new());
+        cfg.cache.redis_url = Some(String::new());
+        cfg.auth = AuthConfig {
+            operator_token: Some(String::new()),
+            operator_token_file: Some(PathBuf::new()),
+            key_hash_secret: Some(String::new()),
+            key_hash_secret_file: Some(PathBuf::new()),
+        };
+        cfg.telemetry.otlp_endpoint = Some(String::new());
+        keys("", &serde_json::to_value(&cfg).unwrap(), &mut all);
+        assert!(all.len() > 10, "{all:?}");
+        let mut section = "";
+        let mut documented = std::collections::HashSet::new();
+        for line in doc.lines() {
+            let l = line.trim().trim_start_matches("# ");
+            if let Some(s) = l.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+                section = s;
+            } else if let Some((k, _)) = l.split_once(" = ") {
+                documented.insert(format!("{section}.{}", k.trim()));
+            }
+        }
+        let missing: Vec<_> = all.iter().filter(|k| !documented.contains(*k)).collect();
+        assert!(
+            missing.is_empty(),
+            "settings missing from docs/CONFIGURATION.md: {missing:?}"
+        );
+    }
+}

@@ -405,3 +405,64 @@ async fn control_plane_process_on_postgres_and_redis() {
     );
     assert!(p.interrupt(Duration::from_secs(15)).unwrap().success());
 }
+
+/// The shell commands of the README's walkthrough, run as written (token and port substituted).
+#[tokio::test]
+async fn readme_walkthrough_runs_as_written() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme
+        .find("## A five-minute walkthrough")
+        .expect("README has the walkthrough");
+    let end = start
+        + readme[start..]
+            .find("\n## ")
+            .expect("walkthrough section ends");
+    let section = &readme[start..end];
+    let mut script = String::new();
+    for block in section.split("```sh\n").skip(1) {
+        script.push_str(block.split("```").next().unwrap());
+    }
+    assert!(script.contains("curl"), "walkthrough has commands");
+
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut p = Proc::spawn(&["standalone", "--listen", &listen], &[], dir.path());
+    let token = token_from(&p.wait_for_line("Press Ctrl-C", START).unwrap());
+    wait_healthy(&format!("http://{listen}/healthz"), START)
+        .await
+        .unwrap();
+    let script = script
+        .replace("sop_…", &token)
+        .replace("127.0.0.1:7400", &listen);
+
+    let out = tokio::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(dir.path())
+        .output()
+        .await
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "walkthrough failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "\"name\":\"Acme\"",
+        "\"environment\":\"production\"",
+        "\"secret\":\"key_",
+        "\"active\":true",
+        "\"code\":\"validation_failed\"",
+        "\"field\":\"environment\"",
+        "\"code\":\"unauthorized\"",
+        "\"overrides\":{\"max_message_bytes\":65536}",
+        "\"rotated_from\":\"key_",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "walkthrough output lacks {expected}:\n{stdout}"
+        );
+    }
+    assert!(p.interrupt(Duration::from_secs(15)).unwrap().success());
+}
