@@ -12,6 +12,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sea_orm::DatabaseConnection;
 use starling_core::cache::{Cache, MemoryCache, RedisCache};
+use starling_core::error::ApiError;
 use starling_core::http::{
     method_not_allowed_fallback, not_found_fallback, request_id, track_metrics,
 };
@@ -71,6 +72,9 @@ pub fn app(state: AdminState, metrics: PrometheusHandle) -> Router {
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .layer(from_fn(track_metrics))
         .layer(from_fn(request_id))
 }
@@ -84,6 +88,16 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// A panic in a handler is a bug: log it, answer an opaque 500 with the request id, keep serving.
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let what = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    ApiError::internal(format!("handler panicked: {what}")).into_response()
 }
 
 async fn healthz() -> impl IntoResponse {
