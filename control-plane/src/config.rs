@@ -24,6 +24,8 @@ pub struct ControlPlaneConfig {
     pub auth: AuthConfig,
     /// Logs, traces, metrics.
     pub telemetry: TelemetryConfig,
+    /// The data-plane gateway of a standalone process (or of a `data-plane` node).
+    pub gateway: starling_core::config::GatewayConfig,
 }
 
 /// `[server]`
@@ -213,6 +215,7 @@ impl ControlPlaneConfig {
         self.auth.operator_token()?;
         self.auth.key_hash_secret()?;
         self.telemetry.validate()?;
+        self.gateway.validate()?;
         Ok(())
     }
 

@@ -129,3 +129,83 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// `[gateway]`: how a data-plane node serves WebSocket clients and user tokens.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// This node's id within its cell (`STARLING_GATEWAY__NODE_ID`).
+    pub node_id: String,
+    /// Largest WebSocket message a client may send, in bytes.
+    pub max_frame_bytes: usize,
+    /// Frames queued for one connection before it counts as a slow consumer and is cut off.
+    pub outbound_queue: usize,
+    /// Seconds between server pings; a connection silent for three of them is closed.
+    pub heartbeat_secs: u64,
+    /// Connections one user may hold at once (devices, tabs).
+    pub max_connections_per_user: usize,
+    /// Longest lifetime of a user token minted by the server API, in seconds.
+    pub max_token_ttl_secs: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            node_id: "node-1".into(),
+            max_frame_bytes: 64 * 1024,
+            outbound_queue: 256,
+            heartbeat_secs: 25,
+            max_connections_per_user: 10,
+            max_token_ttl_secs: 30 * 24 * 3600,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let id_ok = !self.node_id.is_empty()
+            && self.node_id.len() <= 64
+            && self
+                .node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !id_ok {
+            return Err(ConfigError::field(
+                "gateway.node_id",
+                "must be 1..=64 of a-z, A-Z, 0-9, '-', '_'",
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_frame_bytes) {
+            return Err(ConfigError::field(
+                "gateway.max_frame_bytes",
+                "must be 1024..=16777216",
+            ));
+        }
+        if !(8..=65536).contains(&self.outbound_queue) {
+            return Err(ConfigError::field(
+                "gateway.outbound_queue",
+                "must be 8..=65536",
+            ));
+        }
+        if !(1..=3600).contains(&self.heartbeat_secs) {
+            return Err(ConfigError::field(
+                "gateway.heartbeat_secs",
+                "must be 1..=3600",
+            ));
+        }
+        if self.max_connections_per_user == 0 {
+            return Err(ConfigError::field(
+                "gateway.max_connections_per_user",
+                "must be at least 1",
+            ));
+        }
+        if !(60..=365 * 24 * 3600).contains(&self.max_token_ttl_secs) {
+            return Err(ConfigError::field(
+                "gateway.max_token_ttl_secs",
+                "must be 60..=31536000",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -159,6 +159,27 @@ typed_id!(
     "cls"
 );
 
+typed_id!(
+    /// A secret that signs an app's user tokens (the JWT `kid`).
+    TokenSecretId,
+    "tks"
+);
+typed_id!(
+    /// A conversation.
+    ConversationId,
+    "cnv"
+);
+typed_id!(
+    /// A message.
+    MessageId,
+    "msg"
+);
+typed_id!(
+    /// A WebSocket connection.
+    ConnectionId,
+    "con"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

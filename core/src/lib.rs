@@ -11,11 +11,13 @@
 //!   conformance suite for both), used for idempotency keys.
 #![forbid(unsafe_code)]
 
+pub mod appconfig;
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod id;
+pub mod limits;
 pub mod secret;
 pub mod telemetry;
 

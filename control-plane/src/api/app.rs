@@ -8,6 +8,7 @@ use utoipa_axum::routes;
 
 use super::{AdminState, app_id, tenant_id};
 use crate::service::app::{AppIn, AppOut, AppPatch, PlacementIn, QuotaOverridesPatch, QuotasOut};
+use crate::service::token_secret::{RotateTokenSecretIn, TokenSecretOut};
 
 pub(super) fn routes() -> OpenApiRouter<AdminState> {
     OpenApiRouter::new()
@@ -15,6 +16,8 @@ pub(super) fn routes() -> OpenApiRouter<AdminState> {
         .routes(routes!(get_app, update_app, delete_app))
         .routes(routes!(get_quotas, update_quotas))
         .routes(routes!(place_app))
+        .routes(routes!(list_token_secrets))
+        .routes(routes!(rotate_token_secret))
 }
 
 /// List a tenant's apps
@@ -119,5 +122,38 @@ async fn place_app(
 ) -> Result<Json<AppOut>, ApiError> {
     Ok(Json(
         s.cp.place_app(&tenant_id(&t)?, &app_id(&a)?, p).await?,
+    ))
+}
+
+/// List the secrets that sign the app's user tokens (HS256 JWTs; `kid` in the header)
+#[utoipa::path(get, path = "/admin/v1/tenants/{tenant_id}/apps/{app_id}/token-secrets", tag = "apps",
+    params(("tenant_id" = String, Path, description = "Tenant id"), ("app_id" = String, Path, description = "App id")),
+    responses((status = 200, description = "Success", body = Vec<TokenSecretOut>), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
+async fn list_token_secrets(
+    State(s): State<AdminState>,
+    Path((t, a)): Path<(String, String)>,
+) -> Result<Json<Vec<TokenSecretOut>>, ApiError> {
+    Ok(Json(
+        s.cp.list_token_secrets(&tenant_id(&t)?, &app_id(&a)?)
+            .await?,
+    ))
+}
+
+/// Make a new token secret; the current ones stay valid for the overlap
+#[utoipa::path(post, path = "/admin/v1/tenants/{tenant_id}/apps/{app_id}/token-secrets/rotate", tag = "apps", request_body = RotateTokenSecretIn,
+    params(("tenant_id" = String, Path, description = "Tenant id"), ("app_id" = String, Path, description = "App id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe: the first result is replayed")),
+    responses((status = 201, description = "Created", body = TokenSecretOut), (status = "4XX", description = "Client error: `code` says which, `message` and `field` say what", body = ErrorBody)))]
+async fn rotate_token_secret(
+    State(s): State<AdminState>,
+    Path((t, a)): Path<(String, String)>,
+    Json(input): Json<RotateTokenSecretIn>,
+) -> Result<(StatusCode, Json<TokenSecretOut>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            s.cp.rotate_token_secret(&tenant_id(&t)?, &app_id(&a)?, input)
+                .await?,
+        ),
     ))
 }

@@ -3,6 +3,7 @@
 
 pub mod api_key;
 pub mod app;
+pub mod app_token_secret;
 pub mod cluster;
 pub mod plan;
 pub mod tenant;

@@ -3,6 +3,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_init;
+mod m20261127_000002_token_secrets;
 
 /// All control-plane migrations, oldest first.
 pub struct Migrator;
@@ -10,7 +11,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261127_000001_init::Migration)]
+        vec![
+            Box::new(m20261127_000001_init::Migration),
+            Box::new(m20261127_000002_token_secrets::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {

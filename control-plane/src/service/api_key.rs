@@ -202,6 +202,7 @@ impl ControlPlane {
         }
         .insert(&self.db)
         .await?;
+        self.publish_app(tenant.as_str(), app_id.as_str()).await;
         Ok(ApiKeyCreatedOut {
             key: out(m),
             secret: key.token,
@@ -263,7 +264,9 @@ impl ControlPlane {
         }
         let mut a: api_key::ActiveModel = m.into();
         a.revoked_at = Set(Some(super::now()));
-        Ok(out(a.update(&self.db).await?))
+        let m = a.update(&self.db).await?;
+        self.publish_app(tenant.as_str(), app_id.as_str()).await;
+        Ok(out(m))
     }
 
     /// Replaces a key with a new one of the same name and scopes; the old key keeps working for
@@ -323,6 +326,7 @@ impl ControlPlane {
         a.replaced_by = Set(Some(key.id.as_str().to_owned()));
         a.update(&txn).await?;
         txn.commit().await?;
+        self.publish_app(tenant.as_str(), app_id.as_str()).await;
         Ok(ApiKeyCreatedOut {
             key: out(new),
             secret: key.token,

@@ -168,7 +168,7 @@ impl ControlPlane {
             .as_deref()
             .map(|r| check_code("region", r))
             .transpose()?;
-        input.quota_overrides.validate("quota_overrides")?;
+        super::plan::validate_limits(&input.quota_overrides, "quota_overrides")?;
         if scoped::<app::Entity>(tenant)
             .filter(app::Column::Name.eq(&name))
             .one(&self.db)
@@ -196,9 +196,12 @@ impl ControlPlane {
             quota_overrides: Set(input.quota_overrides.to_json()),
             created_at: Set(now),
             updated_at: Set(now),
-        }
-        .insert(&self.db)
-        .await?;
+        };
+        let txn = self.db.begin().await?;
+        let m = m.insert(&txn).await?;
+        super::token_secret::insert_secret(&txn, &m.tenant_id, &m.id).await?;
+        txn.commit().await?;
+        self.publish_app(&m.tenant_id, &m.id).await;
         Ok(m.into())
     }
 
@@ -260,7 +263,9 @@ impl ControlPlane {
             m.status = Set(s);
         }
         m.updated_at = Set(super::now());
-        Ok(m.update(&self.db).await?.into())
+        let m = m.update(&self.db).await?;
+        self.publish_app(&m.tenant_id, &m.id).await;
+        Ok(m.into())
     }
 
     /// Deletes an app and its API keys.
@@ -278,6 +283,7 @@ impl ControlPlane {
             .exec(&txn)
             .await?;
         txn.commit().await?;
+        self.publish_app(tenant.as_str(), id.as_str()).await;
         Ok(())
     }
 
@@ -306,16 +312,12 @@ impl ControlPlane {
     ) -> Result<QuotasOut> {
         let a = self.app_model(tenant, id).await?;
         let next = patch.apply(Limits::from_json(&a.quota_overrides));
-        next.validate("").map_err(|e| match e {
-            Error::Invalid { field, message } => {
-                super::invalid(field.trim_start_matches('.'), message)
-            }
-            other => other,
-        })?;
+        super::plan::validate_limits(&next, "")?;
         let mut m: app::ActiveModel = a.into();
         m.quota_overrides = Set(next.to_json());
         m.updated_at = Set(super::now());
         m.update(&self.db).await?;
+        self.publish_app(tenant.as_str(), id.as_str()).await;
         self.get_quotas(tenant, id).await
     }
 

@@ -4,8 +4,10 @@
 pub mod api_key;
 pub mod app;
 pub mod cluster;
+pub mod feed;
 pub mod plan;
 pub mod tenant;
+pub mod token_secret;
 
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -147,18 +149,32 @@ where
 }
 
 /// The control plane: its database and secrets. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ControlPlane {
     /// The control-plane database.
     pub db: DatabaseConnection,
     /// Hashes API-key secrets.
     pub hasher: KeyHasher,
+    /// Where app configuration is published for data-plane cells, if anywhere.
+    pub feed: Option<std::sync::Arc<dyn starling_core::appconfig::ConfigFeed>>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("feed", &self.feed.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ControlPlane {
     /// A control plane over a migrated database.
     pub fn new(db: DatabaseConnection, hasher: KeyHasher) -> Self {
-        Self { db, hasher }
+        Self {
+            db,
+            hasher,
+            feed: None,
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
+
 use starling_core::http::{Page, PageParams};
 use starling_core::id::PlanId;
 use utoipa::ToSchema;
@@ -12,90 +13,38 @@ use utoipa::ToSchema;
 use super::{ControlPlane, Result, check_code, check_name, invalid, not_found, paginate};
 use crate::entity::{plan, tenant};
 
-/// Limits of a plan (or an app's overrides). A missing or `null` limit means unlimited.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// Distinct users active in a calendar month.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub monthly_active_users: Option<u64>,
-    /// Messages sent in a calendar month.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub messages_per_month: Option<u64>,
-    /// WebSocket connections open at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub concurrent_connections: Option<u64>,
-    /// Server API requests per second.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_requests_per_second: Option<u64>,
-    /// Members of one group conversation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_group_members: Option<u64>,
-    /// Bytes of one message (body and metadata).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_message_bytes: Option<u64>,
-}
+pub use starling_core::limits::Limits;
 
-impl Limits {
-    /// The names and values of the limits, in a fixed order.
-    pub fn fields(&self) -> [(&'static str, Option<u64>); 6] {
-        [
-            ("monthly_active_users", self.monthly_active_users),
-            ("messages_per_month", self.messages_per_month),
-            ("concurrent_connections", self.concurrent_connections),
-            ("api_requests_per_second", self.api_requests_per_second),
-            ("max_group_members", self.max_group_members),
-            ("max_message_bytes", self.max_message_bytes),
-        ]
-    }
-
-    /// Checks every set limit; `prefix` is the JSON path of this object.
-    pub fn validate(&self, prefix: &str) -> Result<()> {
-        for (name, v) in self.fields() {
-            if v == Some(0) {
-                return Err(invalid(
-                    &format!("{prefix}.{name}"),
-                    "must be at least 1 (omit it for unlimited)",
-                ));
-            }
+/// Checks every set limit; `prefix` is the JSON path of the limits object.
+pub fn validate_limits(limits: &Limits, prefix: &str) -> Result<()> {
+    let path = |name: &str| {
+        if prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{prefix}.{name}")
         }
-        if let Some(b) = self.max_message_bytes
-            && b > 16 * 1024 * 1024
-        {
+    };
+    for (name, v) in limits.fields() {
+        if v == Some(0) {
             return Err(invalid(
-                &format!("{prefix}.max_message_bytes"),
-                "must be at most 16777216 (16 MiB)",
+                &path(name),
+                "must be at least 1 (omit it for unlimited)",
             ));
         }
-        if let Some(v) = self
-            .fields()
-            .iter()
-            .find_map(|(n, v)| v.filter(|v| *v > i64::MAX as u64).map(|_| *n))
-        {
-            return Err(invalid(&format!("{prefix}.{v}"), "is too large"));
-        }
-        Ok(())
-    }
-
-    /// These limits with `overrides` applied on top.
-    pub fn with_overrides(&self, o: &Limits) -> Limits {
-        Limits {
-            monthly_active_users: o.monthly_active_users.or(self.monthly_active_users),
-            messages_per_month: o.messages_per_month.or(self.messages_per_month),
-            concurrent_connections: o.concurrent_connections.or(self.concurrent_connections),
-            api_requests_per_second: o.api_requests_per_second.or(self.api_requests_per_second),
-            max_group_members: o.max_group_members.or(self.max_group_members),
-            max_message_bytes: o.max_message_bytes.or(self.max_message_bytes),
+        if v.is_some_and(|v| v > i64::MAX as u64) {
+            return Err(invalid(&path(name), "is too large"));
         }
     }
-
-    pub(crate) fn from_json(v: &serde_json::Value) -> Limits {
-        serde_json::from_value(v.clone()).unwrap_or_default()
+    if limits
+        .max_message_bytes
+        .is_some_and(|b| b > 16 * 1024 * 1024)
+    {
+        return Err(invalid(
+            &path("max_message_bytes"),
+            "must be at most 16777216 (16 MiB)",
+        ));
     }
-
-    pub(crate) fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self).expect("limits serialize")
-    }
+    Ok(())
 }
 
 /// A new plan.
@@ -166,7 +115,7 @@ impl ControlPlane {
     pub async fn create_plan(&self, input: PlanIn) -> Result<PlanOut> {
         let code = check_code("code", &input.code)?;
         let name = check_name("name", &input.name)?;
-        input.limits.validate("limits")?;
+        validate_limits(&input.limits, "limits")?;
         if plan::Entity::find()
             .filter(plan::Column::Code.eq(&code))
             .one(&self.db)
@@ -231,7 +180,7 @@ impl ControlPlane {
             m.name = Set(check_name("name", &name)?);
         }
         if let Some(limits) = patch.limits {
-            limits.validate("limits")?;
+            validate_limits(&limits, "limits")?;
             m.limits = Set(limits.to_json());
         }
         match patch.is_default {
@@ -250,6 +199,7 @@ impl ControlPlane {
         m.updated_at = Set(super::now());
         let m = m.update(&txn).await?;
         txn.commit().await?;
+        self.publish_plan(&m.id).await;
         Ok(m.into())
     }
 

@@ -152,7 +152,9 @@ impl ControlPlane {
             m.plan_id = Set(p.into_string());
         }
         m.updated_at = Set(super::now());
-        Ok(m.update(&self.db).await?.into())
+        let m = m.update(&self.db).await?;
+        self.publish_tenant(&m.id).await;
+        Ok(m.into())
     }
 
     /// Deletes a tenant that has no apps left.

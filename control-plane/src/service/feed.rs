@@ -1,0 +1,160 @@
+//! Publishing app configuration to data-plane cells (see `starling_core::appconfig`).
+//!
+//! Every change that alters what a cell must know about an app (status, limits, keys, token
+//! secrets) republishes that app's whole configuration, after the change is committed. At start
+//! the control plane republishes every app, so the feed's compacted view is complete.
+
+use std::sync::Arc;
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use starling_core::appconfig::{
+    AppConfig, ConfigFeed, ConfigUpdate, KeyConfig, TokenSecret, next_version,
+};
+use starling_core::id::{ApiKeyId, AppId, TenantId};
+use starling_core::limits::Limits;
+
+use super::{ControlPlane, Result};
+use crate::entity::{Status, api_key, app, plan, tenant};
+
+impl ControlPlane {
+    /// Publishes app configuration on `feed` from now on.
+    pub fn with_feed(mut self, feed: Arc<dyn ConfigFeed>) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// What a cell must know about one app, read from the database.
+    pub async fn app_config(&self, tenant_id: &str, app_id: &str) -> Result<Option<AppConfig>> {
+        let Some(a) = app::Entity::find()
+            .filter(app::Column::TenantId.eq(tenant_id))
+            .filter(app::Column::Id.eq(app_id))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(t) = tenant::Entity::find_by_id(tenant_id.to_owned())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let p = plan::Entity::find_by_id(t.plan_id.clone())
+            .one(&self.db)
+            .await?;
+        let plan_limits = p.map(|p| Limits::from_json(&p.limits)).unwrap_or_default();
+        let keys = api_key::Entity::find()
+            .filter(api_key::Column::TenantId.eq(tenant_id))
+            .filter(api_key::Column::AppId.eq(app_id))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|k| KeyConfig {
+                id: ApiKeyId::from_trusted(k.id),
+                secret_hash: k.secret_hash,
+                scopes: serde_json::from_value(k.scopes).unwrap_or_default(),
+                expires_at: k.expires_at,
+                revoked: k.revoked_at.is_some(),
+            })
+            .collect();
+        let token_secrets = super::token_secret::secrets_of(&self.db, tenant_id, app_id)
+            .await?
+            .into_iter()
+            .map(|s| TokenSecret {
+                kid: s.kid,
+                secret: s.secret,
+                expires_at: s.expires_at,
+            })
+            .collect();
+        let suspended = if t.status != Status::Active {
+            Some("tenant_suspended".to_owned())
+        } else if a.status != Status::Active {
+            Some("app_suspended".to_owned())
+        } else {
+            None
+        };
+        Ok(Some(AppConfig {
+            app_id: AppId::from_trusted(a.id),
+            tenant_id: TenantId::from_trusted(a.tenant_id),
+            suspended,
+            limits: plan_limits.with_overrides(&Limits::from_json(&a.quota_overrides)),
+            keys,
+            token_secrets,
+            version: next_version(),
+        }))
+    }
+
+    async fn send(&self, update: ConfigUpdate) {
+        if let Some(feed) = &self.feed
+            && let Err(e) = feed.publish(update).await
+        {
+            // The next change of this app, or the next start, republishes it.
+            tracing::error!(error = %e, "publishing app config failed");
+        }
+    }
+
+    /// Republishes one app (or its deletion, when it is gone).
+    pub(crate) async fn publish_app(&self, tenant_id: &str, app_id: &str) {
+        if self.feed.is_none() {
+            return;
+        }
+        match self.app_config(tenant_id, app_id).await {
+            Ok(Some(c)) => self.send(ConfigUpdate::Upsert(c)).await,
+            Ok(None) => {
+                self.send(ConfigUpdate::Delete {
+                    app_id: AppId::from_trusted(app_id.to_owned()),
+                    version: next_version(),
+                })
+                .await
+            }
+            Err(e) => tracing::error!(error = %e, app_id, "reading app config to publish failed"),
+        }
+    }
+
+    /// Republishes every app of a tenant.
+    pub(crate) async fn publish_tenant(&self, tenant_id: &str) {
+        if self.feed.is_none() {
+            return;
+        }
+        match app::Entity::find()
+            .filter(app::Column::TenantId.eq(tenant_id))
+            .all(&self.db)
+            .await
+        {
+            Ok(apps) => {
+                for a in apps {
+                    self.publish_app(tenant_id, &a.id).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, tenant_id, "listing apps to publish failed"),
+        }
+    }
+
+    /// Republishes every app of every tenant on a plan.
+    pub(crate) async fn publish_plan(&self, plan_id: &str) {
+        if self.feed.is_none() {
+            return;
+        }
+        match tenant::Entity::find()
+            .filter(tenant::Column::PlanId.eq(plan_id))
+            .all(&self.db)
+            .await
+        {
+            Ok(ts) => {
+                for t in ts {
+                    self.publish_tenant(&t.id).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, plan_id, "listing tenants to publish failed"),
+        }
+    }
+
+    /// Republishes every app; returns how many.
+    pub async fn publish_all(&self) -> Result<usize> {
+        let apps = app::Entity::find().all(&self.db).await?;
+        for a in &apps {
+            self.publish_app(&a.tenant_id, &a.id).await;
+        }
+        Ok(apps.len())
+    }
+}
