@@ -10,7 +10,12 @@ use serde::{Deserialize, Serialize};
 use starling_control_plane::api::AdminState;
 use starling_control_plane::config::{ControlPlaneConfig, redact_url};
 use starling_control_plane::server;
-use starling_core::secret::random_token;
+use starling_core::appconfig::{ConfigFeed, InProcessFeed};
+use starling_core::secret::{KeyHasher, random_token};
+use starling_data_plane::bus::InProcessBus;
+use starling_data_plane::directory::Directory;
+use starling_data_plane::node::Node;
+use starling_data_plane::registry::InProcessRegistry;
 
 /// Options of `starling standalone`.
 pub struct Options {
@@ -125,25 +130,47 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let base = format!("http://{local}");
 
+    let feed: Arc<dyn ConfigFeed> = Arc::new(InProcessFeed::new());
     let cp = server::open(&db_url, cfg.database.max_connections, &key_hash_secret)
         .await
-        .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
+        .with_context(|| format!("opening the database {}", redact_url(&db_url)))?
+        .with_feed(feed.clone());
     cp.ensure_local_cluster(Some(format!("ws://{local}")))
         .await
         .map_err(|e| anyhow::anyhow!("registering the local cluster: {e}"))?;
     let cache = server::open_cache(cfg.cache.redis_url.as_deref()).await?;
+
+    // The data plane, in the same process: in-process feed, bus and registry.
+    let directory = Arc::new(Directory::new(KeyHasher::new(&key_hash_secret)));
+    directory.follow(feed).await?;
+    let published = cp
+        .publish_all()
+        .await
+        .map_err(|e| anyhow::anyhow!("publishing app config: {e}"))?;
+    tracing::debug!(apps = published, "app config published");
+    let node = Node::start(
+        cp.db.clone(),
+        directory,
+        Arc::new(InProcessBus::new()),
+        Arc::new(InProcessRegistry::new()),
+        cfg.gateway.clone(),
+    )
+    .await
+    .context("starting the data plane")?;
 
     let state = AdminState {
         cp,
         cache,
         operator_token: Arc::from(operator_token.as_str()),
     };
-    let app = server::app(state, _telemetry.metrics.clone());
+    let app = server::app_with(state, _telemetry.metrics.clone(), node.router());
 
     println!("Starling standalone is running on {base}");
-    println!("  data:      {}", data_dir.display());
-    println!("  admin API: {base}/admin/v1   (spec: {base}/admin/v1/openapi.json)");
-    println!("  health:    {base}/healthz  {base}/readyz  {base}/metrics");
+    println!("  data:       {}", data_dir.display());
+    println!("  admin API:  {base}/admin/v1   (spec: {base}/admin/v1/openapi.json)");
+    println!("  server API: {base}/v1   (spec: {base}/v1/openapi.json)");
+    println!("  WebSocket:  ws://{local}/v1/connect?token=<user token>");
+    println!("  health:     {base}/healthz  {base}/readyz  {base}/metrics");
     if first_start && cfg.auth.operator_token()?.is_none() {
         println!();
         println!(
@@ -168,7 +195,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     println!("Press Ctrl-C to stop.");
     tracing::info!(%local, "listening");
-    server::serve(listener, app, shutdown_signal()).await?;
+    let n = node.clone();
+    server::serve(listener, app, async move {
+        shutdown_signal().await;
+        n.shutdown();
+    })
+    .await?;
     println!("Starling stopped.");
     Ok(())
 }

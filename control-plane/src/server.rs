@@ -58,6 +58,11 @@ pub async fn open_cache(redis_url: Option<&str>) -> anyhow::Result<Arc<dyn Cache
 
 /// The whole HTTP application.
 pub fn app(state: AdminState, metrics: PrometheusHandle) -> Router {
+    app_with(state, metrics, Router::new())
+}
+
+/// The whole HTTP application with more routes (a standalone process adds the data plane's).
+pub fn app_with(state: AdminState, metrics: PrometheusHandle, extra: Router) -> Router {
     let ops = OpsState {
         db: state.cp.db.clone(),
         cache: state.cache.clone(),
@@ -69,6 +74,7 @@ pub fn app(state: AdminState, metrics: PrometheusHandle) -> Router {
         .route("/metrics", get(metrics_text))
         .with_state(ops)
         .merge(api::router(state))
+        .merge(extra)
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

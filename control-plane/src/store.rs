@@ -3,12 +3,7 @@
 //! Every query on a tenant-owned table starts from [`scoped`] (or [`app_scoped`]), which filters
 //! by the owner's ids: a row of another tenant is simply not there, and the API answers 404.
 
-use std::time::Duration;
-
-use sea_orm::{
-    ColumnTrait, ConnectOptions, Database, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    Select,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Select};
 use sea_orm_migration::MigratorTrait;
 use starling_core::id::{AppId, TenantId};
 
@@ -17,24 +12,7 @@ use crate::migration::Migrator;
 
 /// Connects to PostgreSQL (`postgres://…`) or SQLite (`sqlite://path?mode=rwc`).
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
-    let mut opts = ConnectOptions::new(url.to_owned());
-    let sqlite = url.starts_with("sqlite:");
-    opts.max_connections(if sqlite {
-        1.max(max_connections.min(8))
-    } else {
-        max_connections
-    })
-    .min_connections(if sqlite { 1 } else { 0 })
-    .connect_timeout(Duration::from_secs(10))
-    .acquire_timeout(Duration::from_secs(10))
-    .sqlx_logging(false);
-    let db = Database::connect(opts).await?;
-    if sqlite {
-        use sea_orm::ConnectionTrait;
-        // WAL lets readers run beside the writer; the pragma sticks to the database file.
-        db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
-    }
-    Ok(db)
+    starling_core::db::connect(url, max_connections).await
 }
 
 /// Applies every pending migration.

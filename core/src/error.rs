@@ -209,3 +209,15 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("name"));
     }
 }
+
+impl From<sea_orm::DbErr> for ApiError {
+    /// Unique-constraint violations are conflicts; anything else is an opaque internal error.
+    fn from(e: sea_orm::DbErr) -> Self {
+        match e.sql_err() {
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+                ApiError::conflict("a resource with these unique values already exists")
+            }
+            _ => ApiError::internal(e),
+        }
+    }
+}

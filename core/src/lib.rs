@@ -14,6 +14,7 @@
 pub mod appconfig;
 pub mod cache;
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod http;
 pub mod id;

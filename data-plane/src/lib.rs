@@ -1,10 +1,24 @@
-//! Starling data plane — not built yet.
+//! Starling data plane: the messaging core of a cell.
 //!
-//! This crate will hold a data-plane cell's gateway nodes: the WebSocket client protocol, the
-//! server REST API authenticated by app API keys, the messaging domain (users, conversations,
-//! messages with gap-free per-conversation `seq`), its storage and migrations, the bus between
-//! nodes (Apache Pulsar | in-process) and the presence/routing/rate-limit registry
-//! (Redis | in-process). See `ARCHITECTURE.md` and the issues that build it.
-//!
-//! It is empty on purpose: nothing here pretends to work. `starling data-plane` says so and exits.
+//! - [`protocol`]: the wire types (resources, events, WebSocket frames), shared by both doors.
+//! - [`service`]: users, conversations, members, messages, reactions, read state, typing.
+//! - [`gateway`]: the WebSocket gateway at `/v1/connect` (user JWT).
+//! - [`api`]: the server REST API under `/v1` (app API keys), with per-key rate limits.
+//! - [`directory`]: app configuration from the control plane; local key and token checks.
+//! - [`bus`], [`registry`], [`hub`]: moving events to the nodes and connections of their users.
+//! - [`entity`], [`migration`], [`store`]: storage (PostgreSQL or SQLite), scoped by app.
+//! - [`node`]: wiring a node together.
 #![forbid(unsafe_code)]
+
+pub mod api;
+pub mod bus;
+pub mod directory;
+pub mod entity;
+pub mod gateway;
+pub mod hub;
+pub mod migration;
+pub mod node;
+pub mod protocol;
+pub mod registry;
+pub mod service;
+pub mod store;

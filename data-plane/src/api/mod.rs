@@ -1,0 +1,232 @@
+//! The server REST API under `/v1`, for customers' backends, authenticated with app API keys
+//! (`Authorization: Bearer key_….secret`), checked locally against the app directory.
+//!
+//! Every response to an authenticated request carries `X-RateLimit-Limit`, `-Remaining` and
+//! `-Reset` when the app's plan limits requests per second; over the limit the answer is 429
+//! with `Retry-After`. `read_only` keys may only read.
+
+mod conversation;
+mod message;
+mod user;
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::Response;
+use governor::middleware::StateInformationMiddleware;
+use governor::{Quota, RateLimiter, clock::Clock};
+use starling_core::error::{ApiError, ErrorCode};
+use starling_core::id::ApiKeyId;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::directory::KeyPrincipal;
+use crate::node::Node;
+
+type Limiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    governor::clock::DefaultClock,
+    StateInformationMiddleware,
+>;
+
+/// Per-key rate limiters (GCRA, from the `governor` crate), sized by the app's
+/// `api_requests_per_second`. In a cell this moves to Redis so all nodes share one budget.
+#[derive(Default)]
+pub struct RateLimits {
+    limiters: Mutex<HashMap<ApiKeyId, (u64, Arc<Limiter>)>>,
+}
+
+/// The outcome of a rate-limit check.
+pub enum Verdict {
+    /// Allowed; this many requests remain in the burst.
+    Allowed { limit: u64, remaining: u64 },
+    /// Refused; retry after this many milliseconds.
+    Refused { limit: u64, retry_after_ms: u64 },
+}
+
+impl RateLimits {
+    /// Takes one request from the key's budget of `rps` per second.
+    pub fn check(&self, key: &ApiKeyId, rps: u64) -> Verdict {
+        let limiter = {
+            let mut m = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+            match m.get(key) {
+                Some((r, l)) if *r == rps => l.clone(),
+                _ => {
+                    let n = NonZeroU32::new(rps.clamp(1, u32::MAX as u64) as u32).expect("nonzero");
+                    let l = Arc::new(
+                        RateLimiter::direct(Quota::per_second(n))
+                            .with_middleware::<StateInformationMiddleware>(),
+                    );
+                    m.insert(key.clone(), (rps, l.clone()));
+                    l
+                }
+            }
+        };
+        match limiter.check() {
+            Ok(s) => Verdict::Allowed {
+                limit: rps,
+                remaining: s.remaining_burst_capacity() as u64,
+            },
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+                Verdict::Refused {
+                    limit: rps,
+                    retry_after_ms: wait.as_millis() as u64,
+                }
+            }
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Starling server API",
+        description = "The API a customer's backend uses to manage the users, conversations and messages of one app, and to mint user tokens for the WebSocket gateway (`GET /v1/connect?token=…`, protocol in `sdk-specs/asyncapi/`).\n\nAuthenticate with `Authorization: Bearer <API key>` (from the admin or console API). Errors are JSON `{code, message, request_id, field?}`. When the app's plan limits requests per second, responses carry `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset`; over the limit the answer is 429 with `Retry-After`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    modifiers(&SecurityAddon),
+    security(("api_key" = [])),
+    tags(
+        (name = "users", description = "End users, their tokens, bans and conversations"),
+        (name = "conversations", description = "Direct, group and room conversations and their members"),
+        (name = "messages", description = "Messages, reactions, threads, read state"),
+    )
+)]
+struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "api_key",
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some("An API key of the app: `key_<id>.<secret>`"))
+                        .build(),
+                ),
+            );
+    }
+}
+
+fn routes() -> OpenApiRouter<Arc<Node>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(user::routes())
+        .merge(conversation::routes())
+        .merge(message::routes())
+}
+
+/// The OpenAPI document of the server API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// The document as committed to `sdk-specs/openapi/server.json`.
+pub fn openapi_json() -> String {
+    let mut s = openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes");
+    s.push('\n');
+    s
+}
+
+/// The node's routes: the server API (API key) and the WebSocket gateway (user token).
+pub fn router(node: Arc<Node>) -> Router {
+    let (api, doc) = routes().split_for_parts();
+    let doc = Arc::new(doc);
+    let api = api.route_layer(from_fn_with_state(node.clone(), authenticate));
+    Router::new()
+        .route("/v1/connect", axum::routing::get(crate::gateway::connect))
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .merge(api)
+        .with_state(node)
+}
+
+/// Middleware: API key → [`KeyPrincipal`] in the request extensions; scope and rate checks.
+async fn authenticate(
+    State(node): State<Arc<Node>>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let header = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "missing Authorization header; send Authorization: Bearer <API key>",
+            )
+        })?;
+    let key = header.strip_prefix("Bearer ").ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "Authorization must use the Bearer scheme",
+        )
+    })?;
+    let p = node.messaging.directory.authenticate_key(key)?;
+    if !p.can_write && req.method() != Method::GET {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("API key {} is read_only", p.key_id),
+        ));
+    }
+    let mut headers = Vec::new();
+    if let Some(rps) = p.limits.api_requests_per_second {
+        match node.rate_limits.check(&p.key_id, rps) {
+            Verdict::Allowed { limit, remaining } => {
+                headers.push(("x-ratelimit-limit", limit));
+                headers.push(("x-ratelimit-remaining", remaining));
+                headers.push(("x-ratelimit-reset", 1));
+            }
+            Verdict::Refused {
+                limit,
+                retry_after_ms,
+            } => {
+                let secs = retry_after_ms.div_ceil(1000).max(1);
+                let mut e = ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "rate limit of {limit} requests per second exceeded (api_requests_per_second); retry in {retry_after_ms} ms"
+                    ),
+                );
+                e.retry_after = Some(secs);
+                let mut res = axum::response::IntoResponse::into_response(e);
+                res.headers_mut()
+                    .insert("x-ratelimit-limit", HeaderValue::from(limit));
+                res.headers_mut()
+                    .insert("x-ratelimit-remaining", HeaderValue::from(0u64));
+                res.headers_mut()
+                    .insert("x-ratelimit-reset", HeaderValue::from(secs));
+                return Ok(res);
+            }
+        }
+    }
+    req.extensions_mut().insert(p);
+    let mut res = next.run(req).await;
+    for (k, v) in headers {
+        res.headers_mut().insert(k, HeaderValue::from(v));
+    }
+    Ok(res)
+}
+
+/// The principal the middleware put in the request.
+pub(crate) type Principal = axum::Extension<KeyPrincipal>;

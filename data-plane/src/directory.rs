@@ -1,0 +1,288 @@
+//! What this node knows about apps, fed by the control plane (see `starling_core::appconfig`):
+//! it authenticates API keys and verifies user tokens locally, with no control-plane call per
+//! request. A revoked key stops working as soon as its update arrives.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use starling_core::appconfig::{AppConfig, ConfigFeed, ConfigUpdate};
+use starling_core::error::{ApiError, ErrorCode};
+use starling_core::id::{ApiKeyId, AppId, TenantId};
+use starling_core::limits::Limits;
+use starling_core::secret::{KeyHasher, split_api_key};
+
+/// Who is calling the server API.
+#[derive(Debug, Clone)]
+pub struct KeyPrincipal {
+    /// The app the key belongs to.
+    pub app_id: AppId,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// The key.
+    pub key_id: ApiKeyId,
+    /// Whether the key may write (`server_full`) or only read (`read_only`).
+    pub can_write: bool,
+    /// The app's limits.
+    pub limits: Limits,
+}
+
+/// Who is on the other end of a WebSocket.
+#[derive(Debug, Clone)]
+pub struct UserPrincipal {
+    /// The app.
+    pub app_id: AppId,
+    /// The user.
+    pub user_id: String,
+    /// The app's limits.
+    pub limits: Limits,
+}
+
+/// Claims of a user token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserClaims {
+    /// The user id.
+    pub sub: String,
+    /// The app id.
+    pub app_id: String,
+    /// Expiry (seconds since the epoch).
+    pub exp: i64,
+    /// Issued at.
+    pub iat: i64,
+}
+
+#[derive(Default)]
+struct State {
+    apps: HashMap<AppId, Arc<AppConfig>>,
+    /// Version of the latest update seen per app, deletions included.
+    versions: HashMap<AppId, i64>,
+    key_to_app: HashMap<ApiKeyId, AppId>,
+    kid_to_app: HashMap<String, AppId>,
+}
+
+/// The app directory of a node.
+pub struct Directory {
+    state: RwLock<State>,
+    hasher: KeyHasher,
+}
+
+fn unauthorized(msg: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::Unauthorized, msg)
+}
+
+impl Directory {
+    /// An empty directory; keys are checked with `hasher`.
+    pub fn new(hasher: KeyHasher) -> Self {
+        Self {
+            state: RwLock::new(State::default()),
+            hasher,
+        }
+    }
+
+    /// Applies an update unless an equal or newer one was applied already.
+    pub fn apply(&self, update: ConfigUpdate) {
+        let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let app = update.app_id().clone();
+        if s.versions.get(&app).is_some_and(|v| *v >= update.version()) {
+            return;
+        }
+        s.versions.insert(app.clone(), update.version());
+        if let Some(old) = s.apps.remove(&app) {
+            for k in &old.keys {
+                s.key_to_app.remove(&k.id);
+            }
+            for t in &old.token_secrets {
+                s.kid_to_app.remove(&t.kid);
+            }
+        }
+        if let ConfigUpdate::Upsert(c) = update {
+            for k in &c.keys {
+                s.key_to_app.insert(k.id.clone(), app.clone());
+            }
+            for t in &c.token_secrets {
+                s.kid_to_app.insert(t.kid.clone(), app.clone());
+            }
+            s.apps.insert(app, Arc::new(c));
+        }
+    }
+
+    /// Loads the feed's snapshot, then follows it until the feed closes. Returns once the
+    /// snapshot is applied; following goes on in a task.
+    pub async fn follow(self: &Arc<Self>, feed: Arc<dyn ConfigFeed>) -> anyhow::Result<()> {
+        let mut rx = feed.updates();
+        for u in feed.snapshot().await? {
+            self.apply(u);
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(u) => me.apply(u),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            missed = n,
+                            "app config feed lagged; reloading the snapshot"
+                        );
+                        match feed.snapshot().await {
+                            Ok(all) => all.into_iter().for_each(|u| me.apply(u)),
+                            Err(e) => tracing::error!(error = %e, "reloading app config failed"),
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The app's configuration, if known.
+    pub fn app(&self, app: &AppId) -> Option<Arc<AppConfig>> {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .apps
+            .get(app)
+            .cloned()
+    }
+
+    fn check_active(c: &AppConfig) -> Result<(), ApiError> {
+        match c.suspended.as_deref() {
+            None => Ok(()),
+            Some(why) => Err(ApiError::new(
+                ErrorCode::AppSuspended,
+                format!(
+                    "app {} is suspended ({why}); contact the operator",
+                    c.app_id
+                ),
+            )),
+        }
+    }
+
+    /// Authenticates a presented API key (`Authorization: Bearer key_….secret`).
+    pub fn authenticate_key(&self, presented: &str) -> Result<KeyPrincipal, ApiError> {
+        let (id, secret) = split_api_key(presented.trim())
+            .ok_or_else(|| unauthorized("malformed API key: expected key_<id>.<secret>"))?;
+        let app = {
+            let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+            s.key_to_app.get(&id).and_then(|a| s.apps.get(a).cloned())
+        }
+        .ok_or_else(|| unauthorized("unknown API key"))?;
+        let key = app
+            .keys
+            .iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| unauthorized("unknown API key"))?;
+        if !self.hasher.verify(secret, &key.secret_hash) {
+            return Err(unauthorized("unknown API key"));
+        }
+        if key.revoked {
+            return Err(unauthorized(format!("API key {id} was revoked")));
+        }
+        if key.expires_at.is_some_and(|e| e <= Utc::now()) {
+            return Err(unauthorized(format!("API key {id} has expired")));
+        }
+        Self::check_active(&app)?;
+        Ok(KeyPrincipal {
+            app_id: app.app_id.clone(),
+            tenant_id: app.tenant_id.clone(),
+            key_id: id,
+            can_write: key.scopes.iter().any(|s| s == "server_full"),
+            limits: app.limits.clone(),
+        })
+    }
+
+    /// Mints a user token signed with the app's newest valid secret.
+    pub fn mint_token(
+        &self,
+        app: &AppId,
+        user_id: &str,
+        ttl_secs: u64,
+    ) -> Result<(String, chrono::DateTime<Utc>), ApiError> {
+        let c = self
+            .app(app)
+            .ok_or_else(|| ApiError::not_found("app", app))?;
+        let now = Utc::now();
+        let secret = c
+            .token_secrets
+            .iter()
+            .filter(|s| s.expires_at.is_none_or(|e| e > now))
+            .max_by(|a, b| a.kid.cmp(&b.kid))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Conflict,
+                    "the app has no valid token secret; rotate one",
+                )
+            })?;
+        let exp = now + chrono::Duration::seconds(ttl_secs as i64);
+        let claims = UserClaims {
+            sub: user_id.to_owned(),
+            app_id: app.to_string(),
+            exp: exp.timestamp(),
+            iat: now.timestamp(),
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(secret.kid.clone());
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(secret.secret.as_bytes()),
+        )
+        .map_err(ApiError::internal)?;
+        Ok((token, exp))
+    }
+
+    /// Verifies a user token: HS256 only, signed with a valid secret of the app its `kid`
+    /// names, not expired, and its `app_id` claim is that app.
+    pub fn verify_token(&self, token: &str) -> Result<UserPrincipal, ApiError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| unauthorized(format!("malformed user token: {e}")))?;
+        if header.alg != Algorithm::HS256 {
+            return Err(unauthorized("user token must be signed with HS256"));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| unauthorized("user token has no kid in its header"))?;
+        let (app, secret) = {
+            let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+            let app = s
+                .kid_to_app
+                .get(&kid)
+                .and_then(|a| s.apps.get(a).cloned())
+                .ok_or_else(|| unauthorized("user token signed with an unknown key"))?;
+            let secret = app.token_secrets.iter().find(|t| t.kid == kid).cloned();
+            (app, secret)
+        };
+        let secret = secret.ok_or_else(|| unauthorized("user token signed with an unknown key"))?;
+        if secret.expires_at.is_some_and(|e| e <= Utc::now()) {
+            return Err(unauthorized("user token signed with a retired key"));
+        }
+        let mut v = Validation::new(Algorithm::HS256);
+        v.set_required_spec_claims(&["exp", "sub"]);
+        v.leeway = 5;
+        let data = jsonwebtoken::decode::<UserClaims>(
+            token,
+            &DecodingKey::from_secret(secret.secret.as_bytes()),
+            &v,
+        )
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                unauthorized("user token has expired")
+            }
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                unauthorized("user token signature is invalid")
+            }
+            _ => unauthorized(format!("invalid user token: {e}")),
+        })?;
+        if data.claims.app_id != app.app_id.as_str() {
+            return Err(unauthorized("user token is for another app"));
+        }
+        Self::check_active(&app)?;
+        Ok(UserPrincipal {
+            app_id: app.app_id.clone(),
+            user_id: data.claims.sub,
+            limits: app.limits.clone(),
+        })
+    }
+}

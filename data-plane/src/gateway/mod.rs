@@ -1,0 +1,428 @@
+//! The WebSocket gateway at `/v1/connect`.
+//!
+//! A client connects with a user token (`?token=…`, or `Authorization: Bearer …`), gets a
+//! `hello` frame, then sends JSON frames ([`ClientFrame`]) and receives `ack`/`error` replies and
+//! pushed [`Event`](crate::protocol::Event)s. Each connection has a bounded outbound queue: a
+//! client that reads too slowly is closed with code 4008 rather than growing the server's memory.
+//! A bad frame gets an `error` frame; the connection and its other work go on.
+//!
+//! Close codes: 1001 node shutting down, 1009 frame too large, 4002 heartbeat timeout,
+//! 4003 app suspended or user banned, 4008 slow consumer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use starling_core::error::{ApiError, ErrorCode};
+use starling_core::id::ConnectionId;
+use tokio::sync::{mpsc, watch};
+
+use crate::directory::UserPrincipal;
+use crate::hub::{CloseReason, ConnHandle, Outbound};
+use crate::node::Node;
+use crate::protocol::{ClientFrame, Event, ServerFrame};
+use crate::service::message::{Actor, HistoryQuery};
+
+/// Query of the connect URL.
+#[derive(Debug, Deserialize)]
+pub struct ConnectQuery {
+    /// The user token (browsers cannot set headers on a WebSocket).
+    pub token: Option<String>,
+}
+
+/// `GET /v1/connect`: authenticate, check limits, upgrade.
+pub async fn connect(
+    State(node): State<Arc<Node>>,
+    Query(q): Query<ConnectQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let token = q
+        .token
+        .or_else(|| {
+            headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Unauthorized,
+                "missing user token: connect with ?token=<jwt>",
+            )
+        })?;
+    let p = node.messaging.directory.verify_token(&token)?;
+    node.messaging
+        .active_user(p.app_id.as_str(), &p.user_id)
+        .await?;
+
+    let conn_id = ConnectionId::generate().into_string();
+    let app = p.app_id.to_string();
+    let counts = node
+        .messaging
+        .registry
+        .connect(&app, &p.user_id, &node.node_id, &conn_id)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::Unavailable, e.to_string()))?;
+    let refuse = |msg: String| {
+        let mut e = ApiError::new(ErrorCode::QuotaExceeded, msg);
+        e.retry_after = Some(5);
+        e
+    };
+    let over = if counts.user > node.gateway.max_connections_per_user as u64 {
+        Some(refuse(format!(
+            "user {} already has {} connections (the most allowed)",
+            p.user_id, node.gateway.max_connections_per_user
+        )))
+    } else if let Some(max) = p.limits.concurrent_connections
+        && counts.app > max
+    {
+        Some(refuse(format!(
+            "app {} is at its limit of {max} concurrent connections",
+            p.app_id
+        )))
+    } else {
+        None
+    };
+    if let Some(e) = over {
+        let _ = node
+            .messaging
+            .registry
+            .disconnect(&app, &p.user_id, &conn_id)
+            .await;
+        return Err(e);
+    }
+
+    let g = &node.gateway;
+    let (node2, p2, conn2) = (node.clone(), p.clone(), conn_id.clone());
+    Ok(ws
+        // Small buffers on purpose: an idle connection should cost kilobytes, not 100+ KiB.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(g.max_frame_bytes)
+        .max_frame_size(g.max_frame_bytes)
+        .on_failed_upgrade(move |e| {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            let (n, p, c) = (node2, p2, conn2);
+            tokio::spawn(async move {
+                let _ = n
+                    .messaging
+                    .registry
+                    .disconnect(p.app_id.as_str(), &p.user_id, &c)
+                    .await;
+            });
+        })
+        .on_upgrade(move |socket| run(node, p, conn_id, counts.user, socket))
+        .into_response())
+}
+
+fn frame_text(f: &ServerFrame) -> Arc<str> {
+    Arc::from(serde_json::to_string(f).expect("server frames serialize"))
+}
+
+async fn run(
+    node: Arc<Node>,
+    p: UserPrincipal,
+    conn_id: String,
+    user_conns: u64,
+    socket: WebSocket,
+) {
+    let app = p.app_id.to_string();
+    let user = p.user_id.clone();
+    let g = node.gateway.clone();
+    let (tx, mut rx) = mpsc::channel::<Outbound>(g.outbound_queue);
+    let (close_tx, mut close_rx) = watch::channel(CloseReason::Open);
+    let close_tx = Arc::new(close_tx);
+    node.hub.add(
+        &app,
+        &user,
+        ConnHandle {
+            id: conn_id.clone(),
+            tx: tx.clone(),
+            close: close_tx.clone(),
+        },
+    );
+    metrics::gauge!("starling_ws_connections").increment(1.0);
+
+    let hello = ServerFrame::Hello {
+        connection_id: conn_id.clone(),
+        user_id: user.clone(),
+        app_id: app.clone(),
+        heartbeat_ms: g.heartbeat_secs * 1000,
+        max_frame_bytes: g.max_frame_bytes,
+    };
+    let _ = tx.try_send(Outbound::Frame(frame_text(&hello)));
+    if user_conns == 1 {
+        node.announce_presence(&app, &user, true, None).await;
+    }
+
+    let (mut sink, mut stream) = socket.split();
+    let heartbeat = Duration::from_secs(g.heartbeat_secs);
+
+    // Writer: queued frames, heartbeats, and the close when asked.
+    let writer_close = close_tx.clone();
+    let writer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(heartbeat);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                changed = close_rx.changed() => {
+                    let reason = if changed.is_ok() { *close_rx.borrow() } else { CloseReason::Shutdown };
+                    let (code, text) = match reason {
+                        CloseReason::SlowConsumer => (4008, "slow consumer: frames were not read in time"),
+                        CloseReason::Shutdown => (1001, "node shutting down"),
+                        CloseReason::Open => continue,
+                    };
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(text) }))).await;
+                    break;
+                }
+                out = rx.recv() => match out {
+                    Some(Outbound::Frame(f)) => {
+                        if sink.send(Message::Text(Utf8Bytes::from(f.as_ref()))).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = writer_close.send(CloseReason::Shutdown);
+    });
+
+    // Reader: frames from the client, in order; replies go through the same queue.
+    let mut close_watch = close_tx.subscribe();
+    loop {
+        let next = tokio::select! {
+            n = tokio::time::timeout(heartbeat * 3, stream.next()) => n,
+            _ = close_watch.changed() => break,
+        };
+        let msg = match next {
+            Err(_) => {
+                let _ = tx.try_send(Outbound::Frame(frame_text(&ServerFrame::Error {
+                    id: None,
+                    code: "heartbeat_timeout".into(),
+                    message: "no frame or pong within three heartbeats".into(),
+                })));
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                tracing::debug!(error = %e, "websocket read failed");
+                break;
+            }
+            Ok(Some(Ok(m))) => m,
+        };
+        let reply = match msg {
+            Message::Text(t) => Some(handle_text(&node, &p, t.as_str()).await),
+            Message::Binary(_) => Some(ServerFrame::Error {
+                id: None,
+                code: "invalid_frame".into(),
+                message: "binary frames are not supported; send JSON text".into(),
+            }),
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => None,
+        };
+        if let Some(r) = reply {
+            match tx.try_send(Outbound::Frame(frame_text(&r))) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    let _ = close_tx.send(CloseReason::SlowConsumer);
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
+            }
+        }
+    }
+
+    node.hub.remove(&app, &user, &conn_id);
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    metrics::gauge!("starling_ws_connections").decrement(1.0);
+    let left = node
+        .messaging
+        .registry
+        .disconnect(&app, &user, &conn_id)
+        .await
+        .unwrap_or(0);
+    if left == 0 {
+        let seen = node.messaging.touch_last_seen(&app, &user).await;
+        node.announce_presence(&app, &user, false, seen).await;
+    }
+}
+
+fn error_frame(id: Option<String>, e: ApiError) -> ServerFrame {
+    ServerFrame::Error {
+        id,
+        code: e.code.as_str().to_owned(),
+        message: e.message,
+    }
+}
+
+/// Handles one text frame; never fails: problems become `error` frames.
+pub async fn handle_text(node: &Node, p: &UserPrincipal, text: &str) -> ServerFrame {
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return ServerFrame::Error {
+                id: None,
+                code: "invalid_json".into(),
+                message: format!("frame is not valid JSON: {e}"),
+            };
+        }
+    };
+    let id = v.get("id").and_then(Value::as_str).map(str::to_owned);
+    let frame: ClientFrame = match serde_json::from_value(v) {
+        Ok(f) => f,
+        Err(e) => {
+            return ServerFrame::Error {
+                id,
+                code: "invalid_frame".into(),
+                message: e.to_string(),
+            };
+        }
+    };
+    match handle(node, p, frame).await {
+        Ok(result) => ServerFrame::Ack { id, result },
+        Err(e) => error_frame(id, e),
+    }
+}
+
+async fn handle(node: &Node, p: &UserPrincipal, frame: ClientFrame) -> Result<Value, ApiError> {
+    let m = &node.messaging;
+    let app = p.app_id.as_str();
+    let user = p.user_id.as_str();
+    // The app's current state, not the one at connect time.
+    let cfg = m
+        .directory
+        .app(&p.app_id)
+        .ok_or_else(|| ApiError::new(ErrorCode::AppSuspended, "the app no longer exists"))?;
+    if let Some(why) = &cfg.suspended {
+        return Err(ApiError::new(
+            ErrorCode::AppSuspended,
+            format!("app {app} is suspended ({why})"),
+        ));
+    }
+    let limits = &cfg.limits;
+    Ok(match frame {
+        ClientFrame::Send {
+            conversation_id,
+            content,
+            ..
+        } => {
+            let (msg, duplicate) = m
+                .send(app, limits, &conversation_id, Actor::User(user), content)
+                .await?;
+            json!({"message": msg, "duplicate": duplicate})
+        }
+        ClientFrame::Edit {
+            conversation_id,
+            message_id,
+            edit,
+            ..
+        } => {
+            json!({"message": m.edit(app, limits, &conversation_id, &message_id, Actor::User(user), edit).await?})
+        }
+        ClientFrame::Delete {
+            conversation_id,
+            message_id,
+            ..
+        } => {
+            json!({"message": m.delete_message(app, &conversation_id, &message_id, Actor::User(user)).await?})
+        }
+        ClientFrame::React {
+            conversation_id,
+            message_id,
+            emoji,
+            remove,
+            ..
+        } => {
+            json!({"reactions": m.react(app, &conversation_id, &message_id, user, &emoji, remove).await?})
+        }
+        ClientFrame::Read {
+            conversation_id,
+            seq,
+            ..
+        } => {
+            json!({"last_read_seq": m.mark_read(app, &conversation_id, user, seq).await?})
+        }
+        ClientFrame::Typing {
+            conversation_id,
+            state,
+            ..
+        } => {
+            m.typing(app, &conversation_id, user, &state).await?;
+            json!({})
+        }
+        ClientFrame::Subscribe {
+            conversation_id, ..
+        } => {
+            json!({"member": m.join_room(app, &conversation_id, user).await?})
+        }
+        ClientFrame::Unsubscribe {
+            conversation_id, ..
+        } => {
+            m.leave_room(app, &conversation_id, user).await?;
+            json!({})
+        }
+        ClientFrame::Sync {
+            conversation_id,
+            after_seq,
+            limit,
+            ..
+        } => {
+            m.require_member(app, &conversation_id, user).await?;
+            let q = HistoryQuery {
+                after_seq: Some(after_seq),
+                before_seq: None,
+                limit: Some(limit.unwrap_or(100)),
+                order: Some("asc".into()),
+            };
+            serde_json::to_value(m.history(app, &conversation_id, &q).await?).expect("serializes")
+        }
+        ClientFrame::Ping { .. } => json!({"pong": true}),
+    })
+}
+
+impl Node {
+    /// Tells the people a user talks with (direct and group conversations) that the user came
+    /// online or went offline.
+    pub async fn announce_presence(
+        &self,
+        app: &str,
+        user: &str,
+        online: bool,
+        last_seen_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        match self.messaging.contacts(app, user).await {
+            Ok(mut to) => {
+                to.push(user.to_owned());
+                self.messaging
+                    .deliver(
+                        app,
+                        &to,
+                        &Event::Presence {
+                            user_id: user.to_owned(),
+                            online,
+                            last_seen_at,
+                        },
+                    )
+                    .await;
+            }
+            Err(e) => tracing::warn!(error = %e.message, "presence audience lookup failed"),
+        }
+    }
+}

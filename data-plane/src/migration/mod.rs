@@ -1,0 +1,20 @@
+//! Schema migrations of the data plane (the same on PostgreSQL and SQLite). Every table starts
+//! its primary key with `app_id`: all rows belong to one app.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_messaging;
+
+/// All data-plane migrations, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_messaging::Migration)]
+    }
+
+    fn migration_table_name() -> DynIden {
+        "dp_migrations".into_iden()
+    }
+}

@@ -1,0 +1,693 @@
+//! Messages: send (idempotent by `client_msg_id`, gap-free `seq`), edit, delete for everyone,
+//! reactions, threads, history and sync, read state, typing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::Utc;
+use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::ExprTrait as _;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use starling_core::error::{ApiError, ErrorCode};
+use starling_core::id::MessageId;
+use starling_core::limits::Limits;
+use utoipa::ToSchema;
+
+use super::user::check_url;
+use super::{Messaging, Result, check_user_id, invalid, now};
+use crate::entity::{conversation, member, message, reaction};
+use crate::protocol::{Attachment, Event, MessageContent, MessageEdit, MessageOut};
+use crate::store::scoped;
+
+/// The hard ceiling on a message, whatever the plan says: 256 KiB.
+pub const MAX_MESSAGE_BYTES: u64 = 256 * 1024;
+
+/// Which messages of a conversation to read.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Only messages with a seq greater than this.
+    pub after_seq: Option<i64>,
+    /// Only messages with a seq less than this.
+    pub before_seq: Option<i64>,
+    /// At most this many, 1..=200 (default 50).
+    pub limit: Option<u32>,
+    /// `desc` (newest first, the default) or `asc`.
+    pub order: Option<String>,
+}
+
+/// A page of messages.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct MessagesOut {
+    /// The messages, in the order asked for.
+    pub messages: Vec<MessageOut>,
+    /// Whether more messages lie beyond this page in the same direction.
+    pub has_more: bool,
+}
+
+/// Who performs an action: a user (through the socket or the server API "as" them), or the
+/// customer's backend itself.
+#[derive(Debug, Clone, Copy)]
+pub enum Actor<'a> {
+    /// A user, with their rights in the conversation.
+    User(&'a str),
+    /// The customer's backend: may act on any message; sends system messages.
+    Server,
+}
+
+fn message_out(m: message::Model, reactions: BTreeMap<String, i64>) -> MessageOut {
+    MessageOut {
+        id: m.id,
+        conversation_id: m.conversation_id,
+        seq: m.seq,
+        sender_id: (!m.sender_id.is_empty()).then_some(m.sender_id),
+        client_msg_id: m.client_msg_id,
+        kind: m.kind,
+        text: m.text,
+        custom: m.custom,
+        attachments: serde_json::from_value(m.attachments).unwrap_or_default(),
+        mentions: serde_json::from_value(m.mentions).unwrap_or_default(),
+        parent_id: m.parent_id,
+        reply_count: m.reply_count,
+        reactions,
+        created_at: m.created_at,
+        edited_at: m.edited_at,
+        deleted: m.deleted_at.is_some(),
+    }
+}
+
+fn max_bytes(limits: &Limits) -> u64 {
+    std::cmp::min(
+        limits.max_message_bytes.unwrap_or(MAX_MESSAGE_BYTES),
+        MAX_MESSAGE_BYTES,
+    )
+}
+
+fn check_size(
+    limits: &Limits,
+    text: &Option<String>,
+    custom: &Option<serde_json::Value>,
+    attachments: &[Attachment],
+) -> Result<()> {
+    let n = text.as_ref().map_or(0, String::len)
+        + custom.as_ref().map_or(0, |c| {
+            serde_json::to_vec(c).map_or(usize::MAX / 2, |v| v.len())
+        })
+        + serde_json::to_vec(attachments).map_or(0, |v| v.len());
+    let max = max_bytes(limits);
+    if n as u64 > max {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("message is {n} bytes; this app allows {max} (max_message_bytes)"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_content(limits: &Limits, c: &MessageContent) -> Result<()> {
+    if let Some(id) = &c.client_msg_id
+        && (id.is_empty() || id.len() > 64)
+    {
+        return Err(invalid("client_msg_id", "must be 1..=64 bytes"));
+    }
+    let empty_text = c.text.as_deref().is_none_or(str::is_empty);
+    if empty_text && c.custom.is_none() && c.attachments.is_empty() {
+        return Err(invalid(
+            "text",
+            "a message needs text, custom or attachments",
+        ));
+    }
+    if c.attachments.len() > 10 {
+        return Err(invalid("attachments", "at most 10 attachments"));
+    }
+    for (i, a) in c.attachments.iter().enumerate() {
+        check_url(&format!("attachments[{i}].url"), &a.url)?;
+        if a.mime_type.is_empty() || a.mime_type.len() > 128 || !a.mime_type.contains('/') {
+            return Err(invalid(
+                &format!("attachments[{i}].type"),
+                "must be a MIME type such as image/png",
+            ));
+        }
+    }
+    if c.mentions.len() > 50 {
+        return Err(invalid("mentions", "at most 50 mentions"));
+    }
+    for (i, m) in c.mentions.iter().enumerate() {
+        check_user_id(&format!("mentions[{i}]"), m)?;
+    }
+    check_size(limits, &c.text, &c.custom, &c.attachments)
+}
+
+impl Messaging {
+    async fn reactions_of(
+        &self,
+        app: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, BTreeMap<String, i64>>> {
+        let mut out: HashMap<String, BTreeMap<String, i64>> = HashMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let rows: Vec<(String, String)> = scoped::<reaction::Entity>(app)
+            .filter(reaction::Column::MessageId.is_in(ids.iter().cloned()))
+            .select_only()
+            .column(reaction::Column::MessageId)
+            .column(reaction::Column::Emoji)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        for (mid, emoji) in rows {
+            *out.entry(mid).or_default().entry(emoji).or_default() += 1;
+        }
+        Ok(out)
+    }
+
+    async fn outs(&self, app: &str, rows: Vec<message::Model>) -> Result<Vec<MessageOut>> {
+        let ids: Vec<String> = rows.iter().map(|m| m.id.clone()).collect();
+        let mut reactions = self.reactions_of(app, &ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|m| {
+                let r = reactions.remove(&m.id).unwrap_or_default();
+                message_out(m, r)
+            })
+            .collect())
+    }
+
+    async fn out(&self, app: &str, m: message::Model) -> Result<MessageOut> {
+        Ok(self.outs(app, vec![m]).await?.remove(0))
+    }
+
+    pub(crate) async fn message_at(
+        &self,
+        app: &str,
+        cid: &str,
+        seq: i64,
+    ) -> Result<Option<MessageOut>> {
+        let m = scoped::<message::Entity>(app)
+            .filter(message::Column::ConversationId.eq(cid))
+            .filter(message::Column::Seq.eq(seq))
+            .one(&self.db)
+            .await?;
+        match m {
+            Some(m) => Ok(Some(self.out(app, m).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn message_model(&self, app: &str, cid: &str, mid: &str) -> Result<message::Model> {
+        scoped::<message::Entity>(app)
+            .filter(message::Column::ConversationId.eq(cid))
+            .filter(message::Column::Id.eq(mid))
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| ApiError::not_found("message", mid))
+    }
+
+    /// Sends a message. With a `client_msg_id` seen before from the same sender in the same
+    /// conversation, returns the original (`true`: duplicate) and delivers nothing.
+    pub async fn send(
+        &self,
+        app: &str,
+        limits: &Limits,
+        cid: &str,
+        actor: Actor<'_>,
+        content: MessageContent,
+    ) -> Result<(MessageOut, bool)> {
+        check_content(limits, &content)?;
+        let conv = self.conversation_model(app, cid).await?;
+        let sender = match actor {
+            Actor::User(u) => {
+                self.active_user(app, u).await?;
+                let m = self.require_member(app, cid, u).await?;
+                if let Some(until) = m.muted_until
+                    && until > Utc::now()
+                {
+                    return Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        format!(
+                            "user {u} is muted in conversation {cid} until {}",
+                            until.to_rfc3339()
+                        ),
+                    ));
+                }
+                if conv.post_policy == "admins" && m.role == "member" {
+                    return Err(ApiError::new(
+                        ErrorCode::Forbidden,
+                        format!("only admins post in conversation {cid}"),
+                    ));
+                }
+                u.to_owned()
+            }
+            Actor::Server => String::new(),
+        };
+        if let Some(cm) = &content.client_msg_id
+            && let Some(orig) = self.find_by_client_id(app, cid, &sender, cm).await?
+        {
+            return Ok((self.out(app, orig).await?, true));
+        }
+        if let Some(p) = &content.parent_id {
+            let parent = self.message_model(app, cid, p).await.map_err(|_| {
+                invalid(
+                    "parent_id",
+                    format!("message {p} is not in conversation {cid}"),
+                )
+            })?;
+            if parent.parent_id.is_some() {
+                return Err(invalid(
+                    "parent_id",
+                    "replies go to the thread's first message, not to a reply",
+                ));
+            }
+        }
+        let kind = match (&actor, &content.text, &content.custom) {
+            (Actor::Server, _, _) => "system",
+            (_, None, Some(_)) => "custom",
+            _ => "text",
+        };
+        let now = now();
+        let txn = self.db.begin().await?;
+        // The row lock on the conversation serializes senders: seqs are gap-free and ordered.
+        let updated = conversation::Entity::update_many()
+            .col_expr(
+                conversation::Column::LastSeq,
+                Expr::col(conversation::Column::LastSeq).add(1),
+            )
+            .col_expr(conversation::Column::LastMessageAt, Expr::value(Some(now)))
+            .filter(conversation::Column::AppId.eq(app))
+            .filter(conversation::Column::Id.eq(cid))
+            .exec_with_returning(&txn)
+            .await?;
+        let seq = updated
+            .first()
+            .map(|c| c.last_seq)
+            .ok_or_else(|| ApiError::not_found("conversation", cid))?;
+        let row = message::ActiveModel {
+            app_id: Set(app.to_owned()),
+            conversation_id: Set(cid.to_owned()),
+            seq: Set(seq),
+            id: Set(MessageId::generate().into_string()),
+            sender_id: Set(sender.clone()),
+            client_msg_id: Set(content.client_msg_id.clone()),
+            kind: Set(kind.into()),
+            text: Set(content.text.clone()),
+            custom: Set(content.custom.clone()),
+            attachments: Set(
+                serde_json::to_value(&content.attachments).unwrap_or_else(|_| json!([]))
+            ),
+            mentions: Set(json!(content.mentions)),
+            parent_id: Set(content.parent_id.clone()),
+            reply_count: Set(0),
+            created_at: Set(now),
+            edited_at: Set(None),
+            deleted_at: Set(None),
+        };
+        let inserted = row.insert(&txn).await;
+        let m = match inserted {
+            Ok(m) => m,
+            Err(e)
+                if matches!(
+                    e.sql_err(),
+                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                ) =>
+            {
+                // A concurrent retry with the same client_msg_id won; return its message.
+                drop(txn);
+                if let Some(cm) = &content.client_msg_id
+                    && let Some(orig) = self.find_by_client_id(app, cid, &sender, cm).await?
+                {
+                    return Ok((self.out(app, orig).await?, true));
+                }
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(p) = &content.parent_id {
+            message::Entity::update_many()
+                .col_expr(
+                    message::Column::ReplyCount,
+                    Expr::col(message::Column::ReplyCount).add(1),
+                )
+                .filter(message::Column::AppId.eq(app))
+                .filter(message::Column::Id.eq(p))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        metrics::counter!("starling_messages_total").increment(1);
+        let out = message_out(m, BTreeMap::new());
+        let to = self.recipients(app, cid).await?;
+        self.deliver(
+            app,
+            &to,
+            &Event::MessageNew {
+                message: out.clone(),
+            },
+        )
+        .await;
+        if let Some(p) = &content.parent_id
+            && let Ok(parent) = self.message_model(app, cid, p).await
+        {
+            let parent = self.out(app, parent).await?;
+            self.deliver(app, &to, &Event::MessageUpdated { message: parent })
+                .await;
+        }
+        Ok((out, false))
+    }
+
+    async fn find_by_client_id(
+        &self,
+        app: &str,
+        cid: &str,
+        sender: &str,
+        client_msg_id: &str,
+    ) -> Result<Option<message::Model>> {
+        Ok(scoped::<message::Entity>(app)
+            .filter(message::Column::ConversationId.eq(cid))
+            .filter(message::Column::SenderId.eq(sender))
+            .filter(message::Column::ClientMsgId.eq(client_msg_id))
+            .one(&self.db)
+            .await?)
+    }
+
+    async fn may_moderate(&self, app: &str, cid: &str, user: &str) -> Result<bool> {
+        Ok(self
+            .require_member(app, cid, user)
+            .await
+            .map(|m| m.role != "member")
+            .unwrap_or(false))
+    }
+
+    /// Edits a message (its sender, or the server).
+    pub async fn edit(
+        &self,
+        app: &str,
+        limits: &Limits,
+        cid: &str,
+        mid: &str,
+        actor: Actor<'_>,
+        edit: MessageEdit,
+    ) -> Result<MessageOut> {
+        let m = self.message_model(app, cid, mid).await?;
+        if let Actor::User(u) = actor {
+            self.require_member(app, cid, u).await?;
+            if m.sender_id != u {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "only the sender may edit a message",
+                ));
+            }
+        }
+        if m.deleted_at.is_some() {
+            return Err(ApiError::conflict(format!("message {mid} was deleted")));
+        }
+        if edit.text.is_none() && edit.custom.is_none() {
+            return Err(invalid("text", "an edit needs text or custom"));
+        }
+        let text = edit.text.clone().or(m.text.clone());
+        let custom = edit.custom.clone().or(m.custom.clone());
+        let attachments: Vec<Attachment> =
+            serde_json::from_value(m.attachments.clone()).unwrap_or_default();
+        check_size(limits, &text, &custom, &attachments)?;
+        let mut a: message::ActiveModel = m.into();
+        a.text = Set(text);
+        a.custom = Set(custom);
+        a.edited_at = Set(Some(now()));
+        let m = a.update(&self.db).await?;
+        let out = self.out(app, m).await?;
+        let to = self.recipients(app, cid).await?;
+        self.deliver(
+            app,
+            &to,
+            &Event::MessageUpdated {
+                message: out.clone(),
+            },
+        )
+        .await;
+        Ok(out)
+    }
+
+    /// Deletes a message for everyone: content erased, seq kept (a tombstone).
+    pub async fn delete_message(
+        &self,
+        app: &str,
+        cid: &str,
+        mid: &str,
+        actor: Actor<'_>,
+    ) -> Result<MessageOut> {
+        let m = self.message_model(app, cid, mid).await?;
+        if let Actor::User(u) = actor
+            && m.sender_id != u
+            && !self.may_moderate(app, cid, u).await?
+        {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only the sender or an admin may delete a message",
+            ));
+        }
+        if m.deleted_at.is_some() {
+            return self.out(app, m).await;
+        }
+        let mut a: message::ActiveModel = m.into();
+        a.text = Set(None);
+        a.custom = Set(None);
+        a.attachments = Set(json!([]));
+        a.mentions = Set(json!([]));
+        a.deleted_at = Set(Some(now()));
+        let m = a.update(&self.db).await?;
+        reaction::Entity::delete_many()
+            .filter(reaction::Column::AppId.eq(app))
+            .filter(reaction::Column::MessageId.eq(mid))
+            .exec(&self.db)
+            .await?;
+        let out = message_out(m, BTreeMap::new());
+        let to = self.recipients(app, cid).await?;
+        self.deliver(
+            app,
+            &to,
+            &Event::MessageDeleted {
+                message: out.clone(),
+            },
+        )
+        .await;
+        Ok(out)
+    }
+
+    /// Adds (or with `remove`, removes) a user's reaction; returns the counts per emoji.
+    pub async fn react(
+        &self,
+        app: &str,
+        cid: &str,
+        mid: &str,
+        user: &str,
+        emoji: &str,
+        remove: bool,
+    ) -> Result<BTreeMap<String, i64>> {
+        if emoji.is_empty() || emoji.len() > 64 || emoji.chars().any(char::is_whitespace) {
+            return Err(invalid("emoji", "must be 1..=64 bytes without spaces"));
+        }
+        self.active_user(app, user).await?;
+        self.require_member(app, cid, user).await?;
+        let m = self.message_model(app, cid, mid).await?;
+        if m.deleted_at.is_some() {
+            return Err(ApiError::conflict(format!("message {mid} was deleted")));
+        }
+        if remove {
+            reaction::Entity::delete_many()
+                .filter(reaction::Column::AppId.eq(app))
+                .filter(reaction::Column::MessageId.eq(mid))
+                .filter(reaction::Column::UserId.eq(user))
+                .filter(reaction::Column::Emoji.eq(emoji))
+                .exec(&self.db)
+                .await?;
+        } else {
+            let exists = scoped::<reaction::Entity>(app)
+                .filter(reaction::Column::MessageId.eq(mid))
+                .filter(reaction::Column::UserId.eq(user))
+                .filter(reaction::Column::Emoji.eq(emoji))
+                .one(&self.db)
+                .await?
+                .is_some();
+            if !exists {
+                let r = reaction::ActiveModel {
+                    app_id: Set(app.to_owned()),
+                    message_id: Set(mid.to_owned()),
+                    user_id: Set(user.to_owned()),
+                    emoji: Set(emoji.to_owned()),
+                    created_at: Set(now()),
+                }
+                .insert(&self.db)
+                .await;
+                match r {
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.sql_err(),
+                            Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                        ) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let counts = self
+            .reactions_of(app, &[mid.to_owned()])
+            .await?
+            .remove(mid)
+            .unwrap_or_default();
+        let to = self.recipients(app, cid).await?;
+        let (conversation_id, message_id, user_id, emoji) = (
+            cid.to_owned(),
+            mid.to_owned(),
+            user.to_owned(),
+            emoji.to_owned(),
+        );
+        let ev = if remove {
+            Event::ReactionRemoved {
+                conversation_id,
+                message_id,
+                user_id,
+                emoji,
+                reactions: counts.clone(),
+            }
+        } else {
+            Event::ReactionAdded {
+                conversation_id,
+                message_id,
+                user_id,
+                emoji,
+                reactions: counts.clone(),
+            }
+        };
+        self.deliver(app, &to, &ev).await;
+        Ok(counts)
+    }
+
+    /// Reads a conversation's messages by seq.
+    pub async fn history(&self, app: &str, cid: &str, q: &HistoryQuery) -> Result<MessagesOut> {
+        self.conversation_model(app, cid).await?;
+        let limit = match q.limit {
+            None => 50,
+            Some(n) if (1..=200).contains(&n) => n as u64,
+            Some(_) => {
+                let mut e = ApiError::new(ErrorCode::InvalidRequest, "limit: must be 1..=200");
+                e.field = Some("limit".into());
+                return Err(e);
+            }
+        };
+        let asc = match q.order.as_deref() {
+            None | Some("desc") => false,
+            Some("asc") => true,
+            Some(_) => {
+                let mut e = ApiError::new(ErrorCode::InvalidRequest, "order: must be asc or desc");
+                e.field = Some("order".into());
+                return Err(e);
+            }
+        };
+        let mut s = scoped::<message::Entity>(app).filter(message::Column::ConversationId.eq(cid));
+        if let Some(a) = q.after_seq {
+            s = s.filter(message::Column::Seq.gt(a));
+        }
+        if let Some(b) = q.before_seq {
+            s = s.filter(message::Column::Seq.lt(b));
+        }
+        s = if asc {
+            s.order_by_asc(message::Column::Seq)
+        } else {
+            s.order_by_desc(message::Column::Seq)
+        };
+        let mut rows = s.limit(limit + 1).all(&self.db).await?;
+        let has_more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        Ok(MessagesOut {
+            messages: self.outs(app, rows).await?,
+            has_more,
+        })
+    }
+
+    /// The replies in a message's thread, oldest first.
+    pub async fn replies(
+        &self,
+        app: &str,
+        cid: &str,
+        mid: &str,
+        limit: Option<u32>,
+        after_seq: Option<i64>,
+    ) -> Result<MessagesOut> {
+        self.message_model(app, cid, mid).await?;
+        let limit = limit.unwrap_or(50).clamp(1, 200) as u64;
+        let mut s = scoped::<message::Entity>(app)
+            .filter(message::Column::ConversationId.eq(cid))
+            .filter(message::Column::ParentId.eq(mid));
+        if let Some(a) = after_seq {
+            s = s.filter(message::Column::Seq.gt(a));
+        }
+        let mut rows = s
+            .order_by_asc(message::Column::Seq)
+            .limit(limit + 1)
+            .all(&self.db)
+            .await?;
+        let has_more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        Ok(MessagesOut {
+            messages: self.outs(app, rows).await?,
+            has_more,
+        })
+    }
+
+    /// Marks read up to `seq` (never backwards) and sends read receipts to the members.
+    pub async fn mark_read(&self, app: &str, cid: &str, user: &str, seq: i64) -> Result<i64> {
+        let c = self.conversation_model(app, cid).await?;
+        let m = self.require_member(app, cid, user).await?;
+        if seq < 0 {
+            return Err(invalid("seq", "must be at least 0"));
+        }
+        let seq = std::cmp::min(seq, c.last_seq);
+        if seq <= m.last_read_seq {
+            return Ok(m.last_read_seq);
+        }
+        member::Entity::update_many()
+            .col_expr(member::Column::LastReadSeq, Expr::value(seq))
+            .filter(member::Column::AppId.eq(app))
+            .filter(member::Column::ConversationId.eq(cid))
+            .filter(member::Column::UserId.eq(user))
+            .filter(member::Column::LastReadSeq.lt(seq))
+            .exec(&self.db)
+            .await?;
+        let to = self.recipients(app, cid).await?;
+        self.deliver(
+            app,
+            &to,
+            &Event::Read {
+                conversation_id: cid.to_owned(),
+                user_id: user.to_owned(),
+                seq,
+            },
+        )
+        .await;
+        Ok(seq)
+    }
+
+    /// Tells the members that a user is typing (`start`) or stopped (`stop`).
+    pub async fn typing(&self, app: &str, cid: &str, user: &str, state: &str) -> Result<()> {
+        if state != "start" && state != "stop" {
+            return Err(invalid("state", "must be start or stop"));
+        }
+        self.require_member(app, cid, user).await?;
+        let to = self.recipients(app, cid).await?;
+        self.deliver(
+            app,
+            &to,
+            &Event::Typing {
+                conversation_id: cid.to_owned(),
+                user_id: user.to_owned(),
+                state: state.to_owned(),
+            },
+        )
+        .await;
+        Ok(())
+    }
+}

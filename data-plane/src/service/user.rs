@@ -1,0 +1,338 @@
+//! End users: created and changed by the customer's backend; deactivated, banned, or deleted
+//! with their data.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use starling_core::error::{ApiError, ErrorCode};
+use starling_core::http::{Page, PageParams};
+use utoipa::ToSchema;
+
+use super::{Messaging, Result, check_object, check_user_id, invalid, now};
+use crate::entity::{member, message, reaction, user};
+use crate::store::scoped;
+
+/// Fields of a user to set (create or update). Omitted fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserIn {
+    /// Display name (1..=256 characters; default: the id).
+    pub name: Option<String>,
+    /// Avatar image URL (http or https); `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub avatar_url: Option<Option<String>>,
+    /// Custom JSON object (at most 8 KiB), replacing the old one.
+    pub metadata: Option<Value>,
+}
+
+fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// An app-wide ban.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BanIn {
+    /// When the ban ends; for good when omitted.
+    pub until: Option<DateTime<Utc>>,
+    /// Why (kept for moderators).
+    pub reason: Option<String>,
+}
+
+pub(crate) fn user_out(m: user::Model, online: bool) -> crate::protocol::UserOut {
+    let banned = m.banned && m.banned_until.is_none_or(|u| u > Utc::now());
+    crate::protocol::UserOut {
+        id: m.id,
+        name: m.name,
+        avatar_url: m.avatar_url,
+        metadata: m.metadata,
+        status: m.status,
+        banned,
+        banned_until: if banned { m.banned_until } else { None },
+        online,
+        last_seen_at: m.last_seen_at,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+fn check_name(name: &str) -> Result<String> {
+    let t = name.trim();
+    if t.is_empty() || t.chars().count() > 256 || t.chars().any(char::is_control) {
+        return Err(invalid(
+            "name",
+            "must be 1..=256 characters without control characters",
+        ));
+    }
+    Ok(t.to_owned())
+}
+
+pub(crate) fn check_url(field: &str, url: &str) -> Result<()> {
+    if !(url.starts_with("https://") || url.starts_with("http://"))
+        || url.len() > 1024
+        || url.contains(char::is_whitespace)
+    {
+        return Err(invalid(
+            field,
+            "must be an http(s) URL of at most 1024 characters",
+        ));
+    }
+    Ok(())
+}
+
+impl Messaging {
+    pub(crate) async fn user_model(&self, app: &str, id: &str) -> Result<user::Model> {
+        scoped::<user::Entity>(app)
+            .filter(user::Column::Id.eq(id))
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| ApiError::not_found("user", id))
+    }
+
+    /// A user who may act now: exists, active, not banned.
+    pub(crate) async fn active_user(&self, app: &str, id: &str) -> Result<user::Model> {
+        let u = self.user_model(app, id).await?;
+        if u.status != "active" {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("user {id} is deactivated"),
+            ));
+        }
+        if u.banned && u.banned_until.is_none_or(|t| t > Utc::now()) {
+            let until = u
+                .banned_until
+                .map(|t| format!(" until {}", t.to_rfc3339()))
+                .unwrap_or_default();
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("user {id} is banned{until}"),
+            ));
+        }
+        Ok(u)
+    }
+
+    async fn online(&self, app: &str, id: &str) -> bool {
+        self.registry.online(app, id).await.unwrap_or(false)
+    }
+
+    /// Creates the user or changes the given fields; tells whether it was created.
+    pub async fn upsert_user(
+        &self,
+        app: &str,
+        id: &str,
+        input: UserIn,
+    ) -> Result<(crate::protocol::UserOut, bool)> {
+        check_user_id("id", id)?;
+        let name = input.name.as_deref().map(check_name).transpose()?;
+        if let Some(Some(u)) = &input.avatar_url {
+            check_url("avatar_url", u)?;
+        }
+        if let Some(m) = &input.metadata {
+            check_object("metadata", m, 8 * 1024)?;
+        }
+        let now = now();
+        let existing = scoped::<user::Entity>(app)
+            .filter(user::Column::Id.eq(id))
+            .one(&self.db)
+            .await?;
+        let (m, created) = match existing {
+            Some(u) => {
+                let mut a: user::ActiveModel = u.into();
+                if let Some(n) = name {
+                    a.name = Set(n);
+                }
+                if let Some(u) = input.avatar_url {
+                    a.avatar_url = Set(u);
+                }
+                if let Some(m) = input.metadata {
+                    a.metadata = Set(m);
+                }
+                a.updated_at = Set(now);
+                (a.update(&self.db).await?, false)
+            }
+            None => {
+                let a = user::ActiveModel {
+                    app_id: Set(app.to_owned()),
+                    id: Set(id.to_owned()),
+                    name: Set(name.unwrap_or_else(|| id.to_owned())),
+                    avatar_url: Set(input.avatar_url.flatten()),
+                    metadata: Set(input.metadata.unwrap_or_else(|| json!({}))),
+                    status: Set("active".into()),
+                    banned: Set(false),
+                    banned_until: Set(None),
+                    ban_reason: Set(None),
+                    last_seen_at: Set(None),
+                    created_at: Set(now),
+                    updated_at: Set(now),
+                };
+                (a.insert(&self.db).await?, true)
+            }
+        };
+        let online = self.online(app, id).await;
+        Ok((user_out(m, online), created))
+    }
+
+    /// Changes an existing user.
+    pub async fn update_user(
+        &self,
+        app: &str,
+        id: &str,
+        input: UserIn,
+    ) -> Result<crate::protocol::UserOut> {
+        self.user_model(app, id).await?;
+        Ok(self.upsert_user(app, id, input).await?.0)
+    }
+
+    /// One user.
+    pub async fn get_user(&self, app: &str, id: &str) -> Result<crate::protocol::UserOut> {
+        let m = self.user_model(app, id).await?;
+        Ok(user_out(m, self.online(app, id).await))
+    }
+
+    /// Users, by id.
+    pub async fn list_users(
+        &self,
+        app: &str,
+        page: &PageParams,
+    ) -> Result<Page<crate::protocol::UserOut>> {
+        let limit = page.limit()?;
+        let mut q = scoped::<user::Entity>(app);
+        if let Some(after) = page.after()? {
+            q = q.filter(user::Column::Id.gt(after));
+        }
+        let rows = q
+            .order_by_asc(user::Column::Id)
+            .limit(limit + 1)
+            .all(&self.db)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for m in rows {
+            let online = self.online(app, &m.id).await;
+            out.push(user_out(m, online));
+        }
+        Ok(Page::from_rows(out, limit, |u| u.id.as_str()))
+    }
+
+    /// Deactivates (`false`) or reactivates (`true`) a user. A deactivated user cannot connect
+    /// or send; their data stays.
+    pub async fn set_user_active(
+        &self,
+        app: &str,
+        id: &str,
+        active: bool,
+    ) -> Result<crate::protocol::UserOut> {
+        let u = self.user_model(app, id).await?;
+        let mut a: user::ActiveModel = u.into();
+        a.status = Set(if active { "active" } else { "deactivated" }.into());
+        a.updated_at = Set(now());
+        let m = a.update(&self.db).await?;
+        Ok(user_out(m, self.online(app, id).await))
+    }
+
+    /// Bans a user from the whole app (until a time, or for good).
+    pub async fn ban_user(
+        &self,
+        app: &str,
+        id: &str,
+        ban: BanIn,
+    ) -> Result<crate::protocol::UserOut> {
+        if ban.until.is_some_and(|u| u <= Utc::now()) {
+            return Err(invalid("until", "must be in the future"));
+        }
+        if ban.reason.as_ref().is_some_and(|r| r.len() > 512) {
+            return Err(invalid("reason", "must be at most 512 bytes"));
+        }
+        let u = self.user_model(app, id).await?;
+        let mut a: user::ActiveModel = u.into();
+        a.banned = Set(true);
+        a.banned_until = Set(ban.until);
+        a.ban_reason = Set(ban.reason);
+        a.updated_at = Set(now());
+        let m = a.update(&self.db).await?;
+        Ok(user_out(m, self.online(app, id).await))
+    }
+
+    /// Lifts an app-wide ban.
+    pub async fn unban_user(&self, app: &str, id: &str) -> Result<crate::protocol::UserOut> {
+        let u = self.user_model(app, id).await?;
+        let mut a: user::ActiveModel = u.into();
+        a.banned = Set(false);
+        a.banned_until = Set(None);
+        a.ban_reason = Set(None);
+        a.updated_at = Set(now());
+        let m = a.update(&self.db).await?;
+        Ok(user_out(m, self.online(app, id).await))
+    }
+
+    /// Deletes a user and their data (GDPR): the user, their memberships and reactions; their
+    /// messages become tombstones (content erased, seq kept so conversations stay gap-free).
+    pub async fn delete_user(&self, app: &str, id: &str) -> Result<()> {
+        self.user_model(app, id).await?;
+        let now = now();
+        let txn = self.db.begin().await?;
+        message::Entity::update_many()
+            .col_expr(
+                message::Column::Text,
+                sea_orm::sea_query::Expr::value(Option::<String>::None),
+            )
+            .col_expr(
+                message::Column::Custom,
+                sea_orm::sea_query::Expr::value(Option::<Value>::None),
+            )
+            .col_expr(
+                message::Column::Attachments,
+                sea_orm::sea_query::Expr::value(json!([])),
+            )
+            .col_expr(
+                message::Column::Mentions,
+                sea_orm::sea_query::Expr::value(json!([])),
+            )
+            .col_expr(
+                message::Column::DeletedAt,
+                sea_orm::sea_query::Expr::value(Some(now)),
+            )
+            .filter(message::Column::AppId.eq(app))
+            .filter(message::Column::SenderId.eq(id))
+            .exec(&txn)
+            .await?;
+        reaction::Entity::delete_many()
+            .filter(reaction::Column::AppId.eq(app))
+            .filter(reaction::Column::UserId.eq(id))
+            .exec(&txn)
+            .await?;
+        member::Entity::delete_many()
+            .filter(member::Column::AppId.eq(app))
+            .filter(member::Column::UserId.eq(id))
+            .exec(&txn)
+            .await?;
+        user::Entity::delete_many()
+            .filter(user::Column::AppId.eq(app))
+            .filter(user::Column::Id.eq(id))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Records when a user was last connected.
+    pub(crate) async fn touch_last_seen(&self, app: &str, id: &str) -> Option<DateTime<Utc>> {
+        let t = now();
+        let r = user::Entity::update_many()
+            .col_expr(
+                user::Column::LastSeenAt,
+                sea_orm::sea_query::Expr::value(Some(t)),
+            )
+            .filter(user::Column::AppId.eq(app))
+            .filter(user::Column::Id.eq(id))
+            .exec(&self.db)
+            .await;
+        r.ok().map(|_| t)
+    }
+}

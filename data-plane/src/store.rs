@@ -1,0 +1,35 @@
+//! Migrations and the one scoping helper: every data-plane table belongs to an app, and every
+//! query starts from [`scoped`], so another app's rows are never reachable.
+
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Select};
+use sea_orm_migration::MigratorTrait;
+
+use crate::entity::{conversation, member, message, reaction, user};
+use crate::migration::Migrator;
+
+/// Applies every pending data-plane migration.
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
+    Migrator::up(db, None).await
+}
+
+/// A table whose rows belong to an app.
+pub trait AppOwned: EntityTrait {
+    /// The column holding the app id.
+    fn app_column() -> Self::Column;
+}
+
+macro_rules! app_owned {
+    ($($m:ident),*) => {$(
+        impl AppOwned for $m::Entity {
+            fn app_column() -> Self::Column {
+                $m::Column::AppId
+            }
+        }
+    )*};
+}
+app_owned!(user, conversation, member, message, reaction);
+
+/// The rows of `E` that belong to `app`: the start of every data-plane query.
+pub fn scoped<E: AppOwned>(app: &str) -> Select<E> {
+    E::find().filter(E::app_column().eq(app))
+}
