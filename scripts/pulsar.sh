@@ -40,7 +40,17 @@
 #   * Empty metadataStoreUrl + --metadata-dir → "rocksdb://DIR/…" metadata
 #     store (PIP-117), so no ZooKeeper and no stream storage port is opened.
 #     Ports opened: broker (binary protocol), web (admin REST), bookie — all
-#     picked free and bound to 127.0.0.1.
+#     picked free and bound to 127.0.0.1 (the bookie needed extra keys, see
+#     _pulsar_write_conf: it bound 0.0.0.0 and ignored --bookkeeper-port).
+#   * Checked: admin REST (tenant + namespace creation), produce/consume with
+#     the Python pulsar-client 3.13 over the binary port, manual compaction
+#     (PUT .../compaction → SUCCESS; a read_compacted reader sees only the
+#     latest value per key) and automatic compaction (>1 MiB backlog: ~25 s).
+#     Java 25 (Temurin) also works, with only JDK warnings in the log.
+#   * Measured: first jar resolution ~18 s with an empty ~/.m2 (~275 MB
+#     downloaded), ~3 s with ~/.m2 filled, ~0.1 s when cached; start → healthy
+#     5–9 s; broker JVM RSS ~420–470 MB; stop ~5 s (SIGTERM) or ~0.3 s
+#     (PULSAR_STOP_TIMEOUT=0).
 #
 # Variables:
 #   PULSAR_VERSION          Pulsar version to fetch (default 4.0.7; input)
@@ -330,6 +340,9 @@ start_pulsar() {
         --bookkeeper-port "$bk_port" -a 127.0.0.1 \
         </dev/null >"$log" 2>&1) &
     pid=$!
+    # Not a job of this shell any more: bash still reaps it, but prints no
+    # "Killed ..." notice when stop_pulsar has to SIGKILL it.
+    disown "$pid" 2>/dev/null || true
     # Remember the PID *before* waiting, so stop_pulsar can clean up even if
     # the start is only half successful.
     _STARLING_PULSAR_PID=$pid
@@ -390,8 +403,6 @@ stop_pulsar() {
                 for i in $(seq 1 20); do _svc_alive "$pid" || break; sleep 0.25; done
             fi
         fi
-        # Reap the background job if it was started by this very shell.
-        wait "$pid" 2>/dev/null || true
     fi
     if [ -n "$pidfile" ]; then rm -f "$pidfile" 2>/dev/null || true; fi
     _STARLING_PULSAR_PID=

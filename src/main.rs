@@ -73,7 +73,7 @@ enum Command {
         #[arg(long)]
         status: bool,
     },
-    /// Write the API specs generated from the code (OpenAPI of the admin API) into a directory.
+    /// Write the API specs generated from the code (OpenAPI of the admin and server APIs) into a directory.
     Specs {
         /// The sdk-specs directory.
         #[arg(long, default_value = "sdk-specs")]
@@ -155,10 +155,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Specs { out } => {
             let dir = out.join("openapi");
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let path = dir.join("admin.json");
-            std::fs::write(&path, starling_control_plane::api::openapi_json())
-                .with_context(|| format!("writing {}", path.display()))?;
-            println!("wrote {}", path.display());
+            for (name, text) in [
+                ("admin.json", starling_control_plane::api::openapi_json()),
+                ("server.json", starling_data_plane::api::openapi_json()),
+            ] {
+                let path = dir.join(name);
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
             Ok(())
         }
     }

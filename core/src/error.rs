@@ -187,6 +187,18 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<sea_orm::DbErr> for ApiError {
+    /// Unique-constraint violations are conflicts; anything else is an opaque internal error.
+    fn from(e: sea_orm::DbErr) -> Self {
+        match e.sql_err() {
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
+                ApiError::conflict("a resource with these unique values already exists")
+            }
+            _ => ApiError::internal(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,17 +219,5 @@ mod tests {
         let e = ApiError::field("name", "must not be empty");
         assert_eq!(e.message, "name: must not be empty");
         assert_eq!(e.field.as_deref(), Some("name"));
-    }
-}
-
-impl From<sea_orm::DbErr> for ApiError {
-    /// Unique-constraint violations are conflicts; anything else is an opaque internal error.
-    fn from(e: sea_orm::DbErr) -> Self {
-        match e.sql_err() {
-            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
-                ApiError::conflict("a resource with these unique values already exists")
-            }
-            _ => ApiError::internal(e),
-        }
     }
 }

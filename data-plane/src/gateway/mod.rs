@@ -285,7 +285,7 @@ pub async fn handle_text(node: &Node, p: &UserPrincipal, text: &str) -> ServerFr
         }
     };
     let id = v.get("id").and_then(Value::as_str).map(str::to_owned);
-    let frame: ClientFrame = match serde_json::from_value(v) {
+    let frame: ClientFrame = match serde_json::from_value(v.clone()) {
         Ok(f) => f,
         Err(e) => {
             return ServerFrame::Error {
@@ -295,6 +295,17 @@ pub async fn handle_text(node: &Node, p: &UserPrincipal, text: &str) -> ServerFr
             };
         }
     };
+    // serde cannot refuse unknown fields through `flatten`: compare with what was understood.
+    if let (Some(sent), Ok(Value::Object(known))) = (v.as_object(), serde_json::to_value(&frame))
+        && let Some(k) = sent.keys().find(|k| !known.contains_key(*k))
+    {
+        let ty = known.get("type").and_then(Value::as_str).unwrap_or("?");
+        return ServerFrame::Error {
+            id,
+            code: "invalid_frame".into(),
+            message: format!("unknown field `{k}` in a {ty} frame"),
+        };
+    }
     match handle(node, p, frame).await {
         Ok(result) => ServerFrame::Ack { id, result },
         Err(e) => error_frame(id, e),

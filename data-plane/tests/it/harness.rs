@@ -1,0 +1,376 @@
+//! A real data-plane node on 127.0.0.1:0 (SQLite or PostgreSQL), fed app configs the way the
+//! control plane feeds them, driven over HTTP (reqwest) and WebSocket (tokio-tungstenite).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use starling_core::appconfig::{
+    AppConfig, ConfigFeed, ConfigUpdate, InProcessFeed, KeyConfig, TokenSecret, next_version,
+};
+use starling_core::config::GatewayConfig;
+use starling_core::id::{AppId, TenantId, TokenSecretId};
+use starling_core::limits::Limits;
+use starling_core::secret::{KeyHasher, generate_api_key, random_token};
+use starling_data_plane::bus::InProcessBus;
+use starling_data_plane::directory::Directory;
+use starling_data_plane::node::Node;
+use starling_data_plane::registry::InProcessRegistry;
+use tokio::sync::{OnceCell, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+const KEY_HASH_SECRET: &str = "dp-test-key-hash-secret-0123456789abcdef";
+static PG_MIGRATED: OnceCell<()> = OnceCell::const_new();
+
+pub struct Cell {
+    pub base: String,
+    pub ws_base: String,
+    pub node: Arc<Node>,
+    pub feed: Arc<InProcessFeed>,
+    pub client: reqwest::Client,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub struct TestApp {
+    pub cfg: AppConfig,
+    pub key: String,
+}
+
+impl Cell {
+    pub async fn start(backend: Backend) -> Cell {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut GatewayConfig)) -> Cell {
+        let (url, dir) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                (
+                    format!("sqlite://{}?mode=rwc", dir.path().join("dp.db").display()),
+                    Some(dir),
+                )
+            }
+            Backend::Postgres => {
+                let url = std::env::var("TEST_DATABASE_URL").expect(
+                    "TEST_DATABASE_URL is not set: run the tests with scripts/test, which starts PostgreSQL",
+                );
+                PG_MIGRATED
+                    .get_or_init(|| async {
+                        let db = starling_core::db::connect(&url, 2)
+                            .await
+                            .expect("connect PostgreSQL");
+                        starling_data_plane::store::migrate(&db)
+                            .await
+                            .expect("migrate");
+                    })
+                    .await;
+                (url, None)
+            }
+        };
+        let db = starling_core::db::connect(&url, 10).await.expect("connect");
+        let feed = Arc::new(InProcessFeed::new());
+        let directory = Arc::new(Directory::new(KeyHasher::new(KEY_HASH_SECRET)));
+        directory.follow(feed.clone()).await.unwrap();
+        let mut g = GatewayConfig {
+            node_id: format!("node-{}", ulid::Ulid::new()),
+            heartbeat_secs: 5,
+            ..Default::default()
+        };
+        tweak(&mut g);
+        let node = Node::start(
+            db,
+            directory,
+            Arc::new(InProcessBus::new()),
+            Arc::new(InProcessRegistry::new()),
+            g,
+        )
+        .await
+        .unwrap();
+        let app = node
+            .router()
+            .layer(axum::middleware::from_fn(starling_core::http::request_id));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Cell {
+            base: format!("http://{addr}"),
+            ws_base: format!("ws://{addr}"),
+            node,
+            feed,
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    /// A new app (unlimited unless `limits` says otherwise) with one full-scope key.
+    pub async fn app(&self, limits: Limits) -> TestApp {
+        let hasher = KeyHasher::new(KEY_HASH_SECRET);
+        let k = generate_api_key();
+        let cfg = AppConfig {
+            app_id: AppId::generate(),
+            tenant_id: TenantId::generate(),
+            suspended: None,
+            limits,
+            keys: vec![KeyConfig {
+                id: k.id.clone(),
+                secret_hash: hasher.hash(&k.secret),
+                scopes: vec!["server_full".into()],
+                expires_at: None,
+                revoked: false,
+            }],
+            token_secrets: vec![TokenSecret {
+                kid: TokenSecretId::generate().into_string(),
+                secret: random_token(""),
+                expires_at: None,
+            }],
+            version: next_version(),
+        };
+        self.publish(cfg.clone()).await;
+        TestApp { cfg, key: k.token }
+    }
+
+    /// Publishes a config change and waits until the node applied it.
+    pub async fn publish(&self, mut cfg: AppConfig) -> AppConfig {
+        cfg.version = next_version();
+        self.feed
+            .publish(ConfigUpdate::Upsert(cfg.clone()))
+            .await
+            .unwrap();
+        for _ in 0..200 {
+            if self
+                .node
+                .messaging
+                .directory
+                .app(&cfg.app_id)
+                .is_some_and(|c| c.version >= cfg.version)
+            {
+                return cfg;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("config update not applied within 2s");
+    }
+
+    pub async fn api(
+        &self,
+        app: &TestApp,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (s, v, _) = self.api_h(&app.key, method, path, body).await;
+        (s, v)
+    }
+
+    pub async fn api_h(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+            headers,
+        )
+    }
+
+    pub async fn ok(
+        &self,
+        app: &TestApp,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let m = method.clone();
+        let (s, v) = self.api(app, method, path, body).await;
+        assert!(s.is_success(), "{m} {path} → {s}: {v}");
+        v
+    }
+
+    pub async fn user(&self, app: &TestApp, id: &str) {
+        self.ok(
+            app,
+            Method::PUT,
+            &format!("/v1/users/{id}"),
+            Some(json!({"name": id})),
+        )
+        .await;
+    }
+
+    pub async fn token(&self, app: &TestApp, user: &str) -> String {
+        let v = self
+            .ok(
+                app,
+                Method::POST,
+                &format!("/v1/users/{user}/tokens"),
+                Some(json!({})),
+            )
+            .await;
+        v["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn conversation(&self, app: &TestApp, body: Value) -> String {
+        let v = self
+            .ok(app, Method::POST, "/v1/conversations", Some(body))
+            .await;
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Connects a user's device.
+    pub async fn ws(&self, app: &TestApp, user: &str) -> Ws {
+        let token = self.token(app, user).await;
+        self.ws_with_token(&token).await.expect("connect")
+    }
+
+    pub async fn ws_with_token(&self, token: &str) -> Result<Ws, (u16, String)> {
+        let url = format!("{}/v1/connect?token={token}", self.ws_base);
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((stream, _)) => {
+                let (sink, mut read) = stream.split();
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(async move {
+                    while let Some(m) = read.next().await {
+                        match m {
+                            Ok(Message::Text(t)) => {
+                                let _ = tx.send(
+                                    serde_json::from_str::<Value>(t.as_str())
+                                        .unwrap_or(json!({"raw": t.as_str()})),
+                                );
+                            }
+                            Ok(Message::Close(c)) => {
+                                let code = c.map(|c| u16::from(c.code)).unwrap_or(1005);
+                                let _ = tx.send(json!({"type": "__close", "code": code}));
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                let _ = tx.send(json!({"type": "__close", "code": 1006, "error": e.to_string()}));
+                                break;
+                            }
+                        }
+                    }
+                });
+                let mut ws = Ws {
+                    sink,
+                    rx,
+                    stash: Vec::new(),
+                    next_id: 0,
+                };
+                let hello = ws.expect(|f| f["type"] == "hello", "hello").await;
+                assert!(hello["connection_id"].as_str().unwrap().starts_with("con_"));
+                Ok(ws)
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+                let status = res.status().as_u16();
+                let body = res
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Err((status, body))
+            }
+            Err(e) => Err((0, e.to_string())),
+        }
+    }
+}
+
+type Sink = futures::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Message,
+>;
+
+pub struct Ws {
+    sink: Sink,
+    rx: mpsc::UnboundedReceiver<Value>,
+    stash: Vec<Value>,
+    next_id: u64,
+}
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+impl Ws {
+    pub async fn raw(&mut self, text: &str) {
+        self.sink.send(Message::Text(text.into())).await.unwrap();
+    }
+
+    /// Sends a request frame and returns its `ack` or `error` reply.
+    pub async fn request(&mut self, mut frame: Value) -> Value {
+        self.next_id += 1;
+        let id = format!("r{}", self.next_id);
+        frame["id"] = json!(id);
+        self.raw(&frame.to_string()).await;
+        self.expect(
+            |f| (f["type"] == "ack" || f["type"] == "error") && f["id"] == id,
+            "reply",
+        )
+        .await
+    }
+
+    /// A request that must succeed; returns its result.
+    pub async fn ok(&mut self, frame: Value) -> Value {
+        let r = self.request(frame.clone()).await;
+        assert_eq!(r["type"], "ack", "{frame} → {r}");
+        r["result"].clone()
+    }
+
+    /// The first frame (already received or coming within 10 s) that matches.
+    pub async fn expect(&mut self, pred: impl Fn(&Value) -> bool, what: &str) -> Value {
+        if let Some(i) = self.stash.iter().position(&pred) {
+            return self.stash.remove(i);
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(f)) if pred(&f) => return f,
+                Ok(Some(f)) => self.stash.push(f),
+                Ok(None) => panic!(
+                    "connection ended while waiting for {what}; got {:?}",
+                    self.stash
+                ),
+                Err(_) => panic!("no {what} within {WAIT:?}; got {:?}", self.stash),
+            }
+        }
+    }
+
+    /// An event of a type.
+    pub async fn event(&mut self, ty: &str) -> Value {
+        self.expect(|f| f["type"] == ty, ty).await
+    }
+
+    /// Asserts no frame matching arrives within `d`.
+    pub async fn none(&mut self, pred: impl Fn(&Value) -> bool, d: Duration) {
+        if let Some(f) = self.stash.iter().find(|f| pred(f)) {
+            panic!("unexpected frame {f}");
+        }
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Some(f)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            assert!(!pred(&f), "unexpected frame {f}");
+            self.stash.push(f);
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.sink.send(Message::Close(None)).await;
+    }
+}

@@ -1,0 +1,29 @@
+//! Integration tests of a data-plane node over real HTTP and WebSocket connections, on SQLite
+//! and on PostgreSQL (`TEST_DATABASE_URL`, started by `scripts/test`). Isolation is by app: each
+//! test makes its own apps, as the control plane would publish them.
+
+mod harness;
+
+mod messaging;
+mod robustness;
+mod security;
+mod spec;
+
+/// `backend_tests!(name);` runs `async fn name(backend)` once on SQLite and once on PostgreSQL.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::harness::Backend::Sqlite).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::harness::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
