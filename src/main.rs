@@ -73,7 +73,8 @@ enum Command {
         #[arg(long)]
         status: bool,
     },
-    /// Write the API specs generated from the code (OpenAPI of the admin and server APIs) into a directory.
+    /// Write the API specs generated from the code (OpenAPI of the admin and server APIs; AsyncAPI
+    /// and JSON Schemas of the WebSocket protocol) into a directory.
     Specs {
         /// The sdk-specs directory.
         #[arg(long, default_value = "sdk-specs")]
@@ -160,6 +161,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ("server.json", starling_data_plane::api::openapi_json()),
             ] {
                 let path = dir.join(name);
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+            let dir = out.join("asyncapi");
+            let schema_dir = dir.join("schemas");
+            std::fs::create_dir_all(&schema_dir)
+                .with_context(|| format!("creating {}", schema_dir.display()))?;
+            let asyncapi = [(
+                dir.join("websocket.json"),
+                starling_data_plane::asyncapi::asyncapi_json(),
+            )];
+            let schemas = starling_data_plane::asyncapi::json_schemas()
+                .into_iter()
+                .map(|(name, text)| (schema_dir.join(name), text));
+            for (path, text) in asyncapi.into_iter().chain(schemas) {
                 std::fs::write(&path, text)
                     .with_context(|| format!("writing {}", path.display()))?;
                 println!("wrote {}", path.display());

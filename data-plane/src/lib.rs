@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod asyncapi;
 pub mod bus;
 pub mod directory;
 pub mod entity;

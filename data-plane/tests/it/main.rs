@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod asyncapi;
 mod messaging;
 mod robustness;
 mod security;
