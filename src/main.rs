@@ -7,6 +7,7 @@
 //! - `specs`: write the generated API specs into `sdk-specs/`.
 #![forbid(unsafe_code)]
 
+mod chat;
 mod standalone;
 
 use std::path::PathBuf;
@@ -55,11 +56,19 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Run a data-plane gateway node (not built yet: the data plane lands with the messaging core).
+    /// Run one gateway node of a data-plane cell: WebSocket gateway and server API.
+    ///
+    /// Needs the cell's PostgreSQL (`database.url`), Redis (`cache.redis_url`), Pulsar
+    /// (`pulsar.url`) and the control plane's `auth.key_hash_secret`; app configuration arrives
+    /// from the control plane over Pulsar. Run several with different --node-id behind a load
+    /// balancer.
     DataPlane {
-        /// The node's id within its cell.
+        /// The node's id within its cell (overrides `gateway.node_id`).
         #[arg(long)]
         node_id: Option<String>,
+        /// TOML config file (layered over defaults, under STARLING_* env).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Apply pending database migrations of the control plane, then exit.
     Migrate {
@@ -72,6 +81,31 @@ enum Command {
         /// Only show which migrations are applied and pending.
         #[arg(long)]
         status: bool,
+    },
+    /// A terminal chat client: connect as a user and talk in one conversation.
+    ///
+    /// Type a line and press Enter to send it; messages from others are printed as they arrive.
+    /// For scripts: `--send TEXT` (repeatable) sends and exits once acknowledged;
+    /// `--exit-after N` exits after N messages from others.
+    Chat {
+        /// The Starling server (http://host:port).
+        #[arg(long, default_value = "http://127.0.0.1:7400")]
+        server: String,
+        /// A user token (from POST /v1/users/{id}/tokens).
+        #[arg(long, env = "STARLING_USER_TOKEN")]
+        token: String,
+        /// The conversation to talk in.
+        #[arg(long)]
+        conversation: String,
+        /// Send this text and exit once it is acknowledged (repeatable).
+        #[arg(long)]
+        send: Vec<String>,
+        /// Exit after this many messages from others arrived.
+        #[arg(long)]
+        exit_after: Option<usize>,
+        /// Give up after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
     },
     /// Write the API specs generated from the code (OpenAPI of the admin and server APIs; AsyncAPI
     /// and JSON Schemas of the WebSocket protocol) into a directory.
@@ -118,10 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::ControlPlane { config } => standalone::run_control_plane(config).await,
-        Command::DataPlane { .. } => anyhow::bail!(
-            "the data plane is not built yet: this release has the control plane only \
-             (run `starling standalone` or `starling control-plane`)"
-        ),
+        Command::DataPlane { node_id, config } => standalone::run_data_plane(config, node_id).await,
         Command::Migrate {
             database_url,
             config,
@@ -152,6 +183,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("{} applied, {} pending", applied.len(), pending.len());
             Ok(())
+        }
+        Command::Chat {
+            server,
+            token,
+            conversation,
+            send,
+            exit_after,
+            timeout,
+        } => {
+            chat::run(chat::Options {
+                server,
+                token,
+                conversation,
+                send,
+                exit_after,
+                timeout,
+            })
+            .await
         }
         Command::Specs { out } => {
             let dir = out.join("openapi");

@@ -225,9 +225,23 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
-    let cp = server::open(&db_url, cfg.database.max_connections, &key_hash_secret)
+    let mut cp = server::open(&db_url, cfg.database.max_connections, &key_hash_secret)
         .await
         .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
+    if let Some(url) = &cfg.pulsar.url {
+        let client =
+            starling_core::pulsar::connect(url, std::time::Duration::from_secs(30)).await?;
+        let topic = format!("{}app-config", cfg.pulsar.topic_prefix);
+        let feed = starling_core::pulsar::PulsarFeed::open(&client, &topic)
+            .await
+            .context("opening the app-config feed")?;
+        cp = cp.with_feed(feed);
+        let n = cp
+            .publish_all()
+            .await
+            .map_err(|e| anyhow::anyhow!("publishing app config: {e}"))?;
+        tracing::info!(apps = n, topic, "app config published for cells");
+    }
     let cache = server::open_cache(cfg.cache.redis_url.as_deref()).await?;
     let state = AdminState {
         cp,
@@ -237,5 +251,86 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
     let app = server::app(state, _telemetry.metrics.clone());
     tracing::info!(local = %listener.local_addr()?, "control plane listening");
     server::serve(listener, app, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `starling data-plane`: one gateway node of a cell, on PostgreSQL, Redis and Pulsar.
+pub async fn run_data_plane(
+    config: Option<PathBuf>,
+    node_id: Option<String>,
+) -> anyhow::Result<()> {
+    use std::time::Duration;
+
+    let mut cfg: ControlPlaneConfig = starling_core::config::load(config.as_deref())?;
+    if let Some(n) = node_id {
+        cfg.gateway.node_id = n;
+    }
+    cfg.validate()?;
+    let _telemetry = starling_core::telemetry::init(&cfg.telemetry)?;
+    let db_url = cfg.database.url.clone().context(
+        "database.url: required for data-plane (the cell's PostgreSQL, STARLING_DATABASE__URL)",
+    )?;
+    let pulsar_url =
+        cfg.pulsar.url.clone().context(
+            "pulsar.url: required for data-plane (STARLING_PULSAR__URL=pulsar://host:6650)",
+        )?;
+    let redis_url = cfg.cache.redis_url.clone().context(
+        "cache.redis_url: required for data-plane (the cell's Redis, STARLING_CACHE__REDIS_URL)",
+    )?;
+    let key_hash_secret = cfg.auth.key_hash_secret()?.context(
+        "auth.key_hash_secret: required for data-plane (the control plane's, to check API keys)",
+    )?;
+    let addr = cfg.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
+
+    let client = starling_core::pulsar::connect(&pulsar_url, Duration::from_secs(30)).await?;
+    let feed = starling_core::pulsar::PulsarFeed::open(
+        &client,
+        &format!("{}app-config", cfg.pulsar.topic_prefix),
+    )
+    .await
+    .context("opening the app-config feed")?;
+    let directory = Arc::new(Directory::new(KeyHasher::new(&key_hash_secret)));
+    directory
+        .follow(feed)
+        .await
+        .context("reading the app-config feed")?;
+    let db = starling_core::db::connect(&db_url, cfg.database.max_connections)
+        .await
+        .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
+    let registry = starling_data_plane::redis_registry::RedisRegistry::connect(
+        &redis_url,
+        Duration::from_secs(cfg.gateway.registry_ttl_secs),
+    )
+    .await?;
+    let bus = starling_data_plane::pulsar_bus::PulsarBus::new(client, &cfg.pulsar.topic_prefix);
+    let limiter = starling_data_plane::ratelimit::RedisLimiter::connect(&redis_url).await?;
+    let node = Node::start_with(
+        db,
+        directory,
+        Arc::new(bus),
+        Arc::new(registry),
+        Arc::new(limiter),
+        cfg.gateway.clone(),
+    )
+    .await
+    .context("starting the node")?;
+    let app = node
+        .router()
+        .merge(node.ops_router(_telemetry.metrics.clone()))
+        .fallback(starling_core::http::not_found_fallback)
+        .layer(axum::middleware::from_fn(
+            starling_core::http::track_metrics,
+        ))
+        .layer(axum::middleware::from_fn(starling_core::http::request_id));
+    tracing::info!(node_id = %node.node_id, local = %listener.local_addr()?, "data-plane node listening");
+    let n = node.clone();
+    server::serve(listener, app, async move {
+        shutdown_signal().await;
+        n.shutdown();
+    })
+    .await?;
     Ok(())
 }

@@ -26,6 +26,29 @@ pub struct ControlPlaneConfig {
     pub telemetry: TelemetryConfig,
     /// The data-plane gateway of a standalone process (or of a `data-plane` node).
     pub gateway: starling_core::config::GatewayConfig,
+    /// Apache Pulsar, the bus between the planes and the nodes of a cell.
+    pub pulsar: PulsarConfig,
+}
+
+/// `[pulsar]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PulsarConfig {
+    /// `pulsar://host:6650`. Required by `data-plane`; when set for `control-plane`, app
+    /// configuration is published on the feed topic for cells. Unset in standalone: in-process.
+    pub url: Option<String>,
+    /// Prefix of every topic name: the feed is `<prefix>app-config`, node inboxes
+    /// `<prefix>inbox-<node>`.
+    pub topic_prefix: String,
+}
+
+impl Default for PulsarConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            topic_prefix: "persistent://public/default/starling-".into(),
+        }
+    }
 }
 
 /// `[server]`
@@ -216,6 +239,22 @@ impl ControlPlaneConfig {
         self.auth.key_hash_secret()?;
         self.telemetry.validate()?;
         self.gateway.validate()?;
+        if let Some(u) = &self.pulsar.url
+            && !(u.starts_with("pulsar://") || u.starts_with("pulsar+ssl://"))
+        {
+            return Err(ConfigError::field(
+                "pulsar.url",
+                "must start with pulsar:// or pulsar+ssl://",
+            ));
+        }
+        if !self.pulsar.topic_prefix.starts_with("persistent://")
+            && !self.pulsar.topic_prefix.starts_with("non-persistent://")
+        {
+            return Err(ConfigError::field(
+                "pulsar.topic_prefix",
+                "must start with persistent:// (e.g. persistent://public/default/starling-)",
+            ));
+        }
         Ok(())
     }
 
@@ -321,6 +360,7 @@ mod doc_tests {
             key_hash_secret_file: Some(PathBuf::new()),
         };
         cfg.telemetry.otlp_endpoint = Some(String::new());
+        cfg.pulsar.url = Some(String::new());
         keys("", &serde_json::to_value(&cfg).unwrap(), &mut all);
         assert!(all.len() > 10, "{all:?}");
         let mut section = "";

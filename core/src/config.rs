@@ -146,6 +146,9 @@ pub struct GatewayConfig {
     pub max_connections_per_user: usize,
     /// Longest lifetime of a user token minted by the server API, in seconds.
     pub max_token_ttl_secs: u64,
+    /// How long the registry keeps a connection after the node's last heartbeat (a dead node's
+    /// connections vanish after this); nodes heartbeat every third of it.
+    pub registry_ttl_secs: u64,
 }
 
 impl Default for GatewayConfig {
@@ -157,6 +160,7 @@ impl Default for GatewayConfig {
             heartbeat_secs: 25,
             max_connections_per_user: 10,
             max_token_ttl_secs: 30 * 24 * 3600,
+            registry_ttl_secs: 30,
         }
     }
 }
@@ -204,6 +208,12 @@ impl GatewayConfig {
             return Err(ConfigError::field(
                 "gateway.max_token_ttl_secs",
                 "must be 60..=31536000",
+            ));
+        }
+        if !(3..=3600).contains(&self.registry_ttl_secs) {
+            return Err(ConfigError::field(
+                "gateway.registry_ttl_secs",
+                "must be 3..=3600",
             ));
         }
         Ok(())

@@ -19,6 +19,7 @@ pub mod error;
 pub mod http;
 pub mod id;
 pub mod limits;
+pub mod pulsar;
 pub mod secret;
 pub mod telemetry;
 

@@ -352,15 +352,15 @@ seeing a gap, `sync` the conversation from the last seq seen.
 
 The server sends a WebSocket ping every `heartbeat_ms` (from `hello`); clients answer with a \
 pong (browsers do so by themselves). A connection the server hears nothing from (no frame, no \
-pong) for three heartbeats gets an `error` with code `heartbeat_timeout` and is dropped.
+pong) for three heartbeats gets an `error` with code `heartbeat_timeout` and is closed (4002).
 
 ## Close codes
 
 - `1001`: the node is shutting down; reconnect (another node will answer).
 - `1009`: a frame was larger than `max_frame_bytes`; the connection ends (some stacks report \
 `1006` instead, as the node may drop it without a close frame).
-- `4002`: heartbeat timeout. Reserved: today the node sends the `heartbeat_timeout` error and \
-drops the connection, which clients see as `1006`.
+- `4002`: heartbeat timeout: nothing (no frame, no pong) arrived for three heartbeats; the \
+`heartbeat_timeout` error frame comes just before.
 - `4003`: the app is suspended or the user banned. Reserved: today requests on an open \
 connection are refused with `error` frames (`app_suspended`, `forbidden`), and new connections \
 with an HTTP 403.

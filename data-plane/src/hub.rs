@@ -25,6 +25,8 @@ pub enum CloseReason {
     SlowConsumer,
     /// The node is shutting down (close code 1001).
     Shutdown,
+    /// Nothing arrived for three heartbeats (close code 4002).
+    HeartbeatTimeout,
 }
 
 /// A connection as the hub sees it.
@@ -108,6 +110,16 @@ impl Hub {
         }
     }
 
+    /// Every connection as `(app, user, connection id)`.
+    pub fn connections(&self) -> Vec<(String, String, String)> {
+        self.conns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .flat_map(|((a, u), v)| v.iter().map(move |h| (a.clone(), u.clone(), h.id.clone())))
+            .collect()
+    }
+
     /// Open connections on this node.
     pub fn len(&self) -> usize {
         self.conns
@@ -121,5 +133,67 @@ impl Hub {
     /// Whether no connection is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(
+        id: &str,
+        cap: usize,
+    ) -> (
+        ConnHandle,
+        mpsc::Receiver<Outbound>,
+        watch::Receiver<CloseReason>,
+    ) {
+        let (tx, rx) = mpsc::channel(cap);
+        let (close, close_rx) = watch::channel(CloseReason::Open);
+        (
+            ConnHandle {
+                id: id.into(),
+                tx,
+                close: Arc::new(close),
+            },
+            rx,
+            close_rx,
+        )
+    }
+
+    #[test]
+    fn a_full_queue_cuts_the_slow_connection_off_and_only_it() {
+        let hub = Hub::new();
+        let (slow, _slow_rx, slow_close) = conn("slow", 2);
+        let (fast, mut fast_rx, fast_close) = conn("fast", 64);
+        hub.add("app", "u1", slow);
+        hub.add("app", "u2", fast);
+        let users = vec!["u1".to_owned(), "u2".to_owned()];
+        let frame: Arc<str> = Arc::from("{}");
+        for _ in 0..5 {
+            hub.push("app", &users, &frame);
+        }
+        assert_eq!(
+            *slow_close.borrow(),
+            CloseReason::SlowConsumer,
+            "the slow reader is told to close"
+        );
+        assert_eq!(
+            *fast_close.borrow(),
+            CloseReason::Open,
+            "the others are not"
+        );
+        let mut got = 0;
+        while fast_rx.try_recv().is_ok() {
+            got += 1;
+        }
+        assert_eq!(got, 5, "the fast reader got every frame");
+        assert_eq!(
+            hub.push("other-app", &users, &frame),
+            0,
+            "apps are separate"
+        );
+        hub.remove("app", "u1", "slow");
+        assert_eq!(hub.len(), 1);
     }
 }

@@ -7,10 +7,10 @@ use axum::Router;
 use sea_orm::DatabaseConnection;
 use starling_core::config::GatewayConfig;
 
-use crate::api::RateLimits;
 use crate::bus::Bus;
 use crate::directory::Directory;
 use crate::hub::Hub;
+use crate::ratelimit::{InProcessLimiter, RateLimiter};
 use crate::registry::Registry;
 use crate::service::Messaging;
 
@@ -25,7 +25,7 @@ pub struct Node {
     /// Connections open on this node.
     pub hub: Arc<Hub>,
     /// Per-key request rate limits of the server API.
-    pub rate_limits: RateLimits,
+    pub rate_limits: Arc<dyn RateLimiter>,
 }
 
 impl Node {
@@ -38,6 +38,26 @@ impl Node {
         registry: Arc<dyn Registry>,
         gateway: GatewayConfig,
     ) -> anyhow::Result<Arc<Node>> {
+        Self::start_with(
+            db,
+            directory,
+            bus,
+            registry,
+            Arc::new(InProcessLimiter::default()),
+            gateway,
+        )
+        .await
+    }
+
+    /// [`Node::start`] with a given rate limiter (Redis in a cell).
+    pub async fn start_with(
+        db: DatabaseConnection,
+        directory: Arc<Directory>,
+        bus: Arc<dyn Bus>,
+        registry: Arc<dyn Registry>,
+        rate_limits: Arc<dyn RateLimiter>,
+        gateway: GatewayConfig,
+    ) -> anyhow::Result<Arc<Node>> {
         crate::store::migrate(&db).await?;
         let hub = Arc::new(Hub::new());
         let mut inbox = bus.subscribe(&gateway.node_id).await?;
@@ -48,7 +68,25 @@ impl Node {
                 metrics::counter!("starling_ws_frames_pushed_total").increment(n as u64);
             }
         });
-        Ok(Arc::new(Node {
+        // Keep this node's connections alive in a registry whose entries expire.
+        let (reg, h, node_id, every) = (
+            registry.clone(),
+            hub.clone(),
+            gateway.node_id.clone(),
+            std::time::Duration::from_secs(gateway.registry_ttl_secs)
+                .max(std::time::Duration::from_secs(3))
+                / 3,
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = reg.heartbeat(&node_id, &h.connections()).await {
+                    tracing::warn!(error = %e, "registry heartbeat failed");
+                }
+            }
+        });
+        let node = Arc::new(Node {
             node_id: gateway.node_id.clone(),
             gateway,
             messaging: Messaging {
@@ -58,8 +96,22 @@ impl Node {
                 directory,
             },
             hub,
-            rate_limits: RateLimits::default(),
-        }))
+            rate_limits,
+        });
+        // The outbox relay: messages whose publication was not confirmed within 3 s.
+        let m = node.messaging.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match m.relay_outbox(std::time::Duration::from_secs(3), 200).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(relayed = n, "outbox relayed messages"),
+                    Err(e) => tracing::warn!(error = %e.message, "outbox relay failed"),
+                }
+            }
+        });
+        Ok(node)
     }
 
     /// The node's HTTP routes: `/v1/connect` and the server API under `/v1`.
@@ -70,5 +122,57 @@ impl Node {
     /// Closes every connection (code 1001) so clients reconnect elsewhere.
     pub fn shutdown(&self) {
         self.hub.close_all();
+    }
+}
+
+impl Node {
+    /// `/healthz`, `/readyz` (the database answers) and `/metrics` for a node process.
+    pub fn ops_router(
+        self: &Arc<Self>,
+        metrics: metrics_exporter_prometheus::PrometheusHandle,
+    ) -> Router {
+        use axum::routing::get;
+        let node = self.clone();
+        Router::new()
+            .route(
+                "/healthz",
+                get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            )
+            .route(
+                "/readyz",
+                get(move || {
+                    let node = node.clone();
+                    async move {
+                        let db = node.messaging.db.ping().await.is_ok();
+                        let body = serde_json::json!({
+                            "status": if db { "ok" } else { "unavailable" },
+                            "checks": {"database": if db { "ok" } else { "unavailable" }},
+                            "node_id": node.node_id,
+                            "connections": node.hub.len(),
+                        });
+                        let code = if db {
+                            axum::http::StatusCode::OK
+                        } else {
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE
+                        };
+                        (code, axum::Json(body))
+                    }
+                }),
+            )
+            .route(
+                "/metrics",
+                get(move || {
+                    let m = metrics.clone();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4",
+                            )],
+                            m.render(),
+                        )
+                    }
+                }),
+            )
     }
 }

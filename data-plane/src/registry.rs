@@ -41,6 +41,15 @@ pub trait Registry: Send + Sync + 'static {
     ) -> Result<HashMap<String, Vec<String>>, RegistryError>;
     /// Whether the user has any connection.
     async fn online(&self, app: &str, user: &str) -> Result<bool, RegistryError>;
+    /// Keeps a node's live connections `(app, user, connection)` registered; a registry whose
+    /// entries expire needs this every third of their lifetime.
+    async fn heartbeat(
+        &self,
+        _node: &str,
+        _conns: &[(String, String, String)],
+    ) -> Result<(), RegistryError> {
+        Ok(())
+    }
 }
 
 #[derive(Default)]

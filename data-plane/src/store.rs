@@ -4,7 +4,7 @@
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Select};
 use sea_orm_migration::MigratorTrait;
 
-use crate::entity::{conversation, member, message, reaction, user};
+use crate::entity::{conversation, member, message, outbox, reaction, user};
 use crate::migration::Migrator;
 
 /// Applies every pending data-plane migration.
@@ -27,7 +27,7 @@ macro_rules! app_owned {
         }
     )*};
 }
-app_owned!(user, conversation, member, message, reaction);
+app_owned!(user, conversation, member, message, outbox, reaction);
 
 /// The rows of `E` that belong to `app`: the start of every data-plane query.
 pub fn scoped<E: AppOwned>(app: &str) -> Select<E> {

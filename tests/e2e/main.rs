@@ -2,6 +2,8 @@
 //! graceful shutdown, config errors, OTLP export, and `control-plane` + `migrate` on the real
 //! PostgreSQL and Redis started by `scripts/test`.
 
+mod cell;
+
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -276,7 +278,7 @@ async fn bad_config_fails_at_start_naming_the_field() {
     let mut p = Proc::spawn(&["data-plane"], &[], dir.path());
     assert!(!p.wait(START).unwrap().success());
     assert!(
-        p.stderr().join("\n").contains("not built yet"),
+        p.stderr().join("\n").contains("database.url"),
         "{:?}",
         p.stderr()
     );
@@ -432,9 +434,11 @@ async fn readme_walkthrough_runs_as_written() {
     wait_healthy(&format!("http://{listen}/healthz"), START)
         .await
         .unwrap();
+    let bin = starling_e2e::starling_bin();
     let script = script
         .replace("sop_…", &token)
-        .replace("127.0.0.1:7400", &listen);
+        .replace("127.0.0.1:7400", &listen)
+        .replace("cargo run -q --", &bin.display().to_string());
 
     let out = tokio::process::Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
@@ -456,8 +460,11 @@ async fn readme_walkthrough_runs_as_written() {
         "\"code\":\"validation_failed\"",
         "\"field\":\"environment\"",
         "\"code\":\"unauthorized\"",
-        "\"overrides\":{\"max_message_bytes\":65536}",
+        "\"overrides\":{\"api_requests_per_second\":100,\"max_message_bytes\":65536}",
         "\"rotated_from\":\"key_",
+        "sent #1",
+        "[1] alice: Hi Bob!",
+        "\"unread_count\":1",
     ] {
         assert!(
             stdout.contains(expected),

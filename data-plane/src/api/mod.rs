@@ -9,81 +9,21 @@ mod conversation;
 mod message;
 mod user;
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
-use governor::middleware::StateInformationMiddleware;
-use governor::{Quota, RateLimiter, clock::Clock};
 use starling_core::error::{ApiError, ErrorCode};
-use starling_core::id::ApiKeyId;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::directory::KeyPrincipal;
 use crate::node::Node;
-
-type Limiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    governor::clock::DefaultClock,
-    StateInformationMiddleware,
->;
-
-/// Per-key rate limiters (GCRA, from the `governor` crate), sized by the app's
-/// `api_requests_per_second`. In a cell this moves to Redis so all nodes share one budget.
-#[derive(Default)]
-pub struct RateLimits {
-    limiters: Mutex<HashMap<ApiKeyId, (u64, Arc<Limiter>)>>,
-}
-
-/// The outcome of a rate-limit check.
-pub enum Verdict {
-    /// Allowed; this many requests remain in the burst.
-    Allowed { limit: u64, remaining: u64 },
-    /// Refused; retry after this many milliseconds.
-    Refused { limit: u64, retry_after_ms: u64 },
-}
-
-impl RateLimits {
-    /// Takes one request from the key's budget of `rps` per second.
-    pub fn check(&self, key: &ApiKeyId, rps: u64) -> Verdict {
-        let limiter = {
-            let mut m = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
-            match m.get(key) {
-                Some((r, l)) if *r == rps => l.clone(),
-                _ => {
-                    let n = NonZeroU32::new(rps.clamp(1, u32::MAX as u64) as u32).expect("nonzero");
-                    let l = Arc::new(
-                        RateLimiter::direct(Quota::per_second(n))
-                            .with_middleware::<StateInformationMiddleware>(),
-                    );
-                    m.insert(key.clone(), (rps, l.clone()));
-                    l
-                }
-            }
-        };
-        match limiter.check() {
-            Ok(s) => Verdict::Allowed {
-                limit: rps,
-                remaining: s.remaining_burst_capacity() as u64,
-            },
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-                Verdict::Refused {
-                    limit: rps,
-                    retry_after_ms: wait.as_millis() as u64,
-                }
-            }
-        }
-    }
-}
+use crate::ratelimit::Verdict;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -191,7 +131,19 @@ async fn authenticate(
     }
     let mut headers = Vec::new();
     if let Some(rps) = p.limits.api_requests_per_second {
-        match node.rate_limits.check(&p.key_id, rps) {
+        let verdict = node
+            .rate_limits
+            .check(p.key_id.as_str(), rps)
+            .await
+            .unwrap_or_else(|e| {
+                // Availability first: a limiter outage lets requests through, loudly.
+                tracing::warn!(error = %e, "rate limiter unavailable; request allowed");
+                Verdict::Allowed {
+                    limit: rps,
+                    remaining: rps,
+                }
+            });
+        match verdict {
             Verdict::Allowed { limit, remaining } => {
                 headers.push(("x-ratelimit-limit", limit));
                 headers.push(("x-ratelimit-remaining", remaining));

@@ -4,5 +4,6 @@
 pub mod conversation;
 pub mod member;
 pub mod message;
+pub mod outbox;
 pub mod reaction;
 pub mod user;

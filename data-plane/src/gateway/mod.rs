@@ -180,8 +180,20 @@ async fn run(
                     let (code, text) = match reason {
                         CloseReason::SlowConsumer => (4008, "slow consumer: frames were not read in time"),
                         CloseReason::Shutdown => (1001, "node shutting down"),
+                        CloseReason::HeartbeatTimeout => (4002, "heartbeat timeout"),
                         CloseReason::Open => continue,
                     };
+                    if reason != CloseReason::SlowConsumer {
+                        // Flush what is queued (e.g. the error that explains the close), briefly.
+                        let flush = async {
+                            while let Ok(Outbound::Frame(f)) = rx.try_recv() {
+                                if sink.send(Message::Text(Utf8Bytes::from(f.as_ref()))).await.is_err() {
+                                    break;
+                                }
+                            }
+                        };
+                        let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+                    }
                     let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(text) }))).await;
                     break;
                 }
@@ -217,6 +229,7 @@ async fn run(
                     code: "heartbeat_timeout".into(),
                     message: "no frame or pong within three heartbeats".into(),
                 })));
+                let _ = close_tx.send(CloseReason::HeartbeatTimeout);
                 break;
             }
             Ok(None) => break,

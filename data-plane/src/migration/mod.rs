@@ -4,6 +4,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_messaging;
+mod m20261127_000002_outbox;
 
 /// All data-plane migrations, oldest first.
 pub struct Migrator;
@@ -11,7 +12,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261127_000001_messaging::Migration)]
+        vec![
+            Box::new(m20261127_000001_messaging::Migration),
+            Box::new(m20261127_000002_outbox::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {

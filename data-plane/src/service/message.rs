@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 
 use super::user::check_url;
 use super::{Messaging, Result, check_user_id, invalid, now};
-use crate::entity::{conversation, member, message, reaction};
+use crate::entity::{conversation, member, message, outbox, reaction};
 use crate::protocol::{Attachment, Event, MessageContent, MessageEdit, MessageOut};
 use crate::store::scoped;
 
@@ -326,6 +326,17 @@ impl Messaging {
             }
             Err(e) => return Err(e.into()),
         };
+        // The outbox row says: publication not confirmed yet. If this node dies before the
+        // delivery is out, a relay publishes it (receivers dedupe by message id).
+        outbox::ActiveModel {
+            app_id: Set(app.to_owned()),
+            message_id: Set(m.id.clone()),
+            conversation_id: Set(cid.to_owned()),
+            seq: Set(seq),
+            created_at: Set(now),
+        }
+        .insert(&txn)
+        .await?;
         if let Some(p) = &content.parent_id {
             message::Entity::update_many()
                 .col_expr(
@@ -341,14 +352,18 @@ impl Messaging {
         metrics::counter!("starling_messages_total").increment(1);
         let out = message_out(m, BTreeMap::new());
         let to = self.recipients(app, cid).await?;
-        self.deliver(
-            app,
-            &to,
-            &Event::MessageNew {
-                message: out.clone(),
-            },
-        )
-        .await;
+        if self
+            .try_deliver(
+                app,
+                &to,
+                &Event::MessageNew {
+                    message: out.clone(),
+                },
+            )
+            .await
+        {
+            self.outbox_done(app, &out.id).await;
+        }
         if let Some(p) = &content.parent_id
             && let Ok(parent) = self.message_model(app, cid, p).await
         {
@@ -357,6 +372,61 @@ impl Messaging {
                 .await;
         }
         Ok((out, false))
+    }
+
+    async fn outbox_done(&self, app: &str, message_id: &str) {
+        let r = outbox::Entity::delete_many()
+            .filter(outbox::Column::AppId.eq(app))
+            .filter(outbox::Column::MessageId.eq(message_id))
+            .exec(&self.db)
+            .await;
+        if let Err(e) = r {
+            // The relay will publish it again; receivers dedupe by id.
+            tracing::warn!(error = %e, "clearing an outbox row failed");
+        }
+    }
+
+    /// Publishes messages whose delivery was not confirmed within `older_than` (the sender's
+    /// node died, or the bus refused). Returns how many were published. Runs on every node; a
+    /// message relayed twice is deduplicated by id on the clients.
+    pub async fn relay_outbox(&self, older_than: std::time::Duration, batch: u64) -> Result<usize> {
+        let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
+        // Infrastructure across apps: each row is then handled within its own app's scope.
+        let rows = outbox::Entity::find()
+            .filter(outbox::Column::CreatedAt.lt(cutoff))
+            .order_by_asc(outbox::Column::CreatedAt)
+            .limit(batch)
+            .all(&self.db)
+            .await?;
+        let mut n = 0;
+        for r in rows {
+            // Only apps this node serves (its cell's), as the feed told it.
+            let Ok(app_id) = starling_core::id::AppId::parse(&r.app_id) else {
+                continue;
+            };
+            if self.directory.app(&app_id).is_none() {
+                continue;
+            }
+            match self
+                .message_at(&r.app_id, &r.conversation_id, r.seq)
+                .await?
+            {
+                Some(msg) => {
+                    let to = self.recipients(&r.app_id, &r.conversation_id).await?;
+                    if self
+                        .try_deliver(&r.app_id, &to, &Event::MessageNew { message: msg })
+                        .await
+                    {
+                        self.outbox_done(&r.app_id, &r.message_id).await;
+                        n += 1;
+                        metrics::counter!("starling_outbox_relayed_total").increment(1);
+                    }
+                }
+                // The conversation or the message is gone: nothing to publish.
+                None => self.outbox_done(&r.app_id, &r.message_id).await,
+            }
+        }
+        Ok(n)
     }
 
     async fn find_by_client_id(

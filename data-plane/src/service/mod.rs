@@ -81,14 +81,19 @@ pub(crate) fn not_member(conversation: &str) -> ApiError {
 impl Messaging {
     /// Pushes `event` to every connection of `users`, wherever they are connected.
     pub async fn deliver(&self, app: &str, users: &[String], event: &Event) {
+        self.try_deliver(app, users, event).await;
+    }
+
+    /// Like [`Messaging::deliver`]; tells whether every node's delivery was published.
+    pub async fn try_deliver(&self, app: &str, users: &[String], event: &Event) -> bool {
         if users.is_empty() {
-            return;
+            return true;
         }
         let frame: Arc<str> = match serde_json::to_string(event) {
             Ok(s) => Arc::from(s),
             Err(e) => {
                 tracing::error!(error = %e, "serializing an event failed");
-                return;
+                return false;
             }
         };
         let nodes = match self.registry.locate(app, users).await {
@@ -96,9 +101,10 @@ impl Messaging {
             Err(e) => {
                 // Clients catch up by seq when they reconnect or notice a gap.
                 tracing::warn!(error = %e, "registry lookup failed; event not pushed");
-                return;
+                return false;
             }
         };
+        let mut all = true;
         for (node, users) in nodes {
             let d = Delivery {
                 app_id: app.to_owned(),
@@ -107,7 +113,9 @@ impl Messaging {
             };
             if let Err(e) = self.bus.publish(&node, d).await {
                 tracing::warn!(error = %e, node, "publishing a delivery failed");
+                all = false;
             }
         }
+        all
     }
 }

@@ -50,6 +50,14 @@ impl Cell {
     }
 
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut GatewayConfig)) -> Cell {
+        Self::start_full(backend, tweak, Arc::new(InProcessBus::new())).await
+    }
+
+    pub async fn start_full(
+        backend: Backend,
+        tweak: impl FnOnce(&mut GatewayConfig),
+        bus: Arc<dyn starling_data_plane::bus::Bus>,
+    ) -> Cell {
         let (url, dir) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
@@ -85,15 +93,9 @@ impl Cell {
             ..Default::default()
         };
         tweak(&mut g);
-        let node = Node::start(
-            db,
-            directory,
-            Arc::new(InProcessBus::new()),
-            Arc::new(InProcessRegistry::new()),
-            g,
-        )
-        .await
-        .unwrap();
+        let node = Node::start(db, directory, bus, Arc::new(InProcessRegistry::new()), g)
+            .await
+            .unwrap();
         let app = node
             .router()
             .layer(axum::middleware::from_fn(starling_core::http::request_id));

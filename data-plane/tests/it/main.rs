@@ -5,7 +5,9 @@
 mod harness;
 
 mod asyncapi;
+mod conformance;
 mod messaging;
+mod outbox;
 mod robustness;
 mod security;
 mod spec;

@@ -1,0 +1,70 @@
+//! The bus and the registry: one conformance suite, run against the in-process implementations
+//! (in the crate's unit tests) and here against the real ones: Pulsar and Redis started by
+//! `scripts/test`.
+use std::time::Duration;
+
+use starling_data_plane::pulsar_bus::PulsarBus;
+use starling_data_plane::redis_registry::RedisRegistry;
+use starling_data_plane::registry::Registry;
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test, which starts the services")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulsar_bus_conforms() {
+    let client = starling_core::pulsar::connect(&env("TEST_PULSAR_URL"), Duration::from_secs(30))
+        .await
+        .expect("connect Pulsar");
+    let prefix = format!("persistent://public/default/test-{}-", ulid::Ulid::new());
+    let bus = PulsarBus::new(client, &prefix);
+    starling_data_plane::bus::conformance::run(&bus).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_registry_conforms() {
+    let r = RedisRegistry::connect(&env("TEST_REDIS_URL"), Duration::from_secs(30))
+        .await
+        .expect("connect Redis");
+    starling_data_plane::registry::conformance::run(&r).await;
+}
+
+/// A dead node's connections vanish after the TTL; a live node's stay while it heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_registry_forgets_dead_nodes() {
+    let r = RedisRegistry::connect(&env("TEST_REDIS_URL"), Duration::from_millis(600))
+        .await
+        .unwrap();
+    let app = format!("app_{}", ulid::Ulid::new());
+    r.connect(&app, "alive", "n1", "c1").await.unwrap();
+    r.connect(&app, "dead", "n2", "c2").await.unwrap();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        r.heartbeat("n1", &[(app.clone(), "alive".into(), "c1".into())])
+            .await
+            .unwrap();
+    }
+    assert!(r.online(&app, "alive").await.unwrap(), "heartbeats keep it");
+    assert!(!r.online(&app, "dead").await.unwrap(), "no heartbeat: gone");
+    let loc = r
+        .locate(&app, &["alive".into(), "dead".into()])
+        .await
+        .unwrap();
+    assert_eq!(loc.len(), 1);
+    assert_eq!(loc["n1"], vec!["alive".to_owned()]);
+    let c = r.connect(&app, "new", "n1", "c3").await.unwrap();
+    assert_eq!(
+        c.app, 2,
+        "the dead connection no longer counts against the app"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_rate_limiter_conforms() {
+    let l = starling_data_plane::ratelimit::RedisLimiter::connect(&env("TEST_REDIS_URL"))
+        .await
+        .expect("connect Redis");
+    starling_data_plane::ratelimit::conformance::run(&l).await;
+}

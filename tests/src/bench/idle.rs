@@ -1,0 +1,402 @@
+//! Scenario `idle`: how much server memory one idle WebSocket connection costs.
+//!
+//! Opens N authenticated connections at a bounded rate (at most `in_flight` handshakes at once),
+//! each with small client buffers, and samples the server's RSS after setup (0 connections), at
+//! 1,000 and at N connections (each after a settle pause), after holding them, and after closing
+//! them. The cost per connection is the slope between 1,000 and N, which leaves out what the
+//! first connections warm up (allocator arenas, maps growing, lazily built state).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use super::server::{Server, bulk};
+use super::stats::{self, CpuMeter, MachineCpu, histogram, mib, summary};
+
+/// Options of the idle scenario.
+#[derive(Debug, Clone)]
+pub struct IdleOpts {
+    /// Connections to open.
+    pub connections: usize,
+    /// Connections per user (the gateway allows 10 per user by default).
+    pub per_user: usize,
+    /// New connections per second, at most.
+    pub rate: u32,
+    /// Handshakes in flight at once, at most.
+    pub in_flight: usize,
+    /// Pause before each RSS sample.
+    pub settle: Duration,
+    /// How long to hold all connections open before closing them.
+    pub hold: Duration,
+}
+
+/// The connection sample points: RSS is read when this many connections are open.
+pub const FIRST_STEP: usize = 1000;
+
+/// Small client buffers: the client side should not cost more than the server side.
+pub fn client_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_write_buffer_size(1024 * 1024)
+}
+
+#[derive(Default)]
+struct Tally {
+    opened: AtomicU64,
+    failed: AtomicU64,
+    dropped: AtomicU64,
+    handshake: Mutex<Option<Histogram<u64>>>,
+    failures: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Tally {
+    fn attempts(&self) -> u64 {
+        self.opened.load(Relaxed) + self.failed.load(Relaxed)
+    }
+
+    fn fail(&self, why: String) {
+        self.failed.fetch_add(1, Relaxed);
+        *self
+            .failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(why)
+            .or_default() += 1;
+    }
+}
+
+/// Why a WebSocket connect failed, short enough to count by.
+pub fn connect_error(e: &tokio_tungstenite::tungstenite::Error) -> String {
+    match e {
+        tokio_tungstenite::tungstenite::Error::Http(r) => format!("http {}", r.status()),
+        e => {
+            let s = e.to_string();
+            s.chars().take(80).collect()
+        }
+    }
+}
+
+async fn hold_one(
+    url: String,
+    tally: Arc<Tally>,
+    mut stop: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
+) {
+    let t0 = Instant::now();
+    let connected = tokio::time::timeout(Duration::from_secs(15), async {
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
+                .await
+                .map_err(|e| connect_error(&e))?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+                    if v["type"] == "hello" {
+                        return Ok(ws);
+                    }
+                }
+                Some(Ok(Message::Close(c))) => {
+                    return Err(format!(
+                        "closed before hello ({})",
+                        c.map(|c| u16::from(c.code)).unwrap_or(1005)
+                    ));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(connect_error(&e)),
+                None => return Err("closed before hello".into()),
+            }
+        }
+    })
+    .await;
+    // The permit bounds handshakes in flight, not connections held.
+    drop(permit);
+    let mut ws = match connected {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(why)) => return tally.fail(why),
+        Err(_) => return tally.fail("no hello within 15 s".into()),
+    };
+    let us = t0.elapsed().as_micros() as u64;
+    if let Some(h) = tally
+        .handshake
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_mut()
+    {
+        h.saturating_record(us);
+    }
+    tally.opened.fetch_add(1, Relaxed);
+    // Idle: read (which answers the server's pings) until told to stop.
+    loop {
+        tokio::select! {
+            m = ws.next() => match m {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    tally.dropped.fetch_add(1, Relaxed);
+                    return;
+                }
+                Some(Ok(_)) => {}
+            },
+            _ = stop.changed() => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), ws.close(None)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Runs the idle scenario and returns its results.
+pub async fn run(server: &Server, o: &IdleOpts) -> anyhow::Result<Value> {
+    let n = o.connections;
+    if let Some(limit) = stats::open_files_limit()
+        && (n as u64) + 256 > limit
+    {
+        bail!(
+            "{n} connections need more open files than this process may have ({limit}); \
+             spread them over several client processes (issue #5)"
+        );
+    }
+    let api = server.create_app("idle").await?;
+    let users = n.div_ceil(o.per_user);
+    let ids: Vec<String> = (0..users).map(|i| format!("idle-{i:05}")).collect();
+    let t = Instant::now();
+    eprintln!("setting up {users} users and tokens …");
+    bulk(ids.clone(), 16, |id| {
+        let api = &api;
+        async move { api.put_user(&id).await }
+    })
+    .await?;
+    let tokens = bulk(ids, 16, |id| {
+        let api = &api;
+        async move { api.token(&id).await }
+    })
+    .await?;
+    eprintln!("set up in {:.1} s", t.elapsed().as_secs_f64());
+
+    let pid = server.pid;
+    let rss = || pid.and_then(stats::memory_kib);
+    tokio::time::sleep(o.settle).await;
+    let rss_0 = rss();
+
+    let tally = Arc::new(Tally {
+        handshake: Mutex::new(Some(histogram())),
+        ..Default::default()
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let started = Instant::now();
+    let progress = {
+        let tally = tally.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            let mut cpu = CpuMeter::new(pid);
+            loop {
+                tick.tick().await;
+                eprintln!(
+                    "[idle {:>4}s] open {:>5}/{n}  failed {}  dropped {}  server rss {} MiB  cpu {}%",
+                    started.elapsed().as_secs(),
+                    tally.opened.load(Relaxed),
+                    tally.failed.load(Relaxed),
+                    tally.dropped.load(Relaxed),
+                    pid.and_then(stats::rss_kib).map(mib).unwrap_or(f64::NAN),
+                    cpu.tick().unwrap_or(f64::NAN),
+                );
+            }
+        })
+    };
+
+    let url = |i: usize| {
+        format!(
+            "{}/v1/connect?token={}",
+            server.ws_base,
+            tokens[i / o.per_user]
+        )
+    };
+    let gate = Arc::new(Semaphore::new(o.in_flight));
+    let mut tasks: Vec<JoinHandle<()>> = Vec::with_capacity(n);
+    let mut connect_time = Duration::ZERO;
+    let mut machine_cpu = MachineCpu::new();
+    let mut server_cpu = CpuMeter::new(pid);
+    let mut samples = Vec::new();
+    let steps: Vec<usize> = if n > FIRST_STEP {
+        vec![FIRST_STEP, n]
+    } else {
+        vec![n]
+    };
+    for target in steps {
+        let t = Instant::now();
+        // A fresh schedule per step: ticks missed while settling must not come as a burst.
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(o.rate)));
+        while tasks.len() < target {
+            tick.tick().await;
+            let permit = gate.clone().acquire_owned().await?;
+            let (tally, stop, url) = (tally.clone(), stop_rx.clone(), url(tasks.len()));
+            tasks.push(tokio::spawn(hold_one(url, tally, stop, permit)));
+        }
+        // Wait until every attempt so far has an outcome.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tally.attempts() < target as u64 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        connect_time += t.elapsed();
+        tokio::time::sleep(o.settle).await;
+        samples.push((target, tally.opened.load(Relaxed), rss()));
+    }
+    let opened = tally.opened.load(Relaxed);
+    let (server_cpu_pct, machine_cpu_pct) = (server_cpu.tick(), machine_cpu.tick());
+    let client_rss_at_n = stats::rss_kib(std::process::id());
+    eprintln!("holding {opened} connections for {} s …", o.hold.as_secs());
+    tokio::time::sleep(o.hold).await;
+    let rss_hold = rss();
+    let dropped = tally.dropped.load(Relaxed);
+    let _ = stop_tx.send(true);
+    let close_deadline = Instant::now() + Duration::from_secs(30);
+    for t in tasks {
+        let left = close_deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, t).await.is_err() {
+            break;
+        }
+    }
+    tokio::time::sleep(o.settle).await;
+    let rss_closed = rss();
+    progress.abort();
+
+    let mem_at = |k: usize| samples.iter().find(|s| s.0 == k).and_then(|s| s.2);
+    let conns_at = |k: usize| samples.iter().find(|s| s.0 == k).map(|s| s.1);
+    let per_conn = |a: u64, b: u64, conns: u64| {
+        (conns > 0).then(|| ((b as f64 - a as f64) / conns as f64 * 100.0).round() / 100.0)
+    };
+    // KiB per connection between two samples, of VmRSS (`.0`) or RssAnon (`.1`).
+    let slope = |which: fn((u64, u64)) -> u64| match (
+        mem_at(FIRST_STEP),
+        mem_at(n),
+        conns_at(FIRST_STEP),
+        conns_at(n),
+    ) {
+        (Some(a), Some(b), Some(ca), Some(cb)) if n > FIRST_STEP && cb > ca => {
+            per_conn(which(a), which(b), cb - ca)
+        }
+        _ => None,
+    };
+    let from_zero = |which: fn((u64, u64)) -> u64| match (rss_0, mem_at(n)) {
+        (Some(a), Some(b)) => per_conn(which(a), which(b), opened),
+        _ => None,
+    };
+    let vm: fn((u64, u64)) -> u64 = |m| m.0;
+    let anon: fn((u64, u64)) -> u64 = |m| m.1;
+    let series = |which: fn((u64, u64)) -> u64| {
+        json!({
+            "connections_0": rss_0.map(which),
+            "connections_1000": mem_at(FIRST_STEP).map(which),
+            "connections_n": mem_at(n).map(which),
+            "after_hold": rss_hold.map(which),
+            "after_close": rss_closed.map(which),
+        })
+    };
+    let handshake = tally
+        .handshake
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_else(histogram);
+    let failures = tally
+        .failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    Ok(json!({
+        "scenario": "idle",
+        "tenant_id": api.tenant_id,
+        "app_id": api.app_id,
+        "params": {
+            "connections": n,
+            "connections_per_user": o.per_user,
+            "connect_rate_limit_per_s": o.rate,
+            "handshakes_in_flight": o.in_flight,
+            "settle_s": o.settle.as_secs_f64(),
+            "hold_s": o.hold.as_secs_f64(),
+            "client_read_buffer_bytes": 4096,
+            "client_write_buffer_bytes": 4096,
+        },
+        "opened": opened,
+        "failed": tally.failed.load(Relaxed),
+        "failures": failures,
+        "dropped_while_held": dropped,
+        "server_rss_kib": series(vm),
+        "server_rss_anon_kib": series(anon),
+        "kib_per_connection": slope(vm),
+        "kib_per_connection_from_0": from_zero(vm),
+        "anon_kib_per_connection": slope(anon),
+        "connect_rate_per_s": (opened as f64 / connect_time.as_secs_f64() * 10.0).round() / 10.0,
+        "handshake": summary(&handshake),
+        "client_rss_kib_at_n": client_rss_at_n,
+        // While connecting (settle pauses included), in percent of one core.
+        "server_cpu_pct_connecting": server_cpu_pct,
+        "machine_cpu_pct_connecting": machine_cpu_pct,
+    }))
+}
+
+/// Prints the idle scenario's summary table.
+pub fn print_summary(v: &Value) {
+    let r = &v["server_rss_kib"];
+    let h = &v["handshake"];
+    let row = |k: &str, val: String| println!("  {k:<44} {val}");
+    println!();
+    println!("idle: {} connections", v["params"]["connections"]);
+    row(
+        "opened / failed / dropped",
+        format!(
+            "{} / {} / {}",
+            v["opened"], v["failed"], v["dropped_while_held"]
+        ),
+    );
+    if v["failed"].as_u64().unwrap_or(0) > 0 {
+        row("failures", v["failures"].to_string());
+    }
+    let kib = |x: &Value| {
+        x.as_u64()
+            .map(|k| format!("{} MiB", mib(k)))
+            .unwrap_or("?".into())
+    };
+    row("server RSS at 0 connections", kib(&r["connections_0"]));
+    row("server RSS at 1000", kib(&r["connections_1000"]));
+    row("server RSS at N", kib(&r["connections_n"]));
+    row("server RSS after hold", kib(&r["after_hold"]));
+    row("server RSS after close", kib(&r["after_close"]));
+    row(
+        "KiB per connection (1000 → N)",
+        v["kib_per_connection"].to_string(),
+    );
+    row(
+        "KiB per connection (0 → N)",
+        v["kib_per_connection_from_0"].to_string(),
+    );
+    row(
+        "RssAnon KiB per connection (1000 → N)",
+        v["anon_kib_per_connection"].to_string(),
+    );
+    row("connect rate (per s)", v["connect_rate_per_s"].to_string());
+    row(
+        "handshake connect→hello p50 / p99",
+        format!("{} / {} ms", h["p50_ms"], h["p99_ms"]),
+    );
+    row("client RSS at N", kib(&v["client_rss_kib_at_n"]));
+    row(
+        "CPU server / machine while connecting (%)",
+        format!(
+            "{} / {}",
+            v["server_cpu_pct_connecting"], v["machine_cpu_pct_connecting"]
+        ),
+    );
+}

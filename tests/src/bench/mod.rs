@@ -1,0 +1,12 @@
+//! The parts of `starling-bench` (the binary in `src/bin/starling-bench.rs`):
+//!
+//! - [`server`]: the server under test — a `starling standalone` child process on a free loopback
+//!   port, or one already running — and the admin and server API calls that set a benchmark up;
+//! - [`stats`]: latency histograms, process RSS and CPU from `/proc`, formatting;
+//! - [`idle`]: server memory per idle WebSocket connection;
+//! - [`chat`]: 1:1 chat throughput and send→deliver latency.
+
+pub mod chat;
+pub mod idle;
+pub mod server;
+pub mod stats;

@@ -1,0 +1,237 @@
+//! `starling-bench`: benchmarks of one Starling node over loopback (issue #3).
+//!
+//! It starts `starling standalone` as a child process (temp data dir, free 127.0.0.1 port; the
+//! release binary is built with cargo unless `--bin` names one), or attaches to a running server
+//! with `--url` and `--operator-token`. Through the admin API it makes a tenant, an app with
+//! raised quotas and an API key; through the server API, users, direct conversations and user
+//! tokens. Then it runs one scenario:
+//!
+//! - `idle`: server memory per idle WebSocket connection, connect rate, handshake latency;
+//! - `chat`: 1:1 messages per second and send→deliver latency (p50/p99/p99.9).
+//!
+//! A progress line every second goes to stderr, a summary table to stdout, and `--json FILE`
+//! writes the results. The child server is stopped at the end (SIGINT, then kill). Everything is
+//! bounded in count and time, and goes to loopback only. See docs/BENCHMARKS.md.
+#![forbid(unsafe_code)]
+
+#[path = "../bench/mod.rs"]
+mod bench;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+use bench::chat::{self, ChatOpts};
+use bench::idle::{self, IdleOpts};
+use bench::server::{Server, bench_quotas, build_release_starling};
+use bench::stats;
+
+/// Benchmarks of one Starling node over loopback: idle-connection memory and 1:1 chat
+/// throughput and latency.
+#[derive(Parser, Debug)]
+#[command(name = "starling-bench", version, about, long_about)]
+struct Cli {
+    /// The `starling` binary to run as `starling standalone` (default: build it with
+    /// `cargo build --release`).
+    #[arg(long, global = true)]
+    bin: Option<PathBuf>,
+    /// Attach to a running server on loopback instead, e.g. http://127.0.0.1:7400.
+    #[arg(long, global = true)]
+    url: Option<String>,
+    /// The attached server's operator token.
+    #[arg(long, global = true, env = "STARLING_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
+    /// The attached server's process id, to sample its memory and CPU from /proc.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Extra environment for the child server, e.g. STARLING_GATEWAY__OUTBOUND_QUEUE=1024
+    /// (repeatable).
+    #[arg(long = "server-env", global = true, value_parser = parse_kv)]
+    server_env: Vec<(String, String)>,
+    /// Write the results as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Server memory per idle WebSocket connection (RSS slope between 1,000 and N connections).
+    Idle(IdleArgs),
+    /// 1:1 chat: P pairs, one direct conversation each, R messages per second in all.
+    Chat(ChatArgs),
+}
+
+#[derive(Args, Debug)]
+struct IdleArgs {
+    /// Connections to open (one client process: at most 18,000, and below its open-file limit).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=18_000))]
+    connections: u32,
+    /// Connections per user (the gateway allows 10 per user by default).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
+    per_user: u32,
+    /// New connections per second, at most.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    connect_rate: u32,
+    /// Handshakes in flight at once, at most.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    in_flight: u32,
+    /// Seconds to wait before each memory sample.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=60))]
+    settle: u64,
+    /// Seconds to hold all connections open before closing them.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
+    hold: u64,
+}
+
+#[derive(Args, Debug)]
+struct ChatArgs {
+    /// Pairs of users (2 sockets each).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pairs: u32,
+    /// Messages per second offered by all senders together.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rate: u32,
+    /// Seconds to send.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=600))]
+    duration: u64,
+    /// Seconds to wait at most, after sending, for outstanding acks and deliveries.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=120))]
+    drain: u64,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut server = match &cli.url {
+        Some(url) => {
+            if cli.bin.is_some() {
+                bail!("--bin and --url exclude each other");
+            }
+            let token = cli
+                .operator_token
+                .as_deref()
+                .context("--url needs --operator-token (or STARLING_TOKEN)")?;
+            Server::attach(url, token, cli.server_pid).await?
+        }
+        None => {
+            let bin = match &cli.bin {
+                Some(b) => b.clone(),
+                None => tokio::task::spawn_blocking(build_release_starling).await??,
+            };
+            eprintln!("starting {} standalone …", bin.display());
+            Server::spawn(&bin, &cli.server_env).await?
+        }
+    };
+    eprintln!(
+        "server {} (pid {})",
+        server.base,
+        server.pid.map_or("unknown".into(), |p| p.to_string())
+    );
+
+    let started = stats::now_us();
+    let load_before = stats::loadavg();
+    let outcome = tokio::select! {
+        r = run_scenario(&server, &cli.scenario) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    let stopped = server.stop().await;
+    let (warnings, errors) = server.log_counts();
+    eprintln!("server: {stopped}; {warnings} warning and {errors} error lines on its stderr");
+    let mut result = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            let tail = server.log_tail();
+            if !tail.is_empty() {
+                eprintln!("server stderr (last lines):\n{tail}");
+            }
+            return Err(e);
+        }
+    };
+    if errors > 0 {
+        eprintln!("server stderr (last lines):\n{}", server.log_tail());
+    }
+
+    result["server"] = json!({
+        "url": server.base,
+        "binary": server.bin.as_ref().map(|b| b.display().to_string()),
+        "quota_overrides": bench_quotas(),
+        "stderr_warning_lines": warnings,
+        "stderr_error_lines": errors,
+        "stop": stopped,
+    });
+    result["machine"] = stats::machine();
+    result["started_at_unix_us"] = json!(started);
+    result["loadavg_1m"] = json!({"before": load_before, "after": stats::loadavg()});
+    match &cli.scenario {
+        Scenario::Idle(_) => idle::print_summary(&result),
+        Scenario::Chat(_) => chat::print_summary(&result),
+    }
+    if let Some(path) = &cli.json {
+        let text = serde_json::to_string_pretty(&result)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+async fn run_scenario(server: &Server, scenario: &Scenario) -> anyhow::Result<Value> {
+    match scenario {
+        Scenario::Idle(a) => {
+            idle::run(
+                server,
+                &IdleOpts {
+                    connections: a.connections as usize,
+                    per_user: a.per_user as usize,
+                    rate: a.connect_rate,
+                    in_flight: a.in_flight as usize,
+                    settle: Duration::from_secs(a.settle),
+                    hold: Duration::from_secs(a.hold),
+                },
+            )
+            .await
+        }
+        Scenario::Chat(a) => {
+            chat::run(
+                server,
+                &ChatOpts {
+                    pairs: a.pairs as usize,
+                    rate: f64::from(a.rate),
+                    duration: Duration::from_secs(a.duration),
+                    drain: Duration::from_secs(a.drain),
+                },
+            )
+            .await
+        }
+    }
+}
