@@ -325,3 +325,25 @@ async fn users_groups_rooms_and_limits(b: Backend) {
     let (st, _) = cell.api(&app, Method::GET, "/v1/users/u1", None).await;
     assert_eq!(st, 404);
 }
+
+backend_tests!(a_user_may_hold_only_so_many_connections);
+
+async fn a_user_may_hold_only_so_many_connections(b: Backend) {
+    let cell = Cell::start_with(b, |g| g.max_connections_per_user = 2).await;
+    let app = cell.app(Limits::default()).await;
+    cell.user(&app, "alice").await;
+    let first = cell.ws(&app, "alice").await;
+    let _second = cell.ws(&app, "alice").await;
+    match cell.ws_with_token(&cell.token(&app, "alice").await).await {
+        Err((st, body)) => assert_eq!(st, 429, "{body}"),
+        Ok(_) => panic!("a third device was accepted"),
+    }
+    first.close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        cell.ws_with_token(&cell.token(&app, "alice").await)
+            .await
+            .is_ok(),
+        "a freed slot is usable again"
+    );
+}
