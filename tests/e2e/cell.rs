@@ -87,111 +87,169 @@ async fn call(
     (st, res.json().await.unwrap_or(Value::Null))
 }
 
+/// A control plane and `n` gateway nodes as real processes on the services of `scripts/test`,
+/// with one tenant, one app placed on the cell, and one API key known to every node.
+struct CellFixture {
+    _dir: tempfile::TempDir,
+    _cp: Proc,
+    procs: Vec<Proc>,
+    nodes: Vec<String>,
+    cp: String,
+    tenant: String,
+    app: String,
+    key: String,
+    key_id: String,
+    /// How long the new key took to reach each node.
+    propagation: Vec<Duration>,
+}
+
+impl CellFixture {
+    async fn start(n: usize) -> CellFixture {
+        let (db, redis, pulsar) = (
+            env("TEST_DATABASE_URL"),
+            env("TEST_REDIS_URL"),
+            env("TEST_PULSAR_URL"),
+        );
+        let prefix = format!(
+            "persistent://public/default/e2e-{}-",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let common = |listen: &str| -> Vec<(String, String)> {
+            vec![
+                ("STARLING_DATABASE__URL".into(), db.clone()),
+                ("STARLING_CACHE__REDIS_URL".into(), redis.clone()),
+                ("STARLING_PULSAR__URL".into(), pulsar.clone()),
+                ("STARLING_PULSAR__TOPIC_PREFIX".into(), prefix.clone()),
+                ("STARLING_AUTH__OPERATOR_TOKEN".into(), OPERATOR.into()),
+                ("STARLING_AUTH__KEY_HASH_SECRET".into(), KEY_HASH.into()),
+                ("STARLING_SERVER__LISTEN".into(), listen.into()),
+                // Short registry TTL: a killed node's connections vanish quickly.
+                ("STARLING_GATEWAY__REGISTRY_TTL_SECS".into(), "6".into()),
+            ]
+        };
+        let spawn = |args: &[&str], listen: &str| {
+            let env = common(listen);
+            let pairs: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            Proc::spawn(args, &pairs, dir.path())
+        };
+        let cp_addr = format!("127.0.0.1:{}", free_port());
+        let cp_proc = spawn(&["control-plane"], &cp_addr);
+        let cp = format!("http://{cp_addr}");
+        wait_healthy(&format!("{cp}/readyz"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let mut nodes = Vec::new();
+        let mut procs = Vec::new();
+        for i in 0..n {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let id = format!("node-{}", (b'a' + i as u8) as char);
+            procs.push(spawn(&["data-plane", "--node-id", &id], &addr));
+            nodes.push(format!("http://{addr}"));
+        }
+        for node in &nodes {
+            if let Err(e) = wait_healthy(&format!("{node}/readyz"), Duration::from_secs(60)).await {
+                for p in &procs {
+                    eprintln!("{}", p.stderr().join("\n"));
+                }
+                panic!("{e}");
+            }
+        }
+        let c = reqwest::Client::new();
+        use reqwest::Method;
+        let (st, t) = call(
+            &c,
+            Method::POST,
+            &format!("{cp}/admin/v1/tenants"),
+            OPERATOR,
+            Some(json!({"name": "Cell test"})),
+        )
+        .await;
+        assert_eq!(st, 201, "{t}");
+        let t = t["id"].as_str().unwrap().to_owned();
+        // The operator registers the cell, then places the app on it.
+        let (st, cl) = call(&c, Method::POST, &format!("{cp}/admin/v1/clusters"), OPERATOR, Some(json!({"name": format!("cell-{}", ulid::Ulid::new().to_string().to_lowercase()), "region": "local", "capacity_apps": 100, "endpoint": nodes[0]}))).await;
+        assert_eq!(st, 201, "{cl}");
+        let (st, a) = call(&c, Method::POST, &format!("{cp}/admin/v1/tenants/{t}/apps"), OPERATOR, Some(json!({"name": "Chat", "cluster_id": cl["id"], "quota_overrides": {"api_requests_per_second": 100000, "concurrent_connections": 100000}}))).await;
+        assert_eq!(st, 201, "{a}");
+        let a = a["id"].as_str().unwrap().to_owned();
+        let created = Instant::now();
+        let (_, k) = call(
+            &c,
+            Method::POST,
+            &format!("{cp}/admin/v1/tenants/{t}/apps/{a}/api-keys"),
+            OPERATOR,
+            Some(json!({"name": "backend"})),
+        )
+        .await;
+        let key = k["secret"].as_str().unwrap().to_owned();
+        let key_id = k["id"].as_str().unwrap().to_owned();
+        // The new key reaches every node over the feed.
+        let mut propagation = Vec::new();
+        for node in &nodes {
+            loop {
+                let (st, _) = call(&c, Method::GET, &format!("{node}/v1/users"), &key, None).await;
+                if st == 200 {
+                    propagation.push(created.elapsed());
+                    break;
+                }
+                assert!(
+                    created.elapsed() < Duration::from_secs(10),
+                    "key not known to {node} after 10 s (status {st})"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        CellFixture {
+            _dir: dir,
+            _cp: cp_proc,
+            procs,
+            nodes,
+            cp,
+            tenant: t,
+            app: a,
+            key,
+            key_id,
+            propagation,
+        }
+    }
+
+    async fn token(&self, user: &str, node: usize) -> String {
+        let c = reqwest::Client::new();
+        let (_, v) = call(
+            &c,
+            reqwest::Method::POST,
+            &format!("{}/v1/users/{user}/tokens", self.nodes[node]),
+            &self.key,
+            Some(json!({})),
+        )
+        .await;
+        v["token"].as_str().unwrap().to_owned()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_node_cell_over_pulsar_and_redis() {
-    let (db, redis, pulsar) = (
-        env("TEST_DATABASE_URL"),
-        env("TEST_REDIS_URL"),
-        env("TEST_PULSAR_URL"),
+    let f = CellFixture::start(3).await;
+    let (nodes, cp, t, a, key, key_id, propagation) = (
+        &f.nodes,
+        &f.cp,
+        &f.tenant,
+        &f.app,
+        &f.key,
+        &f.key_id,
+        &f.propagation,
     );
-    let prefix = format!(
-        "persistent://public/default/e2e-{}-",
-        ulid::Ulid::new().to_string().to_lowercase()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let common = |listen: &str| -> Vec<(String, String)> {
-        vec![
-            ("STARLING_DATABASE__URL".into(), db.clone()),
-            ("STARLING_CACHE__REDIS_URL".into(), redis.clone()),
-            ("STARLING_PULSAR__URL".into(), pulsar.clone()),
-            ("STARLING_PULSAR__TOPIC_PREFIX".into(), prefix.clone()),
-            ("STARLING_AUTH__OPERATOR_TOKEN".into(), OPERATOR.into()),
-            ("STARLING_AUTH__KEY_HASH_SECRET".into(), KEY_HASH.into()),
-            ("STARLING_SERVER__LISTEN".into(), listen.into()),
-        ]
-    };
-    let spawn = |args: &[&str], listen: &str| {
-        let env = common(listen);
-        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        Proc::spawn(args, &pairs, dir.path())
-    };
-
-    let cp_addr = format!("127.0.0.1:{}", free_port());
-    let _cp = spawn(&["control-plane"], &cp_addr);
-    let cp = format!("http://{cp_addr}");
-    wait_healthy(&format!("{cp}/readyz"), Duration::from_secs(60))
-        .await
-        .unwrap();
-    let mut nodes = Vec::new();
-    let mut procs = Vec::new();
-    for id in ["node-a", "node-b", "node-c"] {
-        let addr = format!("127.0.0.1:{}", free_port());
-        procs.push(spawn(&["data-plane", "--node-id", id], &addr));
-        nodes.push(format!("http://{addr}"));
-    }
-    for n in &nodes {
-        if let Err(e) = wait_healthy(&format!("{n}/readyz"), Duration::from_secs(60)).await {
-            for p in &procs {
-                eprintln!("{}", p.stderr().join("\n"));
-            }
-            panic!("{e}");
-        }
-    }
-
     let c = reqwest::Client::new();
     use reqwest::Method;
-    let (st, t) = call(
-        &c,
-        Method::POST,
-        &format!("{cp}/admin/v1/tenants"),
-        OPERATOR,
-        Some(json!({"name": "Cell test"})),
-    )
-    .await;
-    assert_eq!(st, 201, "{t}");
-    let t = t["id"].as_str().unwrap().to_owned();
-    // The operator registers the cell, then places the app on it.
-    let (st, cl) = call(&c, Method::POST, &format!("{cp}/admin/v1/clusters"), OPERATOR, Some(json!({"name": format!("cell-{}", ulid::Ulid::new().to_string().to_lowercase()), "region": "local", "capacity_apps": 100, "endpoint": nodes[0]}))).await;
-    assert_eq!(st, 201, "{cl}");
-    let (st, a) = call(&c, Method::POST, &format!("{cp}/admin/v1/tenants/{t}/apps"), OPERATOR, Some(json!({"name": "Chat", "cluster_id": cl["id"], "quota_overrides": {"api_requests_per_second": 100000}}))).await;
-    assert_eq!(st, 201, "{a}");
-    let a = a["id"].as_str().unwrap().to_owned();
-    let created = Instant::now();
-    let (_, k) = call(
-        &c,
-        Method::POST,
-        &format!("{cp}/admin/v1/tenants/{t}/apps/{a}/api-keys"),
-        OPERATOR,
-        Some(json!({"name": "backend"})),
-    )
-    .await;
-    let key = k["secret"].as_str().unwrap().to_owned();
-    let key_id = k["id"].as_str().unwrap().to_owned();
-
-    // The new key reaches every node over the feed.
-    let mut propagation = Vec::new();
-    for n in &nodes {
-        loop {
-            let (st, _) = call(&c, Method::GET, &format!("{n}/v1/users"), &key, None).await;
-            if st == 200 {
-                propagation.push(created.elapsed());
-                break;
-            }
-            assert!(
-                created.elapsed() < Duration::from_secs(10),
-                "key not known to {n} after 10 s (status {st})"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
     let (na, nb, nc) = (&nodes[0], &nodes[1], &nodes[2]);
     for u in ["alice", "bob", "carol"] {
         let (st, v) = call(
             &c,
             Method::PUT,
             &format!("{na}/v1/users/{u}"),
-            &key,
+            key,
             Some(json!({"name": u})),
         )
         .await;
@@ -201,28 +259,14 @@ async fn three_node_cell_over_pulsar_and_redis() {
         &c,
         Method::POST,
         &format!("{na}/v1/conversations"),
-        &key,
+        key,
         Some(json!({"kind": "group", "created_by": "alice", "members": ["bob", "carol"]})),
     )
     .await;
     let cid = conv["id"].as_str().unwrap().to_owned();
-    let token = |u: &'static str, n: String| {
-        let (c, key) = (c.clone(), key.clone());
-        async move {
-            let (_, v) = call(
-                &c,
-                Method::POST,
-                &format!("{n}/v1/users/{u}/tokens"),
-                &key,
-                Some(json!({})),
-            )
-            .await;
-            v["token"].as_str().unwrap().to_owned()
-        }
-    };
-    let mut alice = Ws::connect(na, &token("alice", nb.clone()).await).await;
-    let mut bob = Ws::connect(nb, &token("bob", nc.clone()).await).await;
-    let mut carol = Ws::connect(nc, &token("carol", na.clone()).await).await;
+    let mut alice = Ws::connect(na, &f.token("alice", 1).await).await;
+    let mut bob = Ws::connect(nb, &f.token("bob", 2).await).await;
+    let mut carol = Ws::connect(nc, &f.token("carol", 0).await).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let n = 20;
@@ -256,9 +300,9 @@ async fn three_node_cell_over_pulsar_and_redis() {
     .await;
     assert_eq!(st, 200);
     let mut revocation = Vec::new();
-    for n in &nodes {
+    for n in nodes {
         loop {
-            let (st, _) = call(&c, Method::GET, &format!("{n}/v1/users"), &key, None).await;
+            let (st, _) = call(&c, Method::GET, &format!("{n}/v1/users"), key, None).await;
             if st == 401 {
                 revocation.push(revoked_at.elapsed());
                 break;
@@ -276,4 +320,139 @@ async fn three_node_cell_over_pulsar_and_redis() {
         propagation, revocation
     );
     assert!(*worst < Duration::from_secs(2), "revocation took {worst:?}");
+}
+
+/// `kill -9` the node a receiver is connected to while messages flow: the receiver reconnects to
+/// another node and syncs by seq; every acknowledged message reaches its UI exactly once (after
+/// dedupe by id), and the figures are printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_under_load_loses_no_acknowledged_message() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    let mut f = CellFixture::start(3).await;
+    let c = reqwest::Client::new();
+    use reqwest::Method;
+    for u in ["alice", "bob"] {
+        let (st, v) = call(
+            &c,
+            Method::PUT,
+            &format!("{}/v1/users/{u}", f.nodes[0]),
+            &f.key,
+            Some(json!({"name": u})),
+        )
+        .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    let (_, conv) = call(
+        &c,
+        Method::POST,
+        &format!("{}/v1/conversations", f.nodes[0]),
+        &f.key,
+        Some(json!({"kind": "direct", "members": ["alice", "bob"]})),
+    )
+    .await;
+    let cid = conv["id"].as_str().unwrap().to_owned();
+    let mut alice = Ws::connect(&f.nodes[0], &f.token("alice", 0).await).await;
+    let bob_token = f.token("bob", 0).await;
+
+    // Bob's client: a UI that dedupes by id, reconnects to the next node and syncs by seq.
+    let frames = Arc::new(Mutex::new(0usize));
+    let ui: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (reconnected_tx, reconnected_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let bob_nodes = vec![f.nodes[1].clone(), f.nodes[2].clone()];
+    let (frames2, ui2, cid2) = (frames.clone(), ui.clone(), cid.clone());
+    let bob = tokio::spawn(async move {
+        let mut reconnected_tx = Some(reconnected_tx);
+        let mut last_seq = 0i64;
+        for (attempt, node) in bob_nodes.iter().enumerate() {
+            let url = format!(
+                "{}/v1/connect?token={bob_token}",
+                node.replace("http://", "ws://")
+            );
+            let (ws, _) = tokio_tungstenite::connect_async(&url)
+                .await
+                .expect("bob connects");
+            let (mut sink, mut read) = ws.split();
+            if attempt > 0 {
+                // Catch up on what was sent while disconnected.
+                sink.send(Message::Text(json!({"type": "sync", "id": "sync", "conversation_id": cid2, "after_seq": last_seq, "limit": 200}).to_string().into())).await.unwrap();
+            }
+            loop {
+                let next = tokio::select! {
+                    m = read.next() => m,
+                    _ = stop_rx.changed() => return,
+                };
+                let Some(Ok(Message::Text(t))) = next else {
+                    if matches!(next, Some(Ok(_))) {
+                        continue;
+                    }
+                    break; // the node is gone: next one
+                };
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                let mut take = |m: &Value| {
+                    *frames2.lock().unwrap() += 1;
+                    ui2.lock()
+                        .unwrap()
+                        .insert(m["id"].as_str().unwrap().to_owned());
+                    last_seq = last_seq.max(m["seq"].as_i64().unwrap());
+                };
+                if v["type"] == "message.new" {
+                    take(&v["message"]);
+                } else if v["type"] == "ack" && v["id"] == "sync" {
+                    for m in v["result"]["messages"].as_array().unwrap() {
+                        take(m);
+                    }
+                    if let Some(tx) = reconnected_tx.take() {
+                        let _ = tx.send(Instant::now());
+                    }
+                }
+            }
+        }
+    });
+
+    let total = 150usize;
+    let mut acked: Vec<String> = Vec::new();
+    let mut killed_at = None;
+    for i in 0..total {
+        alice.send(json!({"type": "send", "id": format!("s{i}"), "conversation_id": cid, "client_msg_id": format!("m{i}"), "text": format!("{i}")})).await;
+        let id = format!("s{i}");
+        let ack = alice
+            .next_matching(|f| {
+                (f["type"] == "ack" || f["type"] == "error") && f["id"] == id.as_str()
+            })
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        acked.push(ack["result"]["message"]["id"].as_str().unwrap().to_owned());
+        if i == total / 3 {
+            f.procs[1].kill9();
+            killed_at = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let killed_at = killed_at.unwrap();
+    let reconnected = tokio::time::timeout(Duration::from_secs(20), reconnected_rx)
+        .await
+        .expect("bob reconnected")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked.iter().any(|id| !ui.lock().unwrap().contains(id)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = bob.await;
+    let ui = ui.lock().unwrap().clone();
+    let lost = acked.iter().filter(|id| !ui.contains(*id)).count();
+    let frames = *frames.lock().unwrap();
+    println!(
+        "kill -9 of the receiver's node: sent {total}, acknowledged {}, delivered to the UI {} (frames {frames}, duplicates removed by id {}), lost {lost}, receiver back and synced {:.2} s after the kill",
+        acked.len(),
+        ui.len(),
+        frames.saturating_sub(ui.len()),
+        reconnected.duration_since(killed_at).as_secs_f64()
+    );
+    assert_eq!(acked.len(), total);
+    assert_eq!(lost, 0, "acknowledged messages lost");
+    assert_eq!(ui.len(), total, "the UI shows every message once");
 }

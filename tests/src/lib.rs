@@ -149,6 +149,12 @@ impl Proc {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Kills the process at once (SIGKILL, like `kill -9`): no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGINT (Ctrl-C) and waits for the exit.
     pub fn interrupt(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         let ok = Command::new("kill")
