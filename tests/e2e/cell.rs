@@ -361,7 +361,7 @@ async fn killing_a_node_under_load_loses_no_acknowledged_message() {
     let ui: Arc<Mutex<HashSet<String>>> = Arc::default();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let (reconnected_tx, reconnected_rx) = tokio::sync::oneshot::channel::<Instant>();
-    let bob_nodes = vec![f.nodes[1].clone(), f.nodes[2].clone()];
+    let bob_nodes = [f.nodes[1].clone(), f.nodes[2].clone()];
     let (frames2, ui2, cid2) = (frames.clone(), ui.clone(), cid.clone());
     let bob = tokio::spawn(async move {
         let mut reconnected_tx = Some(reconnected_tx);
