@@ -15,7 +15,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     })
     .min_connections(if sqlite { 1 } else { 0 })
     .connect_timeout(Duration::from_secs(10))
-    .acquire_timeout(Duration::from_secs(10))
+    .acquire_timeout(Duration::from_secs(5))
     .sqlx_logging(false);
     let db = Database::connect(opts).await?;
     if sqlite {

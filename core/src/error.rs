@@ -187,12 +187,44 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Whether a database error means "cannot reach the database" (retryable) rather than a bug.
+fn is_unavailable(e: &sea_orm::DbErr) -> bool {
+    use sea_orm::DbErr;
+    match e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(_) | DbErr::Query(_) => {
+            let s = e.to_string().to_ascii_lowercase();
+            [
+                "io error",
+                "connection",
+                "pool timed out",
+                "broken pipe",
+                "closed",
+                "reset by peer",
+                "eof",
+            ]
+            .iter()
+            .any(|w| s.contains(w))
+        }
+        _ => false,
+    }
+}
+
 impl From<sea_orm::DbErr> for ApiError {
     /// Unique-constraint violations are conflicts; anything else is an opaque internal error.
     fn from(e: sea_orm::DbErr) -> Self {
         match e.sql_err() {
             Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => {
                 ApiError::conflict("a resource with these unique values already exists")
+            }
+            _ if is_unavailable(&e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                let mut err = ApiError::new(
+                    ErrorCode::Unavailable,
+                    "the database is unavailable; nothing was stored, retry shortly",
+                );
+                err.retry_after = Some(1);
+                err
             }
             _ => ApiError::internal(e),
         }

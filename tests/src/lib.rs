@@ -211,3 +211,83 @@ pub async fn wait_healthy(url: &str, timeout: Duration) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A TCP proxy on 127.0.0.1 that can cut every connection and refuse new ones, to make a
+/// service unreachable for some processes only (a network partition, a database outage).
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: std::net::SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    /// Starts forwarding to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (up2, conns2) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                conns2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy { addr, up, conns }
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A handle that can restore the proxy from another task.
+    pub fn handle(&self) -> ProxyHandle {
+        ProxyHandle {
+            up: self.up.clone(),
+        }
+    }
+}
+
+/// Restores a [`Proxy`] from elsewhere.
+#[derive(Clone)]
+pub struct ProxyHandle {
+    up: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ProxyHandle {
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Host and port of a URL such as `postgres://user@127.0.0.1:5432/db`.
+pub fn url_addr(url: &str) -> std::net::SocketAddr {
+    let rest = url.split_once("://").map(|x| x.1).unwrap_or(url);
+    let rest = rest.rsplit_once('@').map(|x| x.1).unwrap_or(rest);
+    let hostport = rest.split('/').next().unwrap();
+    std::net::ToSocketAddrs::to_socket_addrs(hostport)
+        .unwrap()
+        .next()
+        .unwrap()
+}
