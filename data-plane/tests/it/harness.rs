@@ -23,17 +23,28 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// One node on SQLite, in-process bus and registry (standalone).
     Sqlite,
+    /// One node on PostgreSQL, in-process bus and registry.
     Postgres,
+    /// Three nodes on PostgreSQL, Pulsar (bus) and Redis (registry, rate limits); clients are
+    /// spread over the nodes, so every test also runs across nodes.
+    Cell,
 }
 
 const KEY_HASH_SECRET: &str = "dp-test-key-hash-secret-0123456789abcdef";
 static PG_MIGRATED: OnceCell<()> = OnceCell::const_new();
 
 pub struct Cell {
+    /// The server API of the first node.
     pub base: String,
-    pub ws_base: String,
+    /// Every node's WebSocket base; connections go round-robin.
+    pub ws_bases: Vec<String>,
+    next_ws: std::sync::atomic::AtomicUsize,
+    /// The first node.
     pub node: Arc<Node>,
+    /// Every node.
+    pub nodes: Vec<Arc<Node>>,
     pub feed: Arc<InProcessFeed>,
     pub client: reqwest::Client,
     _dir: Option<tempfile::TempDir>,
@@ -49,15 +60,22 @@ impl Cell {
         Self::start_with(backend, |_| {}).await
     }
 
-    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut GatewayConfig)) -> Cell {
-        Self::start_full(backend, tweak, Arc::new(InProcessBus::new())).await
+    pub async fn start_with(backend: Backend, tweak: impl Fn(&mut GatewayConfig)) -> Cell {
+        Self::start_full(backend, tweak, None).await
     }
 
     pub async fn start_full(
         backend: Backend,
-        tweak: impl FnOnce(&mut GatewayConfig),
-        bus: Arc<dyn starling_data_plane::bus::Bus>,
+        tweak: impl Fn(&mut GatewayConfig),
+        bus: Option<Arc<dyn starling_data_plane::bus::Bus>>,
     ) -> Cell {
+        let env = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!(
+                    "{name} is not set: run the tests with scripts/test, which starts the services"
+                )
+            })
+        };
         let (url, dir) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
@@ -66,10 +84,8 @@ impl Cell {
                     Some(dir),
                 )
             }
-            Backend::Postgres => {
-                let url = std::env::var("TEST_DATABASE_URL").expect(
-                    "TEST_DATABASE_URL is not set: run the tests with scripts/test, which starts PostgreSQL",
-                );
+            Backend::Postgres | Backend::Cell => {
+                let url = env("TEST_DATABASE_URL");
                 PG_MIGRATED
                     .get_or_init(|| async {
                         let db = starling_core::db::connect(&url, 2)
@@ -83,29 +99,90 @@ impl Cell {
                 (url, None)
             }
         };
-        let db = starling_core::db::connect(&url, 10).await.expect("connect");
+        let n = if backend == Backend::Cell { 3 } else { 1 };
         let feed = Arc::new(InProcessFeed::new());
-        let directory = Arc::new(Directory::new(KeyHasher::new(KEY_HASH_SECRET)));
-        directory.follow(feed.clone()).await.unwrap();
-        let mut g = GatewayConfig {
-            node_id: format!("node-{}", ulid::Ulid::new()),
-            heartbeat_secs: 5,
-            ..Default::default()
+        let (bus, registry, limiter): (
+            Arc<dyn starling_data_plane::bus::Bus>,
+            Arc<dyn starling_data_plane::registry::Registry>,
+            Arc<dyn starling_data_plane::ratelimit::RateLimiter>,
+        ) = if backend == Backend::Cell {
+            let client =
+                starling_core::pulsar::connect(&env("TEST_PULSAR_URL"), Duration::from_secs(30))
+                    .await
+                    .expect("connect Pulsar");
+            let prefix = format!(
+                "persistent://public/default/it-{}-",
+                ulid::Ulid::new().to_string().to_lowercase()
+            );
+            let redis = env("TEST_REDIS_URL");
+            (
+                bus.unwrap_or_else(|| {
+                    Arc::new(starling_data_plane::pulsar_bus::PulsarBus::new(
+                        client, &prefix,
+                    ))
+                }),
+                Arc::new(
+                    starling_data_plane::redis_registry::RedisRegistry::connect(
+                        &redis,
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .expect("connect Redis"),
+                ),
+                Arc::new(
+                    starling_data_plane::ratelimit::RedisLimiter::connect(&redis)
+                        .await
+                        .expect("connect Redis"),
+                ),
+            )
+        } else {
+            (
+                bus.unwrap_or_else(|| Arc::new(InProcessBus::new())),
+                Arc::new(InProcessRegistry::new()),
+                Arc::new(starling_data_plane::ratelimit::InProcessLimiter::default()),
+            )
         };
-        tweak(&mut g);
-        let node = Node::start(db, directory, bus, Arc::new(InProcessRegistry::new()), g)
+        let mut nodes = Vec::new();
+        let mut ws_bases = Vec::new();
+        let mut base = String::new();
+        for i in 0..n {
+            let db = starling_core::db::connect(&url, 10).await.expect("connect");
+            let directory = Arc::new(Directory::new(KeyHasher::new(KEY_HASH_SECRET)));
+            directory.follow(feed.clone()).await.unwrap();
+            let mut g = GatewayConfig {
+                node_id: format!("node-{i}-{}", ulid::Ulid::new()),
+                heartbeat_secs: 5,
+                ..Default::default()
+            };
+            tweak(&mut g);
+            let node = Node::start_with(
+                db,
+                directory,
+                bus.clone(),
+                registry.clone(),
+                limiter.clone(),
+                g,
+            )
             .await
             .unwrap();
-        let app = node
-            .router()
-            .layer(axum::middleware::from_fn(starling_core::http::request_id));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+            let app = node
+                .router()
+                .layer(axum::middleware::from_fn(starling_core::http::request_id));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            if i == 0 {
+                base = format!("http://{addr}");
+            }
+            ws_bases.push(format!("ws://{addr}"));
+            nodes.push(node);
+        }
         Cell {
-            base: format!("http://{addr}"),
-            ws_base: format!("ws://{addr}"),
-            node,
+            base,
+            ws_bases,
+            next_ws: std::sync::atomic::AtomicUsize::new(0),
+            node: nodes[0].clone(),
+            nodes,
             feed,
             client: reqwest::Client::new(),
             _dir: dir,
@@ -147,13 +224,13 @@ impl Cell {
             .await
             .unwrap();
         for _ in 0..200 {
-            if self
-                .node
-                .messaging
-                .directory
-                .app(&cfg.app_id)
-                .is_some_and(|c| c.version >= cfg.version)
-            {
+            let applied = |n: &Arc<Node>| {
+                n.messaging
+                    .directory
+                    .app(&cfg.app_id)
+                    .is_some_and(|c| c.version >= cfg.version)
+            };
+            if self.nodes.iter().all(applied) {
                 return cfg;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -246,7 +323,11 @@ impl Cell {
     }
 
     pub async fn ws_with_token(&self, token: &str) -> Result<Ws, (u16, String)> {
-        let url = format!("{}/v1/connect?token={token}", self.ws_base);
+        let i = self
+            .next_ws
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            % self.ws_bases.len();
+        let url = format!("{}/v1/connect?token={token}", self.ws_bases[i]);
         match tokio_tungstenite::connect_async(&url).await {
             Ok((stream, _)) => {
                 let (sink, mut read) = stream.split();

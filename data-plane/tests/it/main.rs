@@ -12,7 +12,8 @@ mod robustness;
 mod security;
 mod spec;
 
-/// `backend_tests!(name);` runs `async fn name(backend)` once on SQLite and once on PostgreSQL.
+/// `backend_tests!(name);` runs `async fn name(backend)` on one SQLite node, on one PostgreSQL
+/// node, and on a three-node cell (PostgreSQL, Pulsar, Redis) with clients spread over the nodes.
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
@@ -25,6 +26,10 @@ macro_rules! backend_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
                     super::$name($crate::harness::Backend::Postgres).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn cell() {
+                    super::$name($crate::harness::Backend::Cell).await;
                 }
             }
         )*

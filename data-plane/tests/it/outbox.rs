@@ -41,7 +41,7 @@ async fn committed_messages_survive_a_failed_publish(b: Backend) {
         inner: InProcessBus::new(),
         down: down.clone(),
     });
-    let cell = Cell::start_full(b, |_| {}, bus).await;
+    let cell = Cell::start_full(b, |_| {}, Some(bus)).await;
     let app = cell.app(Limits::default()).await;
     cell.user(&app, "alice").await;
     cell.user(&app, "bob").await;
