@@ -131,6 +131,10 @@ pub fn init(cfg: &TelemetryConfig) -> anyhow::Result<Telemetry> {
             .boxed()
     });
 
+    // W3C trace context travels in bus messages between nodes (see [`inject`], [`extract`]).
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
     tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
@@ -143,6 +147,24 @@ pub fn init(cfg: &TelemetryConfig) -> anyhow::Result<Telemetry> {
         ])?
         .install_recorder()?;
     Ok(Telemetry { provider, metrics })
+}
+
+/// The current span's trace context as a W3C `traceparent`, if it is being traced.
+pub fn inject() -> Option<String> {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the trace in `traceparent` (from another node).
+pub fn extract_into(span: &tracing::Span, traceparent: &str) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut carrier = std::collections::HashMap::new();
+    carrier.insert("traceparent".to_owned(), traceparent.to_owned());
+    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&carrier));
+    let _ = span.set_parent(cx);
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@ pub struct Delivery {
     pub users: Vec<String>,
     /// The frame, as JSON text.
     pub frame: Arc<str>,
+    /// W3C `traceparent` of the operation that caused it, so one trace spans the nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// Publishing or subscribing failed.
@@ -91,6 +94,8 @@ pub mod conformance {
             app_id: "app".into(),
             users: vec![format!("u{i}")],
             frame: Arc::from(format!("{{\"i\":{i}}}")),
+            // The trace context travels with the delivery.
+            trace: (i % 2 == 0).then(|| format!("00-{:032x}-{:016x}-01", i + 1, i + 1)),
         };
         for i in 0..100 {
             bus.publish(&a, d(i)).await.unwrap();

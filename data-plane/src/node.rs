@@ -64,6 +64,12 @@ impl Node {
         let h = hub.clone();
         tokio::spawn(async move {
             while let Some(d) = inbox.recv().await {
+                // Continue the sender's trace on this node.
+                let span = tracing::debug_span!("push", app_id = %d.app_id, users = d.users.len());
+                if let Some(tp) = &d.trace {
+                    starling_core::telemetry::extract_into(&span, tp);
+                }
+                let _g = span.enter();
                 let n = h.push(&d.app_id, &d.users, &d.frame);
                 metrics::counter!("starling_ws_frames_pushed_total").increment(n as u64);
             }

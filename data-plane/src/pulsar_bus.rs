@@ -65,14 +65,22 @@ impl PulsarBus {
 #[async_trait]
 impl Bus for PulsarBus {
     async fn publish(&self, node: &str, delivery: Delivery) -> Result<(), BusError> {
-        let payload = serde_json::to_vec(&delivery).map_err(berr)?;
+        let mut properties = std::collections::HashMap::new();
+        if let Some(tp) = &delivery.trace {
+            // Trace context in the message properties, where Pulsar tooling looks for it.
+            properties.insert("traceparent".to_owned(), tp.clone());
+        }
+        let msg = pulsar::producer::Message {
+            payload: serde_json::to_vec(&Delivery {
+                trace: None,
+                ..delivery
+            })
+            .map_err(berr)?,
+            properties,
+            ..Default::default()
+        };
         let p = self.producer(node).await?;
-        let receipt = p
-            .lock()
-            .await
-            .send_non_blocking(payload)
-            .await
-            .map_err(berr)?;
+        let receipt = p.lock().await.send_non_blocking(msg).await.map_err(berr)?;
         receipt.await.map_err(berr)?;
         Ok(())
     }
@@ -95,7 +103,13 @@ impl Bus for PulsarBus {
                 match consumer.try_next().await {
                     Ok(Some(msg)) => {
                         match serde_json::from_slice::<Delivery>(&msg.payload.data) {
-                            Ok(d) => {
+                            Ok(mut d) => {
+                                d.trace = msg
+                                    .metadata()
+                                    .properties
+                                    .iter()
+                                    .find(|kv| kv.key == "traceparent")
+                                    .map(|kv| kv.value.clone());
                                 if tx.send(d).await.is_err() {
                                     break;
                                 }

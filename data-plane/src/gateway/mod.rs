@@ -240,7 +240,14 @@ async fn run(
             Ok(Some(Ok(m))) => m,
         };
         let reply = match msg {
-            Message::Text(t) => Some(handle_text(&node, &p, t.as_str()).await),
+            Message::Text(t) => {
+                // One span per frame: the trace of a send continues on the receivers' nodes.
+                let span =
+                    tracing::info_span!("ws_frame", app_id = %p.app_id, user_id = %p.user_id);
+                Some(
+                    tracing::Instrument::instrument(handle_text(&node, &p, t.as_str()), span).await,
+                )
+            }
             Message::Binary(_) => Some(ServerFrame::Error {
                 id: None,
                 code: "invalid_frame".into(),

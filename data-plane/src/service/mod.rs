@@ -104,12 +104,14 @@ impl Messaging {
                 return false;
             }
         };
+        let trace = starling_core::telemetry::inject();
         let mut all = true;
         for (node, users) in nodes {
             let d = Delivery {
                 app_id: app.to_owned(),
                 users,
                 frame: frame.clone(),
+                trace: trace.clone(),
             };
             if let Err(e) = self.bus.publish(&node, d).await {
                 tracing::warn!(error = %e, node, "publishing a delivery failed");
