@@ -95,7 +95,9 @@ pub mod conformance {
             users: vec![format!("u{i}")],
             frame: Arc::from(format!("{{\"i\":{i}}}")),
             // The trace context travels with the delivery.
-            trace: (i % 2 == 0).then(|| format!("00-{:032x}-{:016x}-01", i + 1, i + 1)),
+            trace: i
+                .is_multiple_of(2)
+                .then(|| format!("00-{:032x}-{:016x}-01", i + 1, i + 1)),
         };
         for i in 0..100 {
             bus.publish(&a, d(i)).await.unwrap();
