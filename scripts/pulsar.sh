@@ -300,9 +300,15 @@ start_pulsar() {
     home=$(cd "$home" && pwd) || return 1   # absolute: the JVM runs from there
     log="$home/pulsar.log"; pidfile="$home/pulsar.pid"
 
-    broker_port=$(_svc_free_port) || return 1
-    web_port=$(_svc_free_port) || return 1
-    bk_port=$(_svc_free_port) || return 1
+    # Fixed ports and kept data (PULSAR_BROKER_PORT, PULSAR_WEB_PORT, PULSAR_BK_PORT,
+    # PULSAR_KEEP_DATA=1) let a test restart "the same" broker.
+    broker_port=${PULSAR_BROKER_PORT:-$(_svc_free_port)} || return 1
+    web_port=${PULSAR_WEB_PORT:-$(_svc_free_port)} || return 1
+    bk_port=${PULSAR_BK_PORT:-$(_svc_free_port)} || return 1
+    local wipe=--wipe-data
+    if [ "${PULSAR_KEEP_DATA:-}" = "1" ]; then
+        wipe=
+    fi
     _pulsar_write_conf "$home/standalone.conf" "$broker_port" "$web_port" || return 1
     _pulsar_write_log4j "$home/log4j2.properties" || return 1
 
@@ -333,9 +339,11 @@ start_pulsar() {
     _svc_log "starting Pulsar $PULSAR_VERSION standalone on 127.0.0.1:$broker_port (web $web_port, bookie $bk_port)"
     local started=$SECONDS
     # cwd = $home: PulsarStandalone resolves its default relative paths there.
+    # $wipe is empty or one flag: unquoted on purpose.
+    # shellcheck disable=SC2086
     (cd "$home" && exec "$PULSAR_JAVA" "${opts[@]}" -cp "$PULSAR_LIB_DIR/*" \
         org.apache.pulsar.PulsarStandaloneStarter \
-        --config "$home/standalone.conf" --wipe-data -nfw -nss \
+        --config "$home/standalone.conf" $wipe -nfw -nss \
         --metadata-dir "$home/metadata" --bookkeeper-dir "$home/bk" \
         --bookkeeper-port "$bk_port" -a 127.0.0.1 \
         </dev/null >"$log" 2>&1) &

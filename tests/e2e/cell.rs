@@ -108,6 +108,11 @@ impl CellFixture {
         Self::start_with(n, None, None).await
     }
 
+    /// Every process on the Pulsar at `pulsar`.
+    async fn start_on_pulsar(n: usize, pulsar: String) -> CellFixture {
+        Self::start_inner(n, None, None, Some(pulsar)).await
+    }
+
     /// Nodes (not the control plane) reach PostgreSQL at `node_db` and Redis at `node_redis`
     /// when given: a proxy to cut, or a private Redis to restart.
     async fn start_with(
@@ -115,10 +120,19 @@ impl CellFixture {
         node_db: Option<String>,
         node_redis: Option<String>,
     ) -> CellFixture {
+        Self::start_inner(n, node_db, node_redis, None).await
+    }
+
+    async fn start_inner(
+        n: usize,
+        node_db: Option<String>,
+        node_redis: Option<String>,
+        pulsar_url: Option<String>,
+    ) -> CellFixture {
         let (db, redis, pulsar) = (
             env("TEST_DATABASE_URL"),
             env("TEST_REDIS_URL"),
-            env("TEST_PULSAR_URL"),
+            pulsar_url.unwrap_or_else(|| env("TEST_PULSAR_URL")),
         );
         let prefix = format!(
             "persistent://public/default/e2e-{}-",
@@ -859,6 +873,164 @@ async fn redis_restart_under_load_loses_nothing() {
         acked.len(),
         ui.len(),
         errors,
+        all_in.as_secs_f64()
+    );
+    assert_eq!(lost, 0, "acknowledged messages lost");
+    assert_eq!(ui.len(), total);
+}
+
+/// A private Pulsar standalone (scripts/pulsar.sh) on fixed ports, so it can be restarted.
+struct PrivatePulsar {
+    dir: Option<tempfile::TempDir>,
+    ports: (u16, u16, u16),
+}
+
+impl PrivatePulsar {
+    fn start(dir: tempfile::TempDir, ports: (u16, u16, u16), keep_data: bool) -> PrivatePulsar {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let script = format!(
+            "source scripts/pulsar.sh && ensure_pulsar >&2 && PULSAR_BROKER_PORT={} PULSAR_WEB_PORT={} PULSAR_BK_PORT={} PULSAR_KEEP_DATA={} start_pulsar '{}' >&2",
+            ports.0,
+            ports.1,
+            ports.2,
+            if keep_data { "1" } else { "" },
+            dir.path().display()
+        );
+        let st = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .current_dir(root)
+            .status()
+            .expect("run bash");
+        assert!(st.success(), "private Pulsar did not start");
+        PrivatePulsar {
+            dir: Some(dir),
+            ports,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("pulsar://127.0.0.1:{}", self.ports.0)
+    }
+
+    fn pid(&self) -> Option<String> {
+        let d = self.dir.as_ref()?;
+        std::fs::read_to_string(d.path().join("pulsar/pulsar.pid"))
+            .ok()
+            .map(|p| p.trim().to_owned())
+    }
+
+    /// Stops the broker (SIGTERM, as a restart would), waiting for it to exit.
+    fn stop(&self) {
+        let Some(pid) = self.pid() else { return };
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        for _ in 0..300 {
+            let alive = std::process::Command::new("kill")
+                .args(["-0", &pid])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !alive {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status();
+    }
+
+    /// Stops the broker and starts it again on the same ports and data.
+    fn restart(&mut self) {
+        self.stop();
+        let dir = self.dir.take().expect("started");
+        *self = Self::start(dir, self.ports, true);
+    }
+}
+
+impl Drop for PrivatePulsar {
+    /// A failed test must not leave a broker running.
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The Pulsar broker restarted while messages flow: nodes and the control plane reconnect by
+/// themselves; messages committed while it was down reach the receiver (outbox, seq sync).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulsar_restart_under_load_loses_nothing() {
+    let ports = (free_port(), free_port(), free_port());
+    let pulsar = PrivatePulsar::start(tempfile::tempdir().unwrap(), ports, false);
+    let f = CellFixture::start_on_pulsar(2, pulsar.url()).await;
+    let c = reqwest::Client::new();
+    for u in ["alice", "bob"] {
+        call(
+            &c,
+            reqwest::Method::PUT,
+            &format!("{}/v1/users/{u}", f.nodes[0]),
+            &f.key,
+            Some(json!({"name": u})),
+        )
+        .await;
+    }
+    let (_, conv) = call(
+        &c,
+        reqwest::Method::POST,
+        &format!("{}/v1/conversations", f.nodes[0]),
+        &f.key,
+        Some(json!({"kind": "direct", "members": ["alice", "bob"]})),
+    )
+    .await;
+    let cid = conv["id"].as_str().unwrap().to_owned();
+    let (alice_token, bob_token) = (f.token("alice", 0).await, f.token("bob", 1).await);
+    let bob = Receiver::spawn(vec![f.nodes[1].clone()], bob_token, cid.clone());
+    let mut alice: Option<Ws> = None;
+    let total = 40;
+    let mut acked = Vec::new();
+    let mut errors = Vec::new();
+    let mut pulsar = Some(pulsar);
+    let mut back_at = None;
+    let mut slowest_ack = Duration::ZERO;
+    for i in 0..total {
+        if i == 15 {
+            let mut p = pulsar.take().unwrap();
+            let restarted = tokio::task::spawn_blocking(move || {
+                p.restart();
+                p
+            })
+            .await
+            .unwrap();
+            back_at = Some(Instant::now());
+            pulsar = Some(restarted);
+        }
+        let t = Instant::now();
+        let (id, errs) = send_until_acked(&mut alice, &f.nodes[0], &alice_token, &cid, i).await;
+        slowest_ack = slowest_ack.max(t.elapsed());
+        acked.push(id);
+        errors.extend(errs);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ui = bob.wait_for(&acked, Duration::from_secs(60)).await;
+    let all_in = back_at.unwrap().elapsed();
+    bob.stop().await;
+    if let Some(p) = pulsar {
+        p.stop();
+        drop(p);
+    }
+    let lost = acked.iter().filter(|id| !ui.contains(*id)).count();
+    println!(
+        "pulsar restart: sent {total}, acknowledged {}, delivered {}, lost {lost}; sender errors {:?}; slowest acknowledgement {:.2} s; everything delivered {:.2} s after the broker was back",
+        acked.len(),
+        ui.len(),
+        errors,
+        slowest_ack.as_secs_f64(),
         all_in.as_secs_f64()
     );
     assert_eq!(lost, 0, "acknowledged messages lost");
