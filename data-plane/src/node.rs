@@ -92,6 +92,8 @@ impl Node {
                 }
             }
         });
+        let (outbox_cleared, mut cleared_rx) =
+            tokio::sync::mpsc::channel::<(String, String)>(65_536);
         let node = Arc::new(Node {
             node_id: gateway.node_id.clone(),
             gateway,
@@ -100,9 +102,18 @@ impl Node {
                 registry,
                 bus,
                 directory,
+                outbox_cleared,
             },
             hub,
             rate_limits,
+        });
+        // Clear published messages' outbox rows in batches, off the send path.
+        let m = node.messaging.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(512);
+            while cleared_rx.recv_many(&mut buf, 512).await > 0 {
+                m.clear_outbox(std::mem::take(&mut buf)).await;
+            }
         });
         // The outbox relay: messages whose publication was not confirmed within 3 s.
         let m = node.messaging.clone();

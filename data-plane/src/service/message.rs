@@ -362,7 +362,15 @@ impl Messaging {
             )
             .await
         {
-            self.outbox_done(app, &out.id).await;
+            // Cleared in a batch a moment later; a crash before that only means the relay
+            // publishes it again, and receivers dedupe by id.
+            if self
+                .outbox_cleared
+                .try_send((app.to_owned(), out.id.clone()))
+                .is_err()
+            {
+                self.outbox_done(app, &out.id).await;
+            }
         }
         if let Some(p) = &content.parent_id
             && let Ok(parent) = self.message_model(app, cid, p).await
@@ -372,6 +380,25 @@ impl Messaging {
                 .await;
         }
         Ok((out, false))
+    }
+
+    /// Clears outbox rows in batches (the node runs this in the background).
+    pub(crate) async fn clear_outbox(&self, batch: Vec<(String, String)>) {
+        let mut by_app: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
+        for (app, id) in batch {
+            by_app.entry(app).or_default().push(id);
+        }
+        for (app, ids) in by_app {
+            let r = outbox::Entity::delete_many()
+                .filter(outbox::Column::AppId.eq(app))
+                .filter(outbox::Column::MessageId.is_in(ids))
+                .exec(&self.db)
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "clearing outbox rows failed; the relay will republish them");
+            }
+        }
     }
 
     async fn outbox_done(&self, app: &str, message_id: &str) {

@@ -30,6 +30,8 @@ pub struct Messaging {
     pub bus: Arc<dyn Bus>,
     /// Apps, keys, token secrets, limits.
     pub directory: Arc<Directory>,
+    /// Outbox rows of published messages, cleared in batches off the send path.
+    pub(crate) outbox_cleared: tokio::sync::mpsc::Sender<(String, String)>,
 }
 
 pub(crate) fn invalid(field: &str, msg: impl std::fmt::Display) -> ApiError {
