@@ -236,11 +236,15 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
             .await
             .context("opening the app-config feed")?;
         cp = cp.with_feed(feed);
-        let n = cp
-            .publish_all()
-            .await
-            .map_err(|e| anyhow::anyhow!("publishing app config: {e}"))?;
-        tracing::info!(apps = n, topic, "app config published for cells");
+        // Republish every app as a safety net, in the background: nodes already have the
+        // topic's compacted view, so readiness need not wait for thousands of apps.
+        let cp2 = cp.clone();
+        tokio::spawn(async move {
+            match cp2.publish_all().await {
+                Ok(n) => tracing::info!(apps = n, topic, "app config republished for cells"),
+                Err(e) => tracing::error!(error = %e, "republishing app config failed"),
+            }
+        });
     }
     let cache = server::open_cache(cfg.cache.redis_url.as_deref()).await?;
     let state = AdminState {

@@ -253,6 +253,37 @@ impl CellFixture {
         }
     }
 
+    /// Users alice and bob, a direct conversation between them, and their tokens.
+    async fn alice_and_bob(&self) -> (String, String, String) {
+        let c = reqwest::Client::new();
+        for u in ["alice", "bob"] {
+            let (st, v) = call(
+                &c,
+                reqwest::Method::PUT,
+                &format!("{}/v1/users/{u}", self.nodes[0]),
+                &self.key,
+                Some(json!({"name": u})),
+            )
+            .await;
+            assert_eq!(st, 201, "{v}");
+        }
+        let (st, conv) = call(
+            &c,
+            reqwest::Method::POST,
+            &format!("{}/v1/conversations", self.nodes[0]),
+            &self.key,
+            Some(json!({"kind": "direct", "members": ["alice", "bob"]})),
+        )
+        .await;
+        assert_eq!(st, 201, "{conv}");
+        let cid = conv["id"].as_str().unwrap().to_owned();
+        (
+            cid,
+            self.token("alice", 0).await,
+            self.token("bob", 1).await,
+        )
+    }
+
     async fn token(&self, user: &str, node: usize) -> String {
         let c = reqwest::Client::new();
         let (_, v) = call(
@@ -685,27 +716,7 @@ async fn postgres_outage_refuses_sends_clearly_and_loses_nothing() {
         1,
     );
     let f = CellFixture::start_with(2, Some(node_db), None).await;
-    let c = reqwest::Client::new();
-    for u in ["alice", "bob"] {
-        call(
-            &c,
-            reqwest::Method::PUT,
-            &format!("{}/v1/users/{u}", f.nodes[0]),
-            &f.key,
-            Some(json!({"name": u})),
-        )
-        .await;
-    }
-    let (_, conv) = call(
-        &c,
-        reqwest::Method::POST,
-        &format!("{}/v1/conversations", f.nodes[0]),
-        &f.key,
-        Some(json!({"kind": "direct", "members": ["alice", "bob"]})),
-    )
-    .await;
-    let cid = conv["id"].as_str().unwrap().to_owned();
-    let (alice_token, bob_token) = (f.token("alice", 0).await, f.token("bob", 1).await);
+    let (cid, alice_token, bob_token) = f.alice_and_bob().await;
     let bob = Receiver::spawn(vec![f.nodes[1].clone()], bob_token, cid.clone());
     let mut alice: Option<Ws> = None;
     let total = 30;
@@ -729,7 +740,7 @@ async fn postgres_outage_refuses_sends_clearly_and_loses_nothing() {
     let ui = bob.wait_for(&acked, Duration::from_secs(20)).await;
     bob.stop().await;
     let (_, hist) = call(
-        &c,
+        &reqwest::Client::new(),
         reqwest::Method::GET,
         &format!(
             "{}/v1/conversations/{cid}/messages?order=asc&limit=200",
@@ -822,27 +833,7 @@ async fn redis_restart_under_load_loses_nothing() {
     let mut redis = start_redis();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let f = CellFixture::start_with(2, None, Some(format!("redis://127.0.0.1:{port}/"))).await;
-    let c = reqwest::Client::new();
-    for u in ["alice", "bob"] {
-        call(
-            &c,
-            reqwest::Method::PUT,
-            &format!("{}/v1/users/{u}", f.nodes[0]),
-            &f.key,
-            Some(json!({"name": u})),
-        )
-        .await;
-    }
-    let (_, conv) = call(
-        &c,
-        reqwest::Method::POST,
-        &format!("{}/v1/conversations", f.nodes[0]),
-        &f.key,
-        Some(json!({"kind": "direct", "members": ["alice", "bob"]})),
-    )
-    .await;
-    let cid = conv["id"].as_str().unwrap().to_owned();
-    let (alice_token, bob_token) = (f.token("alice", 0).await, f.token("bob", 1).await);
+    let (cid, alice_token, bob_token) = f.alice_and_bob().await;
     let bob = Receiver::spawn(vec![f.nodes[1].clone()], bob_token, cid.clone());
     let mut alice: Option<Ws> = None;
     let total = 60;
@@ -969,27 +960,7 @@ async fn pulsar_restart_under_load_loses_nothing() {
     let ports = (free_port(), free_port(), free_port());
     let pulsar = PrivatePulsar::start(tempfile::tempdir().unwrap(), ports, false);
     let f = CellFixture::start_on_pulsar(2, pulsar.url()).await;
-    let c = reqwest::Client::new();
-    for u in ["alice", "bob"] {
-        call(
-            &c,
-            reqwest::Method::PUT,
-            &format!("{}/v1/users/{u}", f.nodes[0]),
-            &f.key,
-            Some(json!({"name": u})),
-        )
-        .await;
-    }
-    let (_, conv) = call(
-        &c,
-        reqwest::Method::POST,
-        &format!("{}/v1/conversations", f.nodes[0]),
-        &f.key,
-        Some(json!({"kind": "direct", "members": ["alice", "bob"]})),
-    )
-    .await;
-    let cid = conv["id"].as_str().unwrap().to_owned();
-    let (alice_token, bob_token) = (f.token("alice", 0).await, f.token("bob", 1).await);
+    let (cid, alice_token, bob_token) = f.alice_and_bob().await;
     let bob = Receiver::spawn(vec![f.nodes[1].clone()], bob_token, cid.clone());
     let mut alice: Option<Ws> = None;
     let total = 40;

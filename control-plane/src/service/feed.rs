@@ -25,6 +25,10 @@ impl ControlPlane {
 
     /// What a cell must know about one app, read from the database.
     pub async fn app_config(&self, tenant_id: &str, app_id: &str) -> Result<Option<AppConfig>> {
+        // The version is taken before reading: a read that started later (and so sees every
+        // change committed before it) always carries a higher version than an earlier one, so
+        // concurrent publishers can never have a stale view win.
+        let version = next_version();
         let Some(a) = app::Entity::find()
             .filter(app::Column::TenantId.eq(tenant_id))
             .filter(app::Column::Id.eq(app_id))
@@ -80,7 +84,7 @@ impl ControlPlane {
             limits: plan_limits.with_overrides(&Limits::from_json(&a.quota_overrides)),
             keys,
             token_secrets,
-            version: next_version(),
+            version,
         }))
     }
 
@@ -151,10 +155,15 @@ impl ControlPlane {
 
     /// Republishes every app; returns how many.
     pub async fn publish_all(&self) -> Result<usize> {
+        use futures::StreamExt;
         let apps = app::Entity::find().all(&self.db).await?;
-        for a in &apps {
-            self.publish_app(&a.tenant_id, &a.id).await;
-        }
-        Ok(apps.len())
+        let n = apps.len();
+        // Several at once: each is a few queries and one acknowledged publish.
+        futures::stream::iter(apps)
+            .for_each_concurrent(16, |a| async move {
+                self.publish_app(&a.tenant_id, &a.id).await
+            })
+            .await;
+        Ok(n)
     }
 }
