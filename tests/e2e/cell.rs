@@ -813,8 +813,9 @@ fn proxy_restore_after(proxy: &starling_e2e::Proxy, after: Duration) -> Restore 
 /// re-register connections, the outbox and seq-gap syncs cover the gap: nothing acked is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_under_load_loses_nothing() {
-    let port = free_port();
-    let start_redis = || {
+    // The nodes reach Redis through a proxy, so the restarted Redis may listen on another port:
+    // the old one could be taken by a parallel test in between.
+    let start_redis = |port: u16| {
         std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -830,9 +831,11 @@ async fn redis_restart_under_load_loses_nothing() {
             .spawn()
             .expect("redis-server (installed by scripts/test)")
     };
-    let mut redis = start_redis();
+    let port = free_port();
+    let mut redis = start_redis(port);
+    let proxy = starling_e2e::Proxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let f = CellFixture::start_with(2, None, Some(format!("redis://127.0.0.1:{port}/"))).await;
+    let f = CellFixture::start_with(2, None, Some(format!("redis://{}/", proxy.addr))).await;
     let (cid, alice_token, bob_token) = f.alice_and_bob().await;
     let bob = Receiver::spawn(vec![f.nodes[1].clone()], bob_token, cid.clone());
     let mut alice: Option<Ws> = None;
@@ -845,7 +848,12 @@ async fn redis_restart_under_load_loses_nothing() {
             let _ = redis.kill();
             let _ = redis.wait();
             tokio::time::sleep(Duration::from_secs(1)).await;
-            redis = start_redis();
+            let port = free_port();
+            redis = start_redis(port);
+            proxy.set_target(format!("127.0.0.1:{port}").parse().unwrap());
+            // Connections to the old Redis are dead: drop them so clients reconnect.
+            proxy.cut();
+            proxy.restore();
             restarted_at = Some(Instant::now());
         }
         let (id, errs) = send_until_acked(&mut alice, &f.nodes[0], &alice_token, &cid, i).await;

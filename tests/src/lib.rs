@@ -219,6 +219,7 @@ pub struct Proxy {
     pub addr: std::net::SocketAddr,
     up: Arc<std::sync::atomic::AtomicBool>,
     conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    target: Arc<Mutex<std::net::SocketAddr>>,
 }
 
 impl Proxy {
@@ -229,22 +230,34 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (up2, conns2) = (up.clone(), conns.clone());
+        let target = Arc::new(Mutex::new(target));
+        let (up2, conns2, target2) = (up.clone(), conns.clone(), target.clone());
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if !up2.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
+                let to = *target2.lock().unwrap();
                 let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
                 conns2.lock().unwrap().push(task.abort_handle());
             }
         });
-        Proxy { addr, up, conns }
+        Proxy {
+            addr,
+            up,
+            conns,
+            target,
+        }
+    }
+
+    /// Forwards new connections to `target` from now on (a service restarted elsewhere).
+    pub fn set_target(&self, target: std::net::SocketAddr) {
+        *self.target.lock().unwrap() = target;
     }
 
     /// Cuts every open connection and refuses new ones.
