@@ -145,6 +145,27 @@ pub(crate) fn member_out(m: member::Model) -> MemberOut {
     }
 }
 
+/// A new member row; new members have read everything up to `read_up_to`.
+fn new_member(
+    app: &str,
+    conversation: &str,
+    user: &str,
+    role: Role,
+    read_up_to: i64,
+    now: DateTime<Utc>,
+) -> member::ActiveModel {
+    member::ActiveModel {
+        app_id: Set(app.to_owned()),
+        conversation_id: Set(conversation.to_owned()),
+        user_id: Set(user.to_owned()),
+        role: Set(role.as_str().into()),
+        muted_until: Set(None),
+        banned: Set(false),
+        last_read_seq: Set(read_up_to),
+        joined_at: Set(now),
+    }
+}
+
 fn check_conv_name(n: &str) -> Result<String> {
     let t = n.trim();
     if t.is_empty() || t.chars().count() > 256 {
@@ -338,18 +359,7 @@ impl Messaging {
                 } else {
                     Role::Member
                 };
-            member::ActiveModel {
-                app_id: Set(app.to_owned()),
-                conversation_id: Set(id.clone()),
-                user_id: Set(u.clone()),
-                role: Set(role.as_str().into()),
-                muted_until: Set(None),
-                banned: Set(false),
-                last_read_seq: Set(0),
-                joined_at: Set(now),
-            }
-            .insert(&txn)
-            .await?;
+            new_member(app, &id, u, role, 0, now).insert(&txn).await?;
         }
         match txn.commit().await {
             Ok(()) => {}
@@ -516,18 +526,9 @@ impl Messaging {
         let now = now();
         let mut added = Vec::new();
         for u in &new {
-            let m = member::ActiveModel {
-                app_id: Set(app.to_owned()),
-                conversation_id: Set(id.to_owned()),
-                user_id: Set(u.clone()),
-                role: Set(role.as_str().into()),
-                muted_until: Set(None),
-                banned: Set(false),
-                last_read_seq: Set(c.last_seq),
-                joined_at: Set(now),
-            }
-            .insert(&self.db)
-            .await?;
+            let m = new_member(app, id, u, role, c.last_seq, now)
+                .insert(&self.db)
+                .await?;
             added.push(member_out(m));
         }
         let to = self.recipients(app, id).await?;
@@ -669,18 +670,9 @@ impl Messaging {
             }
             return Ok(member_out(m));
         }
-        let m = member::ActiveModel {
-            app_id: Set(app.to_owned()),
-            conversation_id: Set(id.to_owned()),
-            user_id: Set(user.to_owned()),
-            role: Set("member".into()),
-            muted_until: Set(None),
-            banned: Set(false),
-            last_read_seq: Set(c.last_seq),
-            joined_at: Set(now()),
-        }
-        .insert(&self.db)
-        .await?;
+        let m = new_member(app, id, user, Role::Member, c.last_seq, now())
+            .insert(&self.db)
+            .await?;
         Ok(member_out(m))
     }
 
