@@ -24,3 +24,33 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     }
     Ok(db)
 }
+
+/// One page of `select` in the order of `key` (a unique text column: a time-sortable id, or a
+/// user id), after the position the page's cursor names. Every list of both APIs goes through it.
+pub async fn paginate<E, T>(
+    db: &impl sea_orm::ConnectionTrait,
+    select: sea_orm::Select<E>,
+    key: E::Column,
+    params: &crate::http::PageParams,
+    map: impl Fn(E::Model) -> T,
+    key_of: impl Fn(&T) -> &str,
+) -> Result<crate::http::Page<T>, crate::error::ApiError>
+where
+    E: sea_orm::EntityTrait,
+{
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+    let limit = params.limit()?;
+    let mut q = select;
+    if let Some(after) = params.after()? {
+        q = q.filter(key.gt(after));
+    }
+    let rows = q
+        .order_by_asc(key)
+        .limit(limit + 1)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(map)
+        .collect();
+    Ok(crate::http::Page::from_rows(rows, limit, key_of))
+}

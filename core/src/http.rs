@@ -246,6 +246,15 @@ fn serde_urlencoded_de<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> 
         })
 }
 
+/// For `#[serde(default, deserialize_with = "double_option")]` on an `Option<Option<T>>` field
+/// of a patch: absent → `None` (unchanged), `null` → `Some(None)` (cleared), a value →
+/// `Some(Some(v))`.
+pub fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
 /// Cursor pagination parameters: `?limit=50&cursor=…`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use starling_core::http::{Page, PageParams};
 use starling_core::id::{AppId, ClusterId, PlanId, TenantId};
 use utoipa::ToSchema;
@@ -11,13 +11,6 @@ use super::plan::Limits;
 use super::{ControlPlane, Error, Result, check_code, check_name, not_found, paginate};
 use crate::entity::{Environment, Status, api_key, app};
 use crate::store::scoped;
-
-/// Reads a field that may be absent (`None`), `null` (`Some(None)`) or a value (`Some(Some(v))`).
-pub(crate) fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
 
 /// A new app.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -107,27 +100,27 @@ pub struct QuotasOut {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaOverridesPatch {
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "starling_core::http::double_option")]
     #[schema(value_type = Option<u64>)]
     /// Override of `monthly_active_users`.
     pub monthly_active_users: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "starling_core::http::double_option")]
     #[schema(value_type = Option<u64>)]
     /// Override of `messages_per_month`.
     pub messages_per_month: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "starling_core::http::double_option")]
     #[schema(value_type = Option<u64>)]
     /// Override of `concurrent_connections`.
     pub concurrent_connections: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "starling_core::http::double_option")]
     #[schema(value_type = Option<u64>)]
     /// Override of `api_requests_per_second`.
     pub api_requests_per_second: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "starling_core::http::double_option")]
     #[schema(value_type = Option<u64>)]
     /// Override of `max_group_members`.
     pub max_group_members: Option<Option<u64>>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "starling_core::http::double_option")]
     #[schema(value_type = Option<u64>)]
     /// Override of `max_message_bytes`.
     pub max_message_bytes: Option<Option<u64>>,

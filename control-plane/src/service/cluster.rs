@@ -36,7 +36,7 @@ pub struct ClusterIn {
 #[serde(deny_unknown_fields)]
 pub struct ClusterPatch {
     /// New endpoint (`null` clears it).
-    #[serde(default, deserialize_with = "super::app::double_option")]
+    #[serde(default, deserialize_with = "starling_core::http::double_option")]
     #[schema(value_type = Option<String>)]
     pub endpoint: Option<Option<String>>,
     /// New capacity; may not go below the apps already placed.

@@ -9,10 +9,7 @@ pub mod plan;
 pub mod tenant;
 pub mod token_secret;
 
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Select, SqlErr,
-};
+use sea_orm::{DatabaseConnection, DbErr, EntityTrait, Select, SqlErr};
 use starling_core::error::{ApiError, ErrorCode};
 use starling_core::http::{Page, PageParams};
 use starling_core::secret::KeyHasher;
@@ -68,7 +65,8 @@ impl From<Error> for ApiError {
             Error::Conflict(m) => ApiError::new(ErrorCode::Conflict, m),
             Error::Invalid { field, message } => ApiError::field(field, message),
             Error::Api(e) => e,
-            Error::Db(e) => ApiError::internal(e),
+            // Connection trouble is a retryable 503; anything else an opaque 500.
+            Error::Db(e) => e.into(),
         }
     }
 }
@@ -120,7 +118,7 @@ pub(crate) fn check_code(field: &str, code: &str) -> Result<String> {
     }
 }
 
-/// One page of `select`, ordered by the time-sortable id column.
+/// One page of `select`, ordered by the time-sortable id column (see `starling_core::db::paginate`).
 pub(crate) async fn paginate<E, T>(
     db: &DatabaseConnection,
     select: Select<E>,
@@ -132,20 +130,7 @@ pub(crate) async fn paginate<E, T>(
 where
     E: EntityTrait,
 {
-    let limit = params.limit()?;
-    let mut q = select;
-    if let Some(after) = params.after()? {
-        q = q.filter(id_column.gt(after));
-    }
-    let rows = q
-        .order_by_asc(id_column)
-        .limit(limit + 1)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(map)
-        .collect();
-    Ok(Page::from_rows(rows, limit, id_of))
+    Ok(starling_core::db::paginate(db, select, id_column, params, map, id_of).await?)
 }
 
 /// The control plane: its database and secrets. Cheap to clone.

@@ -8,6 +8,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use starling_core::db::paginate;
 use starling_core::error::{ApiError, ErrorCode};
 use starling_core::http::{Page, PageParams};
 use starling_core::id::ConversationId;
@@ -121,17 +122,11 @@ pub struct MemberPatch {
     /// New role.
     pub role: Option<Role>,
     /// Muted until then (cannot post); `null` unmutes.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "starling_core::http::double_option")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub muted_until: Option<Option<DateTime<Utc>>>,
     /// Banned from this conversation (cannot read new messages or post).
     pub banned: Option<bool>,
-}
-
-fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 pub(crate) fn member_out(m: member::Model) -> MemberOut {
@@ -635,21 +630,11 @@ impl Messaging {
         page: &PageParams,
     ) -> Result<Page<MemberOut>> {
         self.conversation_model(app, id).await?;
-        let limit = page.limit()?;
-        let mut q = scoped::<member::Entity>(app).filter(member::Column::ConversationId.eq(id));
-        if let Some(after) = page.after()? {
-            q = q.filter(member::Column::UserId.gt(after));
-        }
-        let rows = q
-            .order_by_asc(member::Column::UserId)
-            .limit(limit + 1)
-            .all(&self.db)
-            .await?;
-        Ok(Page::from_rows(
-            rows.into_iter().map(member_out).collect(),
-            limit,
-            |m| m.user_id.as_str(),
-        ))
+        let q = scoped::<member::Entity>(app).filter(member::Column::ConversationId.eq(id));
+        paginate(&self.db, q, member::Column::UserId, page, member_out, |m| {
+            m.user_id.as_str()
+        })
+        .await
     }
 
     /// A user joins a broadcast room.
@@ -702,18 +687,18 @@ impl Messaging {
         page: &PageParams,
     ) -> Result<Page<UserConversationOut>> {
         self.user_model(app, user).await?;
-        let limit = page.limit()?;
-        let mut q = scoped::<member::Entity>(app).filter(member::Column::UserId.eq(user));
-        if let Some(after) = page.after()? {
-            q = q.filter(member::Column::ConversationId.gt(after));
-        }
-        let rows = q
-            .order_by_asc(member::Column::ConversationId)
-            .limit(limit + 1)
-            .all(&self.db)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for m in rows {
+        let q = scoped::<member::Entity>(app).filter(member::Column::UserId.eq(user));
+        let page = paginate(
+            &self.db,
+            q,
+            member::Column::ConversationId,
+            page,
+            |m| m,
+            |m| m.conversation_id.as_str(),
+        )
+        .await?;
+        let mut out = Vec::with_capacity(page.data.len());
+        for m in page.data {
             let c = self.conversation_model(app, &m.conversation_id).await?;
             let last_message = if c.last_seq > 0 {
                 self.message_at(app, &c.id, c.last_seq).await?
@@ -728,7 +713,10 @@ impl Messaging {
                 last_message,
             });
         }
-        Ok(Page::from_rows(out, limit, |c| c.conversation.id.as_str()))
+        Ok(Page {
+            data: out,
+            next_cursor: page.next_cursor,
+        })
     }
 }
 

@@ -2,12 +2,10 @@
 //! with their data.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use starling_core::db::paginate;
 use starling_core::error::{ApiError, ErrorCode};
 use starling_core::http::{Page, PageParams};
 use utoipa::ToSchema;
@@ -23,17 +21,11 @@ pub struct UserIn {
     /// Display name (1..=256 characters; default: the id).
     pub name: Option<String>,
     /// Avatar image URL (http or https); `null` clears it.
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "starling_core::http::double_option")]
     #[schema(value_type = Option<String>)]
     pub avatar_url: Option<Option<String>>,
     /// Custom JSON object (at most 8 KiB), replacing the old one.
     pub metadata: Option<Value>,
-}
-
-fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 /// An app-wide ban.
@@ -202,22 +194,24 @@ impl Messaging {
         app: &str,
         page: &PageParams,
     ) -> Result<Page<crate::protocol::UserOut>> {
-        let limit = page.limit()?;
-        let mut q = scoped::<user::Entity>(app);
-        if let Some(after) = page.after()? {
-            q = q.filter(user::Column::Id.gt(after));
-        }
-        let rows = q
-            .order_by_asc(user::Column::Id)
-            .limit(limit + 1)
-            .all(&self.db)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for m in rows {
+        let page = paginate(
+            &self.db,
+            scoped::<user::Entity>(app),
+            user::Column::Id,
+            page,
+            |m| m,
+            |m| m.id.as_str(),
+        )
+        .await?;
+        let mut data = Vec::with_capacity(page.data.len());
+        for m in page.data {
             let online = self.online(app, &m.id).await;
-            out.push(user_out(m, online));
+            data.push(user_out(m, online));
         }
-        Ok(Page::from_rows(out, limit, |u| u.id.as_str()))
+        Ok(Page {
+            data,
+            next_cursor: page.next_cursor,
+        })
     }
 
     /// Deactivates (`false`) or reactivates (`true`) a user. A deactivated user cannot connect
