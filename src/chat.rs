@@ -123,10 +123,13 @@ pub async fn run(o: Options) -> anyhow::Result<()> {
     let mut stdin_open = interactive;
     let mut received = 0usize;
     loop {
-        if pending.is_empty() && !interactive && o.exit_after.is_none_or(|n| received >= n) {
-            break;
-        }
-        if o.exit_after.is_some_and(|n| received >= n) && pending.is_empty() {
+        // Done once nothing awaits an ack and: enough messages arrived (`--exit-after`), or
+        // there is nothing more to send in a scripted run.
+        let done = match o.exit_after {
+            Some(n) => received >= n,
+            None => !interactive,
+        };
+        if pending.is_empty() && done {
             break;
         }
         let sleep = async {
