@@ -100,6 +100,27 @@ fn check_endpoint(e: &str) -> Result<String> {
 }
 
 impl ControlPlane {
+    /// Apps placed on each of `clusters`, in one query.
+    async fn apps_per_cluster(
+        &self,
+        clusters: &[String],
+    ) -> Result<std::collections::HashMap<String, u64>> {
+        use sea_orm::QuerySelect;
+        let rows: Vec<(String, i64)> = app::Entity::find()
+            .select_only()
+            .column(app::Column::ClusterId)
+            .column_as(app::Column::Id.count(), "n")
+            .filter(app::Column::ClusterId.is_in(clusters.iter().cloned()))
+            .group_by(app::Column::ClusterId)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(c, n)| (c, n.max(0) as u64))
+            .collect())
+    }
+
     async fn apps_on(&self, cluster_id: &str) -> Result<u64> {
         Ok(app::Entity::find()
             .filter(app::Column::ClusterId.eq(cluster_id))
@@ -152,11 +173,16 @@ impl ControlPlane {
             |m| m.id.as_str(),
         )
         .await?;
-        let mut data = Vec::with_capacity(page.data.len());
-        for m in page.data {
-            let n = self.apps_on(&m.id).await?;
-            data.push(out(m, n));
-        }
+        let ids: Vec<String> = page.data.iter().map(|m| m.id.clone()).collect();
+        let counts = self.apps_per_cluster(&ids).await?;
+        let data = page
+            .data
+            .into_iter()
+            .map(|m| {
+                let n = counts.get(&m.id).copied().unwrap_or(0);
+                out(m, n)
+            })
+            .collect();
         Ok(Page {
             data,
             next_cursor: page.next_cursor,
@@ -250,9 +276,12 @@ impl ControlPlane {
         if let Some(r) = region {
             q = q.filter(cluster::Column::Region.eq(r));
         }
+        let candidates = q.all(&self.db).await?;
+        let ids: Vec<String> = candidates.iter().map(|c| c.id.clone()).collect();
+        let counts = self.apps_per_cluster(&ids).await?;
         let mut best: Option<(i64, cluster::Model)> = None;
-        for c in q.all(&self.db).await? {
-            let free = c.capacity_apps - self.apps_on(&c.id).await? as i64;
+        for c in candidates {
+            let free = c.capacity_apps - counts.get(&c.id).copied().unwrap_or(0) as i64;
             if free > 0 && best.as_ref().is_none_or(|(f, _)| free > *f) {
                 best = Some((free, c));
             }
