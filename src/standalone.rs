@@ -232,6 +232,7 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
         let client =
             starling_core::pulsar::connect(url, std::time::Duration::from_secs(30)).await?;
         let topic = format!("{}app-config", cfg.pulsar.topic_prefix);
+        provision_pulsar(&cfg).await?;
         let feed = starling_core::pulsar::PulsarFeed::open(&client, &topic)
             .await
             .context("opening the app-config feed")?;
@@ -255,6 +256,29 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
     let app = server::app(state, _telemetry.metrics.clone());
     tracing::info!(local = %listener.local_addr()?, "control plane listening");
     server::serve(listener, app, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// When `pulsar.admin_url` is set: makes sure the Pulsar tenant and namespace exist and the
+/// app-config topic has its policies (see [`starling_core::pulsar::provision`]).
+async fn provision_pulsar(cfg: &ControlPlaneConfig) -> anyhow::Result<()> {
+    let Some(admin) = &cfg.pulsar.admin_url else {
+        return Ok(());
+    };
+    let p = starling_core::pulsar::provision(
+        admin,
+        &cfg.pulsar.topic_prefix,
+        &format!("{}app-config", cfg.pulsar.topic_prefix),
+        cfg.pulsar.compaction_threshold_bytes,
+    )
+    .await
+    .context("pulsar.admin_url: provisioning the Pulsar tenant and namespace")?;
+    tracing::info!(
+        namespace = p.namespace,
+        created_tenant = p.created_tenant,
+        created_namespace = p.created_namespace,
+        "pulsar namespace ready"
+    );
     Ok(())
 }
 
@@ -290,6 +314,7 @@ pub async fn run_data_plane(
         .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
 
     let client = starling_core::pulsar::connect(&pulsar_url, Duration::from_secs(30)).await?;
+    provision_pulsar(&cfg).await?;
     let feed = starling_core::pulsar::PulsarFeed::open(
         &client,
         &format!("{}app-config", cfg.pulsar.topic_prefix),

@@ -40,6 +40,14 @@ pub struct PulsarConfig {
     /// Prefix of every topic name: the feed is `<prefix>app-config`, node inboxes
     /// `<prefix>inbox-<node>`.
     pub topic_prefix: String,
+    /// The broker's admin REST API, `http://host:8080`. When set, `control-plane` and
+    /// `data-plane` make sure at start that the tenant and namespace of `topic_prefix` exist and
+    /// give the app-config topic its policies (infinite retention, kept while inactive, the
+    /// compaction threshold below). Unset: the namespace must exist and be configured already.
+    pub admin_url: Option<String>,
+    /// Backlog size in bytes at which the broker compacts the app-config topic by itself
+    /// (applied when `admin_url` is set).
+    pub compaction_threshold_bytes: u64,
 }
 
 impl Default for PulsarConfig {
@@ -47,6 +55,8 @@ impl Default for PulsarConfig {
         Self {
             url: None,
             topic_prefix: "persistent://public/default/starling-".into(),
+            admin_url: None,
+            compaction_threshold_bytes: 1024 * 1024,
         }
     }
 }
@@ -254,6 +264,20 @@ impl ControlPlaneConfig {
                 "pulsar.topic_prefix",
                 "must start with persistent:// (e.g. persistent://public/default/starling-)",
             ));
+        }
+        if let Some(u) = &self.pulsar.admin_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(ConfigError::field(
+                    "pulsar.admin_url",
+                    "must start with http:// or https:// (the broker's web service, port 8080 by default)",
+                ));
+            }
+            if !self.pulsar.topic_prefix.starts_with("persistent://") {
+                return Err(ConfigError::field(
+                    "pulsar.topic_prefix",
+                    "must be persistent://tenant/namespace/… when pulsar.admin_url is set",
+                ));
+            }
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! Apache Pulsar: the client, and the app-config feed as a compacted topic.
+//! Apache Pulsar: the client, the provisioning of Starling's tenant, namespace and topic policies
+//! through Pulsar's admin REST API, and the app-config feed as a compacted topic.
 //!
 //! The feed topic is keyed by app id, so topic compaction keeps the latest configuration of
 //! every app. A [`PulsarFeed`] reads the topic from the start (compacted view) in a background
@@ -166,6 +167,142 @@ impl ConfigFeed for PulsarFeed {
     }
 }
 
+/// What [`provision`] found or made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provisioned {
+    /// The Pulsar tenant of the topic prefix.
+    pub tenant: String,
+    /// The namespace (`tenant/namespace`).
+    pub namespace: String,
+    /// Whether this call created the tenant (false: it was there).
+    pub created_tenant: bool,
+    /// Whether this call created the namespace.
+    pub created_namespace: bool,
+}
+
+/// Splits `persistent://tenant/namespace/rest` into `(tenant, namespace, rest)`.
+fn split_topic(topic: &str) -> anyhow::Result<(&str, &str, &str)> {
+    let rest = topic.strip_prefix("persistent://").ok_or_else(|| {
+        anyhow::anyhow!("{topic:?}: provisioning needs a persistent:// topic (tenant/namespace/…)")
+    })?;
+    let mut it = rest.splitn(3, '/');
+    match (it.next(), it.next(), it.next()) {
+        (Some(t), Some(n), Some(r)) if !t.is_empty() && !n.is_empty() => Ok((t, n, r)),
+        _ => anyhow::bail!("{topic:?}: expected persistent://tenant/namespace/name"),
+    }
+}
+
+/// Makes sure Starling's place in Pulsar exists and is configured, through the broker's admin
+/// REST API at `admin_url` (e.g. `http://pulsar:8080`), idempotently:
+///
+/// - the tenant and namespace of `topic_prefix` (the tenant allowed on every cluster the broker
+///   knows): a platform's own namespace, so its quotas, policies and permissions are its own and
+///   not those of `public/default`;
+/// - on the app-config feed topic `feed_topic`: infinite retention and no deletion while
+///   inactive (without a durable subscription Pulsar may otherwise drop the ledgers that hold
+///   the configuration of apps that have not changed for a long time), and a compaction
+///   threshold so the broker compacts it by itself (Pulsar compacts only when asked or when a
+///   threshold is set) and a node's start-up read stays short.
+///
+/// Node inbox topics keep the namespace defaults: they are consumed by a durable subscription,
+/// and what is acknowledged may go.
+pub async fn provision(
+    admin_url: &str,
+    topic_prefix: &str,
+    feed_topic: &str,
+    compaction_threshold_bytes: u64,
+) -> anyhow::Result<Provisioned> {
+    use reqwest::StatusCode;
+    let (tenant, namespace, _) = split_topic(topic_prefix)?;
+    let (ft, fns, fname) = split_topic(feed_topic)?;
+    let base = admin_url.trim_end_matches('/');
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let ctx = |what: &str| format!("Pulsar admin API at {base}: {what}");
+    // Sends one request; `ok` lists the statuses that mean done (409: it already exists).
+    let send = |req: reqwest::RequestBuilder, what: String, ok: &'static [StatusCode]| async move {
+        let res = req
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+        let status = res.status();
+        if status.is_success() || ok.contains(&status) {
+            Ok(status)
+        } else {
+            let body = res.text().await.unwrap_or_default();
+            anyhow::bail!(
+                "{what}: {status} {}",
+                body.chars().take(300).collect::<String>()
+            )
+        }
+    };
+    let clusters: Vec<String> = http
+        .get(format!("{base}/admin/v2/clusters"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", ctx("listing clusters")))?
+        .json()
+        .await?;
+    let created_tenant = send(
+        http.put(format!("{base}/admin/v2/tenants/{tenant}"))
+            .json(&serde_json::json!({"allowedClusters": clusters, "adminRoles": []})),
+        ctx(&format!("creating tenant {tenant}")),
+        &[StatusCode::CONFLICT],
+    )
+    .await?
+        != StatusCode::CONFLICT;
+    let created_namespace = send(
+        http.put(format!("{base}/admin/v2/namespaces/{tenant}/{namespace}")),
+        ctx(&format!("creating namespace {tenant}/{namespace}")),
+        &[StatusCode::CONFLICT],
+    )
+    .await?
+        != StatusCode::CONFLICT;
+    if (ft, fns) != (tenant, namespace) {
+        anyhow::bail!("{feed_topic:?} is not under the topic prefix {topic_prefix:?}");
+    }
+    let topic = format!("{base}/admin/v2/persistent/{ft}/{fns}/{fname}");
+    send(
+        http.put(&topic),
+        ctx(&format!("creating topic {feed_topic}")),
+        &[StatusCode::CONFLICT],
+    )
+    .await?;
+    send(
+        http.post(format!("{topic}/retention"))
+            .json(&serde_json::json!({"retentionTimeInMinutes": -1, "retentionSizeInMB": -1})),
+        ctx(&format!("setting the retention of {feed_topic}")),
+        &[],
+    )
+    .await?;
+    send(
+        http.post(format!("{topic}/inactiveTopicPolicies"))
+            .json(&serde_json::json!({
+                "inactiveTopicDeleteMode": "delete_when_no_subscriptions",
+                "maxInactiveDurationSeconds": 60,
+                "deleteWhileInactive": false,
+            })),
+        ctx(&format!("keeping {feed_topic} while inactive")),
+        &[],
+    )
+    .await?;
+    send(
+        http.post(format!("{topic}/compactionThreshold"))
+            .json(&compaction_threshold_bytes),
+        ctx(&format!("setting the compaction threshold of {feed_topic}")),
+        &[],
+    )
+    .await?;
+    Ok(Provisioned {
+        tenant: tenant.to_owned(),
+        namespace: format!("{tenant}/{namespace}"),
+        created_tenant,
+        created_namespace,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,5 +342,120 @@ mod tests {
         a.sort();
         b.sort();
         assert_eq!(a, b, "a late reader sees the latest update of every app");
+    }
+
+    /// Provisioning against the real broker's admin API (`TEST_PULSAR_ADMIN_URL`): a fresh tenant
+    /// and namespace are made, a second run finds them, the feed topic gets its policies, and
+    /// once the broker has compacted the topic it holds one message per app, from which a new
+    /// reader rebuilds the latest configuration of every app.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn provisioning_makes_a_compacted_feed_namespace() {
+        let env = |k: &str| {
+            std::env::var(k).unwrap_or_else(|_| {
+                panic!("{k} is not set: run the tests with scripts/test, which starts Pulsar")
+            })
+        };
+        let (url, admin) = (env("TEST_PULSAR_URL"), env("TEST_PULSAR_ADMIN_URL"));
+        let run = ulid::Ulid::new().to_string().to_lowercase();
+        let prefix = format!("persistent://starling-test-{run}/cell/starling-");
+        let topic = format!("{prefix}app-config");
+        let first = provision(&admin, &prefix, &topic, 1024).await.unwrap();
+        assert_eq!(first.namespace, format!("starling-test-{run}/cell"));
+        assert!(first.created_tenant && first.created_namespace, "{first:?}");
+        let second = provision(&admin, &prefix, &topic, 1024).await.unwrap();
+        assert!(
+            !second.created_tenant && !second.created_namespace,
+            "{second:?}"
+        );
+        let http = reqwest::Client::new();
+        let topic_url =
+            format!("{admin}/admin/v2/persistent/starling-test-{run}/cell/starling-app-config");
+        let get = |what: &'static str| {
+            let (http, u) = (http.clone(), format!("{topic_url}/{what}"));
+            async move {
+                http.get(u)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(get("retention").await["retentionTimeInMinutes"], -1);
+        assert_eq!(get("compactionThreshold").await, 1024);
+        assert_eq!(
+            get("inactiveTopicPolicies").await["deleteWhileInactive"],
+            false
+        );
+
+        let client = connect(&url, Duration::from_secs(30)).await.unwrap();
+        let feed = PulsarFeed::open(&client, &topic).await.unwrap();
+        let (a, b) = (AppId::generate(), AppId::generate());
+        let mut last_a = 0;
+        for _ in 0..3 {
+            last_a = crate::appconfig::next_version();
+            feed.publish(ConfigUpdate::Delete {
+                app_id: a.clone(),
+                version: last_a,
+            })
+            .await
+            .unwrap();
+        }
+        let last_b = crate::appconfig::next_version();
+        feed.publish(ConfigUpdate::Delete {
+            app_id: b.clone(),
+            version: last_b,
+        })
+        .await
+        .unwrap();
+        // Compact now rather than wait for the threshold check (every 60 s by default).
+        let r = http
+            .put(format!("{topic_url}/compaction"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = get("compaction").await;
+            if st["status"] == "SUCCESS" {
+                break;
+            }
+            assert_ne!(st["status"], "ERROR", "{st}");
+            assert!(std::time::Instant::now() < deadline, "not compacted: {st}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let stats = get("internalStats").await;
+        assert_eq!(
+            stats["compactedLedger"]["entries"], 2,
+            "one message per app after compaction: {stats}"
+        );
+        let late = PulsarFeed::open(&client, &topic).await.unwrap();
+        let mut view: Vec<_> = late
+            .snapshot()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.app_id().clone(), u.version()))
+            .collect();
+        view.sort();
+        let mut want = vec![(a, last_a), (b, last_b)];
+        want.sort();
+        assert_eq!(
+            view, want,
+            "the latest update of each app survives compaction"
+        );
+    }
+
+    #[test]
+    fn topic_names_split_into_tenant_and_namespace() {
+        assert_eq!(
+            split_topic("persistent://starling/cell-1/starling-").unwrap(),
+            ("starling", "cell-1", "starling-")
+        );
+        assert!(split_topic("non-persistent://a/b/c").is_err());
+        assert!(split_topic("persistent://a").is_err());
+        assert!(split_topic("persistent:///b/c").is_err());
     }
 }

@@ -150,6 +150,11 @@ impl Proc {
     }
 
     /// Kills the process at once (SIGKILL, like `kill -9`): no shutdown, no flush.
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

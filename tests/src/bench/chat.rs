@@ -256,8 +256,13 @@ pub async fn run(server: &Server, o: &ChatOpts) -> anyhow::Result<Value> {
         async move { api.token(&id).await }
     })
     .await?;
-    let sockets = bulk(tokens, 16, |tok| {
-        connect(format!("{}/v1/connect?token={tok}", server.ws_base))
+    // Socket j is side j % 2 of pair j / 2. On a cell the two sides of a pair are on different
+    // nodes (pair i: node i and node i + 1), so every message crosses the bus.
+    let sockets = bulk(tokens.into_iter().enumerate().collect(), 16, |(j, tok)| {
+        connect(format!(
+            "{}/v1/connect?token={tok}",
+            server.gateway(j / 2 + j % 2)
+        ))
     })
     .await?;
     eprintln!(
@@ -295,9 +300,9 @@ pub async fn run(server: &Server, o: &ChatOpts) -> anyhow::Result<Value> {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let pid = server.pid;
-    let mut server_cpu = CpuMeter::new(pid);
-    let mut client_cpu = CpuMeter::new(Some(std::process::id()));
+    let pids = server.pids.clone();
+    let mut server_cpu = CpuMeter::new(&pids);
+    let mut client_cpu = CpuMeter::new(&[std::process::id()]);
     let mut machine_cpu = MachineCpu::new();
     let period = Duration::from_secs_f64(p as f64 / o.rate);
     let t0 = tokio::time::Instant::now();
@@ -316,10 +321,11 @@ pub async fn run(server: &Server, o: &ChatOpts) -> anyhow::Result<Value> {
 
     let progress = {
         let sh = sh.clone();
+        let pids = pids.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.tick().await;
-            let mut cpu = CpuMeter::new(pid);
+            let mut cpu = CpuMeter::new(&pids);
             let mut last_sent = 0;
             loop {
                 tick.tick().await;
@@ -346,7 +352,7 @@ pub async fn run(server: &Server, o: &ChatOpts) -> anyhow::Result<Value> {
                     stats::ms(p99),
                     stats::ms(max),
                     cpu.tick().unwrap_or(f64::NAN),
-                    pid.and_then(stats::rss_kib).map(mib).unwrap_or(f64::NAN),
+                    stats::rss_kib_all(&pids).map(mib).unwrap_or(f64::NAN),
                 );
                 last_sent = sent;
             }
@@ -439,7 +445,7 @@ pub async fn run(server: &Server, o: &ChatOpts) -> anyhow::Result<Value> {
         "client_cpu_pct_while_sending": client_cpu_pct,
         // Everything on the machine; minus server and client, what other processes took.
         "machine_cpu_pct_while_sending": machine_cpu_pct,
-        "server_rss_kib_end": pid.and_then(stats::rss_kib),
+        "server_rss_kib_end": stats::rss_kib_all(&pids),
     }))
 }
 

@@ -184,8 +184,8 @@ pub async fn run(server: &Server, o: &IdleOpts) -> anyhow::Result<Value> {
     .await?;
     eprintln!("set up in {:.1} s", t.elapsed().as_secs_f64());
 
-    let pid = server.pid;
-    let rss = || pid.and_then(stats::memory_kib);
+    let pids = server.pids.clone();
+    let rss = || stats::memory_kib_all(&pids);
     tokio::time::sleep(o.settle).await;
     let rss_0 = rss();
 
@@ -197,10 +197,11 @@ pub async fn run(server: &Server, o: &IdleOpts) -> anyhow::Result<Value> {
     let started = Instant::now();
     let progress = {
         let tally = tally.clone();
+        let pids = pids.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.tick().await;
-            let mut cpu = CpuMeter::new(pid);
+            let mut cpu = CpuMeter::new(&pids);
             loop {
                 tick.tick().await;
                 eprintln!(
@@ -209,7 +210,7 @@ pub async fn run(server: &Server, o: &IdleOpts) -> anyhow::Result<Value> {
                     tally.opened.load(Relaxed),
                     tally.failed.load(Relaxed),
                     tally.dropped.load(Relaxed),
-                    pid.and_then(stats::rss_kib).map(mib).unwrap_or(f64::NAN),
+                    stats::rss_kib_all(&pids).map(mib).unwrap_or(f64::NAN),
                     cpu.tick().unwrap_or(f64::NAN),
                 );
             }
@@ -219,7 +220,7 @@ pub async fn run(server: &Server, o: &IdleOpts) -> anyhow::Result<Value> {
     let url = |i: usize| {
         format!(
             "{}/v1/connect?token={}",
-            server.ws_base,
+            server.gateway(i),
             tokens[i / o.per_user]
         )
     };
@@ -227,7 +228,7 @@ pub async fn run(server: &Server, o: &IdleOpts) -> anyhow::Result<Value> {
     let mut tasks: Vec<JoinHandle<()>> = Vec::with_capacity(n);
     let mut connect_time = Duration::ZERO;
     let mut machine_cpu = MachineCpu::new();
-    let mut server_cpu = CpuMeter::new(pid);
+    let mut server_cpu = CpuMeter::new(&pids);
     let mut samples = Vec::new();
     let steps: Vec<usize> = if n > FIRST_STEP {
         vec![FIRST_STEP, n]

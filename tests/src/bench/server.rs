@@ -1,6 +1,7 @@
 //! The server under test: a `starling standalone` child process (temp data dir, free loopback
-//! port, operator token read from its stdout, stopped with SIGINT), or a running server on
-//! loopback. Plus the admin and server API calls that prepare a benchmark: a tenant, an app with
+//! port, operator token read from its stdout, stopped with SIGINT), a cell of child processes
+//! (`starling control-plane` and N `starling data-plane` nodes on given PostgreSQL, Redis and
+//! Pulsar), or a running server on loopback. Plus the admin and server API calls that prepare a benchmark: a tenant, an app with
 //! raised quotas, an API key, users, direct conversations and user tokens.
 
 use std::collections::VecDeque;
@@ -77,25 +78,46 @@ pub struct ServerLog {
 
 /// The server under test.
 pub struct Server {
-    /// `http://127.0.0.1:port`.
+    /// The admin API, `http://127.0.0.1:port`: standalone, or the cell's control plane.
     pub base: String,
-    /// `ws://127.0.0.1:port`.
-    pub ws_base: String,
+    /// The server API (`/v1`): standalone, or the cell's first node.
+    pub api_base: String,
+    /// Every gateway's `ws://127.0.0.1:port`: one for standalone, one per node of a cell.
+    pub gateways: Vec<String>,
     /// The operator token of the admin API.
     pub operator_token: String,
-    /// The server's process id, when known (for RSS and CPU samples).
-    pub pid: Option<u32>,
-    /// The binary, when this is a child process.
+    /// The server's process ids, when known (for RSS and CPU samples): standalone, or every
+    /// process of a cell (control plane and nodes; not PostgreSQL, Redis or Pulsar).
+    pub pids: Vec<u32>,
+    /// The binary, when these are child processes.
     pub bin: Option<PathBuf>,
-    child: Option<Child>,
+    /// For a cell: how many data-plane nodes it has.
+    pub cell_nodes: Option<usize>,
+    children: Vec<Child>,
     log: Arc<Mutex<ServerLog>>,
     _dir: Option<tempfile::TempDir>,
 }
 
-fn is_loopback(url: &str) -> anyhow::Result<()> {
-    let u = reqwest::Url::parse(url).with_context(|| format!("--url {url:?} is not a URL"))?;
-    if u.scheme() != "http" {
-        bail!("--url must be http://… (got {})", u.scheme());
+/// Where a cell's processes find their services (each on loopback).
+#[derive(Debug, Clone)]
+pub struct CellServices {
+    /// `postgres://…`
+    pub database_url: String,
+    /// `redis://…`
+    pub redis_url: String,
+    /// `pulsar://…`
+    pub pulsar_url: String,
+}
+
+/// Fails unless `url` points at loopback (127.0.0.0/8, ::1, localhost). `what` names the option.
+fn is_loopback(what: &str, url: &str, schemes: &[&str]) -> anyhow::Result<()> {
+    let u = reqwest::Url::parse(url).with_context(|| format!("{what} {url:?} is not a URL"))?;
+    if !schemes.contains(&u.scheme()) {
+        bail!(
+            "{what} must be {}… (got {})",
+            schemes.join("… or "),
+            u.scheme()
+        );
     }
     let host = u.host_str().unwrap_or("");
     let ok = host == "localhost"
@@ -104,9 +126,79 @@ fn is_loopback(url: &str) -> anyhow::Result<()> {
             .parse::<IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     if !ok {
-        bail!("--url must be a loopback address (127.0.0.0/8, ::1, localhost), got {host:?}");
+        bail!("{what} must be a loopback address (127.0.0.0/8, ::1, localhost), got {host:?}");
     }
     Ok(())
+}
+
+/// Starts one child process with `env` on top of a clean environment (no `STARLING_*` or
+/// `RUST_LOG` of this shell). Its stdout lines go to the returned channel (drain it), its
+/// stderr lines to `log`, prefixed with `tag` when there is one.
+fn spawn_child(
+    bin: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+    dir: &Path,
+    log: &Arc<Mutex<ServerLog>>,
+    tag: &str,
+) -> anyhow::Result<(Child, mpsc::Receiver<String>)> {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("STARLING_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {} {}", bin.display(), args.join(" ")))?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().context("child stdout")?;
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let stderr = child.stderr.take().context("child stderr")?;
+    let log = log.clone();
+    let tag = if tag.is_empty() {
+        String::new()
+    } else {
+        format!("[{tag}] ")
+    };
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
+            if line.contains("WARN") {
+                l.warnings += 1;
+            }
+            if line.contains("ERROR") || line.contains("panicked") {
+                l.errors += 1;
+            }
+            l.tail.push_back(format!("{tag}{line}"));
+            if l.tail.len() > 50 {
+                l.tail.pop_front();
+            }
+        }
+    });
+    Ok((child, rx))
+}
+
+/// A throw-away secret for one run: the clock and the pid, unique enough for a benchmark's
+/// tokens, which never leave loopback.
+fn run_secret(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{prefix}{nanos:032x}{:08x}", std::process::id())
 }
 
 impl Server {
@@ -118,60 +210,26 @@ impl Server {
             .tempdir()
             .context("creating a temp dir")?;
         let listen = format!("127.0.0.1:{}", starling_e2e::free_port());
-        let mut cmd = Command::new(bin);
-        cmd.arg("standalone")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen", &listen])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // The child runs on its defaults plus what --server-env says, not on this shell's config.
-        for (k, _) in std::env::vars() {
-            if k.starts_with("STARLING_") || k == "RUST_LOG" {
-                cmd.env_remove(k);
-            }
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let pid = child.id();
-        let (tx, rx) = mpsc::channel::<String>();
-        let stdout = child.stdout.take().context("child stdout")?;
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let data = dir.path().join("data");
+        let data = data.to_str().context("the temp dir's path is not UTF-8")?;
         let log = Arc::new(Mutex::new(ServerLog::default()));
-        let stderr = child.stderr.take().context("child stderr")?;
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = log2.lock().unwrap_or_else(|p| p.into_inner());
-                if line.contains("WARN") {
-                    l.warnings += 1;
-                }
-                if line.contains("ERROR") || line.contains("panicked") {
-                    l.errors += 1;
-                }
-                l.tail.push_back(line);
-                if l.tail.len() > 50 {
-                    l.tail.pop_front();
-                }
-            }
-        });
+        let (child, rx) = spawn_child(
+            bin,
+            &["standalone", "--data-dir", data, "--listen", &listen],
+            env,
+            dir.path(),
+            &log,
+            "",
+        )?;
         let mut server = Server {
             base: format!("http://{listen}"),
-            ws_base: format!("ws://{listen}"),
+            api_base: format!("http://{listen}"),
+            gateways: vec![format!("ws://{listen}")],
             operator_token: String::new(),
-            pid: Some(pid),
+            pids: vec![child.id()],
             bin: Some(bin.to_owned()),
-            child: Some(child),
+            cell_nodes: None,
+            children: vec![child],
             log,
             _dir: Some(dir),
         };
@@ -213,19 +271,109 @@ impl Server {
 
     /// A server already running on loopback.
     pub async fn attach(url: &str, token: &str, pid: Option<u32>) -> anyhow::Result<Server> {
-        is_loopback(url)?;
+        is_loopback("--url", url, &["http"])?;
         let base = url.trim_end_matches('/').to_owned();
         starling_e2e::wait_healthy(&format!("{base}/healthz"), Duration::from_secs(10)).await?;
         Ok(Server {
-            ws_base: base.replacen("http://", "ws://", 1),
+            gateways: vec![base.replacen("http://", "ws://", 1)],
+            api_base: base.clone(),
             base,
             operator_token: token.to_owned(),
-            pid,
+            pids: pid.into_iter().collect(),
             bin: None,
-            child: None,
+            cell_nodes: None,
+            children: Vec::new(),
             log: Arc::default(),
             _dir: None,
         })
+    }
+
+    /// Starts a cell: `starling control-plane` and `nodes` × `starling data-plane`, each on a
+    /// free loopback port, all on the PostgreSQL, Redis and Pulsar of `services` (topics under a
+    /// prefix of this run's own), and waits until every process is ready.
+    pub async fn spawn_cell(
+        bin: &Path,
+        nodes: usize,
+        services: &CellServices,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Server> {
+        is_loopback(
+            "--database-url",
+            &services.database_url,
+            &["postgres", "postgresql"],
+        )?;
+        is_loopback("--redis-url", &services.redis_url, &["redis"])?;
+        is_loopback("--pulsar-url", &services.pulsar_url, &["pulsar"])?;
+        let dir = tempfile::Builder::new()
+            .prefix("starling-bench-cell-")
+            .tempdir()
+            .context("creating a temp dir")?;
+        let operator_token = run_secret("sop_bench");
+        let run = run_secret("");
+        let key_hash_secret = run_secret("bench-key-hash-");
+        let common = |listen: &str| {
+            let mut e: Vec<(String, String)> = [
+                ("STARLING_DATABASE__URL", services.database_url.as_str()),
+                ("STARLING_CACHE__REDIS_URL", services.redis_url.as_str()),
+                ("STARLING_PULSAR__URL", services.pulsar_url.as_str()),
+                (
+                    "STARLING_PULSAR__TOPIC_PREFIX",
+                    &format!("persistent://public/default/bench-{}-", &run[..16]),
+                ),
+                ("STARLING_AUTH__OPERATOR_TOKEN", operator_token.as_str()),
+                ("STARLING_AUTH__KEY_HASH_SECRET", key_hash_secret.as_str()),
+                ("STARLING_SERVER__LISTEN", listen),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+            e.extend(env.iter().cloned());
+            e
+        };
+        let log = Arc::new(Mutex::new(ServerLog::default()));
+        let mut server = Server {
+            base: String::new(),
+            api_base: String::new(),
+            gateways: Vec::new(),
+            operator_token: operator_token.clone(),
+            pids: Vec::new(),
+            bin: Some(bin.to_owned()),
+            cell_nodes: Some(nodes),
+            children: Vec::new(),
+            log,
+            _dir: None,
+        };
+        let mut start = |args: &[&str], tag: &str| -> anyhow::Result<String> {
+            let listen = format!("127.0.0.1:{}", starling_e2e::free_port());
+            let (child, rx) =
+                spawn_child(bin, args, &common(&listen), dir.path(), &server.log, tag)?;
+            std::thread::spawn(move || for _ in rx {});
+            server.pids.push(child.id());
+            server.children.push(child);
+            Ok(listen)
+        };
+        let cp = start(&["control-plane"], "control-plane")?;
+        let node_addrs = (0..nodes)
+            .map(|i| {
+                let id = format!("bench-node-{i}");
+                start(&["data-plane", "--node-id", &id], &id)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        server.base = format!("http://{cp}");
+        server.api_base = format!("http://{}", node_addrs[0]);
+        server.gateways = node_addrs.iter().map(|a| format!("ws://{a}")).collect();
+        server._dir = Some(dir);
+        for base in std::iter::once(&cp).chain(&node_addrs) {
+            if let Err(e) = starling_e2e::wait_healthy(
+                &format!("http://{base}/readyz"),
+                Duration::from_secs(60),
+            )
+            .await
+            {
+                bail!("{base} not ready: {e}; stderr:\n{}", server.log_tail());
+            }
+        }
+        Ok(server)
     }
 
     /// The server's last stderr lines.
@@ -240,27 +388,35 @@ impl Server {
         (l.warnings, l.errors)
     }
 
-    /// Stops a child server: SIGINT, up to 15 s for a graceful exit, then SIGKILL. Says how it
-    /// went. An attached server is left running.
+    /// Stops the child processes (nodes first, the control plane last): SIGINT, up to 15 s for
+    /// a graceful exit, then SIGKILL. Says how it went. An attached server is left running.
     pub async fn stop(&mut self) -> String {
-        let Some(mut child) = self.child.take() else {
+        if self.children.is_empty() {
             return "attached server left running".into();
-        };
-        let sent = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while sent && Instant::now() < deadline {
-            match child.try_wait() {
-                Ok(Some(st)) => return format!("exited after SIGINT ({st})"),
-                Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
-                Err(e) => return format!("waiting for the child failed: {e}"),
-            }
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        "did not exit within 15 s of SIGINT: killed".into()
+        let mut outcomes = Vec::new();
+        while let Some(mut child) = self.children.pop() {
+            let sent = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let mut outcome = None;
+            while sent && outcome.is_none() && Instant::now() < deadline {
+                match child.try_wait() {
+                    Ok(Some(st)) => outcome = Some(format!("exited after SIGINT ({st})")),
+                    Ok(None) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(e) => outcome = Some(format!("waiting for the child failed: {e}")),
+                }
+            }
+            outcomes.push(outcome.unwrap_or_else(|| {
+                let _ = child.kill();
+                let _ = child.wait();
+                "did not exit within 15 s of SIGINT: killed".into()
+            }));
+        }
+        outcomes.dedup();
+        outcomes.join("; ")
     }
 
     /// Creates a tenant, an app with [`bench_quotas`] and a `server_full` API key, and waits
@@ -290,12 +446,23 @@ impl Server {
         )
         .await?;
         let t = t["id"].as_str().context("tenant id")?.to_owned();
-        let a = admin(
-            Method::POST,
-            format!("/admin/v1/tenants/{t}/apps"),
-            json!({"name": "bench", "environment": "production"}),
-        )
-        .await?;
+        let mut app = json!({"name": "bench", "environment": "production"});
+        if self.cell_nodes.is_some() {
+            // A distributed control plane places apps on registered cells: register this one.
+            let c = admin(
+                Method::POST,
+                "/admin/v1/clusters".into(),
+                json!({
+                    "name": format!("bench-{label}-{stamp}"),
+                    "region": "local",
+                    "capacity_apps": 1000,
+                    "endpoint": self.api_base,
+                }),
+            )
+            .await?;
+            app["cluster_id"] = c["id"].clone();
+        }
+        let a = admin(Method::POST, format!("/admin/v1/tenants/{t}/apps"), app).await?;
         let a = a["id"].as_str().context("app id")?.to_owned();
         admin(
             Method::PATCH,
@@ -312,37 +479,50 @@ impl Server {
         let key = k["secret"].as_str().context("api key secret")?.to_owned();
         let api = Api {
             http,
-            base: self.base.clone(),
+            base: self.api_base.clone(),
             key,
             tenant_id: t,
             app_id: a,
         };
-        // The key reaches the data plane through the config feed: wait for it.
+        // The key reaches every node through the config feed: wait for it.
+        let nodes: Vec<String> = self
+            .gateways
+            .iter()
+            .map(|g| g.replacen("ws://", "http://", 1))
+            .collect();
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = api
-                .http
-                .get(format!("{}/v1/users?limit=1", api.base))
-                .bearer_auth(&api.key)
-                .send()
-                .await?;
-            if r.status().is_success() {
-                return Ok(api);
+        for node in nodes {
+            loop {
+                let r = api
+                    .http
+                    .get(format!("{node}/v1/users?limit=1"))
+                    .bearer_auth(&api.key)
+                    .send()
+                    .await?;
+                if r.status().is_success() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{node} did not accept the new API key within 10 s: {}",
+                        r.status()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if Instant::now() > deadline {
-                bail!(
-                    "the data plane did not accept the new API key within 10 s: {}",
-                    r.status()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(api)
+    }
+
+    /// The gateway for connection `i`: connections are spread over a cell's nodes round-robin.
+    pub fn gateway(&self, i: usize) -> &str {
+        &self.gateways[i % self.gateways.len()]
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        for mut c in self.children.drain(..) {
             let _ = c.kill();
             let _ = c.wait();
         }

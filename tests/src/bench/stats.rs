@@ -71,24 +71,55 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// CPU use between two samples, in percent of one core (200 % = both cores of a 2-core box).
+/// The sum over processes of [`rss_kib`]; `None` when any of them cannot be read (or there are
+/// none).
+pub fn rss_kib_all(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| rss_kib(p)).sum()
+}
+
+/// The sum over processes of [`memory_kib`]; `None` when any of them cannot be read (or there
+/// are none).
+pub fn memory_kib_all(pids: &[u32]) -> Option<(u64, u64)> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold((0, 0), |acc, &p| {
+        let (rss, anon) = memory_kib(p)?;
+        Some((acc.0 + rss, acc.1 + anon))
+    })
+}
+
+/// The CPU time of several processes together, in seconds.
+fn cpu_secs_all(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_secs(p)).sum()
+}
+
+/// CPU use between two samples, in percent of one core (200 % = both cores of a 2-core box),
+/// of one process or of several together (the processes of a cell).
 pub struct CpuMeter {
-    pid: Option<u32>,
+    pids: Vec<u32>,
     last: Option<(f64, std::time::Instant)>,
 }
 
 impl CpuMeter {
-    /// Starts measuring `pid` (nothing when unknown).
-    pub fn new(pid: Option<u32>) -> CpuMeter {
-        let last = pid
-            .and_then(cpu_secs)
-            .map(|c| (c, std::time::Instant::now()));
-        CpuMeter { pid, last }
+    /// Starts measuring `pids` (nothing when empty).
+    pub fn new(pids: &[u32]) -> CpuMeter {
+        let last = cpu_secs_all(pids).map(|c| (c, std::time::Instant::now()));
+        CpuMeter {
+            pids: pids.to_vec(),
+            last,
+        }
     }
 
     /// Percent of one core since the last call (or since `new`).
     pub fn tick(&mut self) -> Option<f64> {
-        let now = (self.pid.and_then(cpu_secs)?, std::time::Instant::now());
+        let now = (cpu_secs_all(&self.pids)?, std::time::Instant::now());
         let (c0, t0) = self.last.replace(now)?;
         let wall = now.1.duration_since(t0).as_secs_f64();
         (wall > 0.0).then(|| ((now.0 - c0) / wall * 1000.0).round() / 10.0)

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use bench::chat::{self, ChatOpts};
 use bench::idle::{self, IdleOpts};
-use bench::server::{Server, bench_quotas, build_release_starling};
+use bench::server::{CellServices, Server, bench_quotas, build_release_starling};
 use bench::stats;
 
 /// Benchmarks of one Starling node over loopback: idle-connection memory and 1:1 chat
@@ -48,6 +48,20 @@ struct Cli {
     /// The attached server's process id, to sample its memory and CPU from /proc.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
+    /// Run a cell of N data-plane nodes (plus a control plane) instead of standalone, on the
+    /// PostgreSQL, Redis and Pulsar given below; connections are spread over the nodes, and the
+    /// two users of a chat pair are always on different nodes.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..=16))]
+    cell: Option<u32>,
+    /// The cell's PostgreSQL (loopback only).
+    #[arg(long, global = true, env = "TEST_DATABASE_URL")]
+    database_url: Option<String>,
+    /// The cell's Redis (loopback only).
+    #[arg(long, global = true, env = "TEST_REDIS_URL")]
+    redis_url: Option<String>,
+    /// The cell's Pulsar broker (loopback only).
+    #[arg(long, global = true, env = "TEST_PULSAR_URL")]
+    pulsar_url: Option<String>,
     /// Extra environment for the child server, e.g. STARLING_GATEWAY__OUTBOUND_QUEUE=1024
     /// (repeatable).
     #[arg(long = "server-env", global = true, value_parser = parse_kv)]
@@ -135,8 +149,8 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut server = match &cli.url {
         Some(url) => {
-            if cli.bin.is_some() {
-                bail!("--bin and --url exclude each other");
+            if cli.bin.is_some() || cli.cell.is_some() {
+                bail!("--url excludes --bin and --cell");
             }
             let token = cli
                 .operator_token
@@ -149,14 +163,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(b) => b.clone(),
                 None => tokio::task::spawn_blocking(build_release_starling).await??,
             };
-            eprintln!("starting {} standalone …", bin.display());
-            Server::spawn(&bin, &cli.server_env).await?
+            match cli.cell {
+                None => {
+                    eprintln!("starting {} standalone …", bin.display());
+                    Server::spawn(&bin, &cli.server_env).await?
+                }
+                Some(n) => {
+                    let need = |v: &Option<String>, what: &str| {
+                        v.clone().with_context(|| {
+                            format!("--cell needs --{what}-url (scripts/services.sh starts one)")
+                        })
+                    };
+                    let services = CellServices {
+                        database_url: need(&cli.database_url, "database")?,
+                        redis_url: need(&cli.redis_url, "redis")?,
+                        pulsar_url: need(&cli.pulsar_url, "pulsar")?,
+                    };
+                    eprintln!(
+                        "starting a cell: {} control-plane and {n} × data-plane …",
+                        bin.display()
+                    );
+                    Server::spawn_cell(&bin, n as usize, &services, &cli.server_env).await?
+                }
+            }
         }
     };
     eprintln!(
-        "server {} (pid {})",
+        "server {} (gateways {}; pids {:?})",
         server.base,
-        server.pid.map_or("unknown".into(), |p| p.to_string())
+        server.gateways.join(" "),
+        server.pids
     );
 
     let started = stats::now_us();
@@ -184,6 +220,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     result["server"] = json!({
         "url": server.base,
+        "gateways": server.gateways,
+        "cell_nodes": server.cell_nodes,
         "binary": server.bin.as_ref().map(|b| b.display().to_string()),
         "quota_overrides": bench_quotas(),
         "stderr_warning_lines": warnings,
