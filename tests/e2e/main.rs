@@ -2,6 +2,7 @@
 //! graceful shutdown, config errors, OTLP export, and `control-plane` + `migrate` on the real
 //! PostgreSQL and Redis started by `scripts/test`.
 
+mod bench_smoke;
 mod cell;
 
 use std::time::Duration;

@@ -4,9 +4,11 @@
 //!   port, or one already running — and the admin and server API calls that set a benchmark up;
 //! - [`stats`]: latency histograms, process RSS and CPU from `/proc`, formatting;
 //! - [`idle`]: server memory per idle WebSocket connection;
-//! - [`chat`]: 1:1 chat throughput and send→deliver latency.
+//! - [`chat`]: 1:1 chat throughput and send→deliver latency;
+//! - [`room`]: fan-out in one broadcast room.
 
 pub mod chat;
 pub mod idle;
+pub mod room;
 pub mod server;
 pub mod stats;

@@ -608,6 +608,18 @@ impl Api {
         Ok(v["token"].as_str().context("token")?.to_owned())
     }
 
+    /// A broadcast room owned by `creator`, with `members` in it.
+    pub async fn room(&self, creator: &str, members: &[String]) -> anyhow::Result<String> {
+        let v = self
+            .call(
+                Method::POST,
+                "/v1/conversations",
+                json!({"kind": "room", "created_by": creator, "members": members, "name": "bench room"}),
+            )
+            .await?;
+        Ok(v["id"].as_str().context("conversation id")?.to_owned())
+    }
+
     /// The direct conversation of two users.
     pub async fn direct(&self, a: &str, b: &str) -> anyhow::Result<String> {
         let v = self

@@ -93,7 +93,7 @@ pub fn memory_kib_all(pids: &[u32]) -> Option<(u64, u64)> {
 }
 
 /// The CPU time of several processes together, in seconds.
-fn cpu_secs_all(pids: &[u32]) -> Option<f64> {
+pub fn cpu_secs_all(pids: &[u32]) -> Option<f64> {
     if pids.is_empty() {
         return None;
     }

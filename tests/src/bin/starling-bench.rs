@@ -7,7 +7,8 @@
 //! tokens. Then it runs one scenario:
 //!
 //! - `idle`: server memory per idle WebSocket connection, connect rate, handshake latency;
-//! - `chat`: 1:1 messages per second and send→deliver latency (p50/p99/p99.9).
+//! - `chat`: 1:1 messages per second and send→deliver latency (p50/p99/p99.9);
+//! - `room`: fan-out in one broadcast room: deliveries per second, latency, CPU per delivery.
 //!
 //! A progress line every second goes to stderr, a summary table to stdout, and `--json FILE`
 //! writes the results. The child server is stopped at the end (SIGINT, then kill). Everything is
@@ -27,6 +28,7 @@ use serde_json::{Value, json};
 
 use bench::chat::{self, ChatOpts};
 use bench::idle::{self, IdleOpts};
+use bench::room::{self, RoomOpts};
 use bench::server::{CellServices, Server, bench_quotas, build_release_starling};
 use bench::stats;
 
@@ -79,6 +81,30 @@ enum Scenario {
     Idle(IdleArgs),
     /// 1:1 chat: P pairs, one direct conversation each, R messages per second in all.
     Chat(ChatArgs),
+    /// Fan-out: L listeners in one broadcast room, S senders posting R messages per second.
+    Room(RoomArgs),
+}
+
+#[derive(Args, Debug)]
+struct RoomArgs {
+    /// Listeners (one socket each; one client process: at most 18,000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=18_000))]
+    listeners: u32,
+    /// Senders (members of the room).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    senders: u32,
+    /// Messages per second offered by all senders together.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    rate: u32,
+    /// Seconds to send.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=600))]
+    duration: u64,
+    /// Seconds to wait at most, after sending, for outstanding deliveries.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=120))]
+    drain: u64,
+    /// New listener connections per second, at most.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    connect_rate: u32,
 }
 
 #[derive(Args, Debug)]
@@ -234,6 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.scenario {
         Scenario::Idle(_) => idle::print_summary(&result),
         Scenario::Chat(_) => chat::print_summary(&result),
+        Scenario::Room(_) => room::print_summary(&result),
     }
     if let Some(path) = &cli.json {
         let text = serde_json::to_string_pretty(&result)?;
@@ -255,6 +282,20 @@ async fn run_scenario(server: &Server, scenario: &Scenario) -> anyhow::Result<Va
                     in_flight: a.in_flight as usize,
                     settle: Duration::from_secs(a.settle),
                     hold: Duration::from_secs(a.hold),
+                },
+            )
+            .await
+        }
+        Scenario::Room(a) => {
+            room::run(
+                server,
+                &RoomOpts {
+                    listeners: a.listeners as usize,
+                    senders: a.senders as usize,
+                    rate: f64::from(a.rate),
+                    duration: Duration::from_secs(a.duration),
+                    drain: Duration::from_secs(a.drain),
+                    connect_rate: a.connect_rate,
                 },
             )
             .await
