@@ -64,8 +64,9 @@ impl Node {
         let h = hub.clone();
         tokio::spawn(async move {
             while let Some(d) = inbox.recv().await {
-                // Continue the sender's trace on this node.
-                let span = tracing::debug_span!("push", app_id = %d.app_id, users = d.users.len());
+                // Continue the sender's trace on this node (one span per delivery to this node,
+                // not per recipient).
+                let span = tracing::info_span!("push", app_id = %d.app_id, users = d.users.len());
                 if let Some(tp) = &d.trace {
                     starling_core::telemetry::extract_into(&span, tp);
                 }

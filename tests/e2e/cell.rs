@@ -110,7 +110,7 @@ impl CellFixture {
 
     /// Every process on the Pulsar at `pulsar`.
     async fn start_on_pulsar(n: usize, pulsar: (String, String)) -> CellFixture {
-        Self::start_inner(n, None, None, Some(pulsar)).await
+        Self::start_inner(n, None, None, Some(pulsar), None).await
     }
 
     /// Nodes (not the control plane) reach PostgreSQL at `node_db` and Redis at `node_redis`
@@ -120,7 +120,13 @@ impl CellFixture {
         node_db: Option<String>,
         node_redis: Option<String>,
     ) -> CellFixture {
-        Self::start_inner(n, node_db, node_redis, None).await
+        Self::start_inner(n, node_db, node_redis, None, None).await
+    }
+
+    /// Every process exports its spans to the OTLP/HTTP endpoint `otlp`, under the service name
+    /// `control-plane` or its node id.
+    async fn start_traced(n: usize, otlp: String) -> CellFixture {
+        Self::start_inner(n, None, None, None, Some(otlp)).await
     }
 
     async fn start_inner(
@@ -128,6 +134,7 @@ impl CellFixture {
         node_db: Option<String>,
         node_redis: Option<String>,
         pulsar_urls: Option<(String, String)>,
+        otlp: Option<String>,
     ) -> CellFixture {
         let (db, redis) = (env("TEST_DATABASE_URL"), env("TEST_REDIS_URL"));
         let (pulsar, pulsar_admin) =
@@ -154,6 +161,11 @@ impl CellFixture {
         };
         let spawn = |args: &[&str], listen: &str| {
             let mut env = common(listen);
+            if let Some(ep) = &otlp {
+                env.push(("STARLING_TELEMETRY__OTLP_ENDPOINT".into(), ep.clone()));
+                let name = args.last().copied().unwrap_or("starling");
+                env.push(("STARLING_TELEMETRY__SERVICE_NAME".into(), name.into()));
+            }
             if args[0] == "data-plane" {
                 for (k, v) in env.iter_mut() {
                     if k == "STARLING_DATABASE__URL"
@@ -792,6 +804,96 @@ async fn killing_the_senders_node_under_load_loses_and_duplicates_nothing() {
         distinct.len(),
         total,
         "no client_msg_id twice in the history"
+    );
+}
+
+/// One trace across nodes: the span of the `send` frame on the sender's node and the span of the
+/// push on the receiver's node share a trace id (the trace context travels in the Pulsar message's
+/// properties), as exported over OTLP by the two processes and decoded here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_spans_the_sender_and_receiver_nodes() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+    use std::sync::{Arc, Mutex};
+
+    // (service name, span name, trace id, parent span id) of every exported span.
+    type Spans = Arc<Mutex<Vec<(String, String, Vec<u8>, Vec<u8>)>>>;
+    let spans: Spans = Arc::default();
+    let s2 = spans.clone();
+    let receiver = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let s2 = s2.clone();
+            async move {
+                let req = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                let mut out = s2.lock().unwrap();
+                for rs in req.resource_spans {
+                    let service = rs
+                        .resource
+                        .iter()
+                        .flat_map(|r| &r.attributes)
+                        .find(|kv| kv.key == "service.name")
+                        .and_then(|kv| kv.value.as_ref())
+                        .map(|v| format!("{:?}", v.value))
+                        .unwrap_or_default();
+                    for ss in rs.scope_spans {
+                        for sp in ss.spans {
+                            out.push((service.clone(), sp.name, sp.trace_id, sp.parent_span_id));
+                        }
+                    }
+                }
+                ""
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let otlp = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, receiver).await });
+
+    let mut f = CellFixture::start_traced(2, otlp).await;
+    let (cid, alice_token, bob_token) = f.alice_and_bob().await;
+    let mut alice = Ws::connect(&f.nodes[0], &alice_token).await;
+    let mut bob = Ws::connect(&f.nodes[1], &bob_token).await;
+    alice
+        .send(json!({"type": "send", "id": "t1", "conversation_id": cid, "client_msg_id": "trace-1", "text": "traced"}))
+        .await;
+    let ack = alice
+        .next_matching(|v| v["id"] == "t1" && (v["type"] == "ack" || v["type"] == "error"))
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    bob.next_matching(|v| v["type"] == "message.new").await;
+    // Spans are flushed at shutdown at the latest.
+    for p in f.procs.iter_mut() {
+        assert!(p.interrupt(Duration::from_secs(20)).unwrap().success());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let shared = loop {
+        let all = spans.lock().unwrap().clone();
+        let sends: Vec<&Vec<u8>> = all
+            .iter()
+            .filter(|s| s.0.contains("node-a") && s.1 == "ws_frame")
+            .map(|s| &s.2)
+            .collect();
+        let pushes: Vec<_> = all
+            .iter()
+            .filter(|s| s.0.contains("node-b") && s.1 == "push")
+            .collect();
+        let shared = pushes
+            .iter()
+            .filter(|p| sends.contains(&&p.2) && !p.3.is_empty())
+            .count();
+        if shared > 0 || Instant::now() > deadline {
+            break (shared, sends.len(), pushes.len(), all.len());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "one trace across nodes: {} of node-b's push spans continue a ws_frame trace of node-a ({} ws_frame spans on node-a, {} push spans on node-b, {} spans exported in all)",
+        shared.0, shared.1, shared.2, shared.3
+    );
+    assert!(
+        shared.0 > 0,
+        "no push span on node-b in a trace begun on node-a"
     );
 }
 
