@@ -79,6 +79,13 @@ struct Claims {
 
 const AUDIENCE: &str = "starling-console";
 
+/// Wrong passwords (or unknown emails) one client address may try in a burst, across all
+/// accounts, before its logins are refused with `rate_limited` — the per-account lockout alone
+/// would let one address try a few passwords on every account.
+pub const FAILED_LOGINS_PER_ADDRESS: u32 = 20;
+/// How fast an address earns attempts back: one every 3 seconds.
+pub const FAILED_LOGINS_REFILL_PER_SECOND: f64 = 1.0 / 3.0;
+
 /// Tokens of a new or refreshed session.
 #[derive(Debug, Clone)]
 pub struct SessionTokens {
@@ -279,11 +286,38 @@ impl Console {
         })
     }
 
-    /// Checks an email and password, with lockout after repeated failures.
-    async fn check_login(&self, email: &str, password: &str) -> Result<account::Model> {
+    /// Checks an email and password, with lockout after repeated failures, and a limit on
+    /// failures per client address (`ip`, when known).
+    async fn check_login(
+        &self,
+        email: &str,
+        password: &str,
+        ip: Option<&str>,
+    ) -> Result<account::Model> {
         let email = check_email("email", email)?;
+        let key = ip.map(|ip| format!("login:{ip}"));
+        if let Some(k) = &key
+            && self.failed_logins.remaining(k) < 1
+        {
+            let mut f = Fail::new(
+                ErrorCode::RateLimited,
+                "too many failed logins from your address; retry in a minute",
+            );
+            f.retry_after = Some(60);
+            return Err(f);
+        }
+        let res = self.verify_login(&email, password).await;
+        if let (Err(e), Some(k)) = (&res, &key)
+            && e.code != code::ACCOUNT_LOCKED
+        {
+            let _ = self.failed_logins.spend(k, 1);
+        }
+        res
+    }
+
+    async fn verify_login(&self, email: &str, password: &str) -> Result<account::Model> {
         let Some(a) = account::Entity::find()
-            .filter(account::Column::Email.eq(&email))
+            .filter(account::Column::Email.eq(email))
             .one(&self.cp.db)
             .await?
         else {
@@ -343,7 +377,9 @@ impl Console {
         password: &str,
         origin: &Origin,
     ) -> Result<SessionTokens> {
-        let a = self.check_login(email, password).await?;
+        let a = self
+            .check_login(email, password, origin.ip.as_deref())
+            .await?;
         self.start_session(a, origin).await
     }
 
@@ -407,13 +443,16 @@ impl Console {
             .await?
             .ok_or_else(|| Fail::unauthorized("the session has ended; log in again"))?;
         // Through the lockout, so that a stolen session cannot guess the password either.
-        let a = self.check_login(&a.email, current).await.map_err(|e| {
-            if e.code == ErrorCode::Unauthorized.as_str() {
-                Fail::field("currentPassword", "is not the current password")
-            } else {
-                e
-            }
-        })?;
+        let a = self
+            .check_login(&a.email, current, None)
+            .await
+            .map_err(|e| {
+                if e.code == ErrorCode::Unauthorized.as_str() {
+                    Fail::field("currentPassword", "is not the current password")
+                } else {
+                    e
+                }
+            })?;
         let hash = hash_password(new.to_owned()).await?;
         let txn = self.cp.db.begin().await?;
         let mut m: account::ActiveModel = a.into();
@@ -500,7 +539,10 @@ impl Console {
             .one(&self.cp.db)
             .await?;
         let account = match existing {
-            Some(_) => self.check_login(&inv.email, password).await?,
+            Some(_) => {
+                self.check_login(&inv.email, password, origin.ip.as_deref())
+                    .await?
+            }
             None => {
                 let name = check_display_name("name", name.unwrap_or_default())?;
                 check_password("password", password)?;

@@ -65,6 +65,8 @@ pub struct Inner {
     pub budget: Budget,
     /// Client of the cells' internal API.
     pub cells: CellClient,
+    /// Failed logins per client address (see [`auth::FAILED_LOGINS_PER_ADDRESS`]).
+    pub failed_logins: Budget,
     graphiql: bool,
     introspection: bool,
 }
@@ -112,6 +114,10 @@ impl Console {
         let dev = mode == Mode::Development;
         Console(Arc::new(Inner {
             budget: Budget::new(cfg.budget_points, cfg.budget_restore_per_second),
+            failed_logins: Budget::with_rate(
+                auth::FAILED_LOGINS_PER_ADDRESS,
+                auth::FAILED_LOGINS_REFILL_PER_SECOND,
+            ),
             graphiql: cfg.graphiql.unwrap_or(dev),
             introspection: cfg.introspection.unwrap_or(dev),
             cells: CellClient::new(starling_core::secret::internal_api_token(&hasher)),

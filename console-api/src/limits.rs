@@ -44,6 +44,15 @@ impl Budget {
         }
     }
 
+    /// Buckets of `size` points refilling at a fractional rate (points per second).
+    pub fn with_rate(size: u32, per_second: f64) -> Self {
+        Self {
+            size: size as f64,
+            rate: per_second,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Spends `cost` from `key`'s bucket: the points left, or the seconds to wait.
     pub fn spend(&self, key: &str, cost: u64) -> Result<u64, u64> {
         let now = Instant::now();

@@ -207,6 +207,35 @@ async fn login_lockout(s: Server) {
         .await;
     assert_eq!(code(&v), "unauthorized");
     assert_eq!(v["errors"][0]["message"], "wrong email or password");
+    // One address trying passwords across accounts is stopped too: 20 failures in a burst.
+    let mut refused_at = None;
+    for i in 0..25 {
+        let v = s
+            .gql(
+                None,
+                LOGIN,
+                json!({"e": format!("guess{i}@example.com"), "p": PASSWORD}),
+            )
+            .await;
+        match code(&v).as_str() {
+            "unauthorized" => {}
+            "rate_limited" => {
+                assert!(
+                    v["errors"][0]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("your address")
+                );
+                refused_at = Some(i);
+                break;
+            }
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    // 3 wrong passwords and 1 unknown email above, then these: refused from the 21st failure on
+    // (an attempt or two more may pass while the bucket refills).
+    let at = refused_at.expect("the address is rate limited");
+    assert!((16..=19).contains(&at), "refused after {at} more failures");
     // A bad email is a validation error on the argument.
     let v = s
         .gql(None, LOGIN, json!({"e": "not-an-email", "p": PASSWORD}))
