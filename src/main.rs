@@ -108,7 +108,8 @@ enum Command {
         timeout: Option<u64>,
     },
     /// Write the API specs generated from the code (OpenAPI of the admin and server APIs; AsyncAPI
-    /// and JSON Schemas of the WebSocket protocol) into a directory.
+    /// and JSON Schemas of the WebSocket protocol; GraphQL SDL of the console API) into a
+    /// directory.
     Specs {
         /// The sdk-specs directory.
         #[arg(long, default_value = "sdk-specs")]
@@ -172,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("connecting to {}", redact_url(&url)))?;
             if !status {
                 starling_control_plane::store::migrate(&db).await?;
+                starling_console_api::migrate(&db).await?;
             }
             let (applied, pending) = starling_control_plane::store::migration_status(&db).await?;
             println!("database: {}", redact_url(&url));
@@ -225,7 +227,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let schemas = starling_data_plane::asyncapi::json_schemas()
                 .into_iter()
                 .map(|(name, text)| (schema_dir.join(name), text));
-            for (path, text) in asyncapi.into_iter().chain(schemas) {
+            let graphql = out.join("graphql");
+            std::fs::create_dir_all(&graphql)
+                .with_context(|| format!("creating {}", graphql.display()))?;
+            let sdl = [(graphql.join("console.graphql"), starling_console_api::sdl())];
+            for (path, text) in asyncapi.into_iter().chain(schemas).chain(sdl) {
                 std::fs::write(&path, text)
                     .with_context(|| format!("writing {}", path.display()))?;
                 println!("wrote {}", path.display());

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use starling_console_api::{Console, Mode};
 use starling_control_plane::api::AdminState;
 use starling_control_plane::config::{ControlPlaneConfig, redact_url};
 use starling_control_plane::server;
@@ -96,6 +97,29 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
+/// The console API when `console.enabled`, its tables migrated.
+async fn open_console(
+    cp: &starling_control_plane::service::ControlPlane,
+    cfg: &ControlPlaneConfig,
+    mode: Mode,
+    operator_token: &str,
+    key_hash_secret: &str,
+) -> anyhow::Result<Option<Console>> {
+    if !cfg.console.enabled {
+        return Ok(None);
+    }
+    starling_console_api::migrate(&cp.db)
+        .await
+        .context("migrating the console's tables")?;
+    Ok(Some(Console::new(
+        cp.clone(),
+        cfg.console.clone(),
+        mode,
+        operator_token,
+        key_hash_secret,
+    )))
+}
+
 /// `starling standalone`.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut cfg: ControlPlaneConfig = starling_core::config::load(opts.config.as_deref())?;
@@ -158,18 +182,36 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     .await
     .context("starting the data plane")?;
 
+    let console = open_console(
+        &cp,
+        &cfg,
+        Mode::Development,
+        &operator_token,
+        &key_hash_secret,
+    )
+    .await?;
     let state = AdminState {
         cp,
         cache,
         operator_token: Arc::from(operator_token.as_str()),
     };
-    let app = server::app_with(state, _telemetry.metrics.clone(), node.router());
+    let extra = match &console {
+        Some(c) => node.router().merge(c.router()),
+        None => node.router(),
+    };
+    let app = server::app_with(state, _telemetry.metrics.clone(), extra);
 
     println!("Starling standalone is running on {base}");
     println!("  data:       {}", data_dir.display());
     println!("  admin API:  {base}/admin/v1   (spec: {base}/admin/v1/openapi.json)");
     println!("  server API: {base}/v1   (spec: {base}/v1/openapi.json)");
     println!("  WebSocket:  ws://{local}/v1/connect?token=<user token>");
+    if console.is_some() {
+        println!(
+            "  console:    {base}{}   (GraphQL; GraphiQL in a browser)",
+            starling_console_api::PATH
+        );
+    }
     println!("  health:     {base}/healthz  {base}/readyz  {base}/metrics");
     if first_start && cfg.auth.operator_token()?.is_none() {
         println!();
@@ -248,12 +290,21 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
         });
     }
     let cache = server::open_cache(cfg.cache.redis_url.as_deref()).await?;
+    let console = open_console(
+        &cp,
+        &cfg,
+        Mode::Production,
+        &operator_token,
+        &key_hash_secret,
+    )
+    .await?;
     let state = AdminState {
         cp,
         cache,
         operator_token: Arc::from(operator_token.as_str()),
     };
-    let app = server::app(state, _telemetry.metrics.clone());
+    let extra = console.map(|c| c.router()).unwrap_or_default();
+    let app = server::app_with(state, _telemetry.metrics.clone(), extra);
     tracing::info!(local = %listener.local_addr()?, "control plane listening");
     server::serve(listener, app, shutdown_signal()).await?;
     Ok(())

@@ -1,8 +1,217 @@
-//! Starling console API — not built yet.
+//! Starling console API: GraphQL (async-graphql) for tenant admins, served at `/console/graphql`
+//! by `starling standalone` and `starling control-plane`.
 //!
-//! This crate will hold the GraphQL API (async-graphql) that tenant admins use: console accounts
-//! and roles, their apps, API keys, quotas and usage, moderation views, an audit log — all over
-//! the control plane's services in `starling-control-plane`.
-//!
-//! It is empty on purpose: nothing here pretends to work.
+//! - [`auth`]: console accounts (argon2id), login with lockout, session JWTs + refresh tokens,
+//!   logout, password change, invitations.
+//! - [`role`]: roles and [`role::authorize`], the one place access is decided.
+//! - [`schema`]: queries and mutations over the control plane's services; moderation through
+//!   [`moderation`], the data plane's internal API.
+//! - [`limits`]: query cost (refused above a maximum, charged to a per-account budget, reported in
+//!   `extensions.cost`) and depth limits.
+//! - [`audit`]: every mutation recorded, queryable per tenant.
+//! - [`entity`] and [`migration`]: the console's tables in the control-plane database.
 #![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod auth;
+pub mod entity;
+pub mod error;
+pub mod limits;
+pub mod migration;
+pub mod moderation;
+pub mod page;
+pub mod role;
+pub mod schema;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_graphql::{EmptySubscription, Schema};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequest, State};
+use axum::http::HeaderMap;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use sea_orm_migration::MigratorTrait;
+use starling_control_plane::config::ConsoleConfig;
+use starling_control_plane::service::ControlPlane;
+use starling_core::secret::KeyHasher;
+
+use crate::auth::Origin;
+use crate::limits::{Budget, CostLimit};
+use crate::moderation::CellClient;
+
+/// Where the console API is served.
+pub const PATH: &str = "/console/graphql";
+
+/// The console's schema type.
+pub type ConsoleSchema = Schema<schema::Query, schema::Mutation, EmptySubscription>;
+
+/// The console's state: the control plane, settings, token keys, budgets. Cheap to clone.
+#[derive(Clone)]
+pub struct Console(Arc<Inner>);
+
+/// See [`Console`].
+pub struct Inner {
+    /// The control plane's services.
+    pub cp: ControlPlane,
+    /// Settings.
+    pub cfg: ConsoleConfig,
+    operator_token: String,
+    jwt_encoding: jsonwebtoken::EncodingKey,
+    jwt_decoding: jsonwebtoken::DecodingKey,
+    /// Query budgets per account.
+    pub budget: Budget,
+    /// Client of the cells' internal API.
+    pub cells: CellClient,
+    /// Failed logins per client address (see [`auth::FAILED_LOGINS_PER_ADDRESS`]).
+    pub failed_logins: Budget,
+    graphiql: bool,
+    introspection: bool,
+}
+
+impl std::ops::Deref for Console {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console").finish_non_exhaustive()
+    }
+}
+
+/// Whether the process runs for development (`standalone`) or production (`control-plane`):
+/// it decides GraphiQL and introspection where the config leaves them unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `starling standalone`.
+    Development,
+    /// `starling control-plane`.
+    Production,
+}
+
+/// Applies the console's migrations (its tables live in the control-plane database).
+pub async fn migrate(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::DbErr> {
+    migration::Migrator::up(db, None).await
+}
+
+impl Console {
+    /// The console over a migrated control plane. Session tokens are signed with a key derived
+    /// from `key_hash_secret`; the cells' internal API token too.
+    pub fn new(
+        cp: ControlPlane,
+        cfg: ConsoleConfig,
+        mode: Mode,
+        operator_token: &str,
+        key_hash_secret: &str,
+    ) -> Self {
+        let hasher = KeyHasher::new(key_hash_secret);
+        let jwt_key = hasher.hash("starling-console-session-v1");
+        let dev = mode == Mode::Development;
+        Console(Arc::new(Inner {
+            budget: Budget::new(cfg.budget_points, cfg.budget_restore_per_second),
+            failed_logins: Budget::with_rate(
+                auth::FAILED_LOGINS_PER_ADDRESS,
+                auth::FAILED_LOGINS_REFILL_PER_SECOND,
+            ),
+            graphiql: cfg.graphiql.unwrap_or(dev),
+            introspection: cfg.introspection.unwrap_or(dev),
+            cells: CellClient::new(starling_core::secret::internal_api_token(&hasher)),
+            cp,
+            cfg,
+            operator_token: operator_token.to_owned(),
+            jwt_encoding: jsonwebtoken::EncodingKey::from_secret(jwt_key.as_bytes()),
+            jwt_decoding: jsonwebtoken::DecodingKey::from_secret(jwt_key.as_bytes()),
+        }))
+    }
+
+    /// The schema with this console's limits and settings.
+    pub fn schema(&self) -> ConsoleSchema {
+        let mut b = schema_builder().data(self.clone());
+        if !self.introspection {
+            b = b.disable_introspection();
+        }
+        b.finish()
+    }
+
+    /// The routes: `POST /console/graphql` (and `GET` for GraphiQL when enabled).
+    pub fn router(&self) -> Router {
+        let state = (self.clone(), self.schema());
+        Router::new()
+            .route(PATH, get(graphiql).post(graphql))
+            .with_state(state)
+    }
+}
+
+fn schema_builder()
+-> async_graphql::SchemaBuilder<schema::Query, schema::Mutation, EmptySubscription> {
+    Schema::build(schema::Query, schema::Mutation, EmptySubscription)
+        .extension(CostLimit)
+        // Fragment recursion is refused long before this; the depth limit applies in CostLimit.
+        .limit_recursive_depth(64)
+}
+
+/// The schema's SDL, as committed in `sdk-specs/graphql/console.graphql`.
+pub fn sdl() -> String {
+    let mut s = schema_builder().finish().sdl();
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+async fn graphiql(State((console, _)): State<(Console, ConsoleSchema)>) -> Response {
+    if !console.graphiql {
+        return starling_core::error::ApiError::not_found("route", PATH).into_response();
+    }
+    Html(
+        async_graphql::http::GraphiQLSource::build()
+            .endpoint(PATH)
+            .title("Starling console")
+            .finish(),
+    )
+    .into_response()
+}
+
+async fn graphql(
+    State((console, schema)): State<(Console, ConsoleSchema)>,
+    request: axum::extract::Request,
+) -> Response {
+    let headers: HeaderMap = request.headers().clone();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let req = match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(
+        request,
+        &(),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let origin = Origin {
+        ip: peer.map(|p| p.ip().to_string()),
+        user_agent: headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect()),
+    };
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let principal = match console.principal(auth).await {
+        Ok(p) => p,
+        Err(f) => {
+            let resp = async_graphql::Response::from_errors(vec![f.into_server_error()]);
+            return GraphQLResponse::from(resp).into_response();
+        }
+    };
+    let req = req.into_inner().data(principal).data(origin);
+    GraphQLResponse::from(schema.execute(req).await).into_response()
+}

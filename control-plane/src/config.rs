@@ -28,6 +28,91 @@ pub struct ControlPlaneConfig {
     pub gateway: starling_core::config::GatewayConfig,
     /// Apache Pulsar, the bus between the planes and the nodes of a cell.
     pub pulsar: PulsarConfig,
+    /// The GraphQL console API for tenant admins.
+    pub console: ConsoleConfig,
+}
+
+/// `[console]`: the GraphQL console API (`/console/graphql`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve the console API at all.
+    pub enabled: bool,
+    /// Serve GraphiQL on `GET /console/graphql`. Unset: on in `standalone`, off in `control-plane`.
+    pub graphiql: Option<bool>,
+    /// Answer introspection queries. Unset: on in `standalone`, off in `control-plane`.
+    pub introspection: Option<bool>,
+    /// Largest calculated cost of one query; costlier queries are refused before they run.
+    pub max_cost: u32,
+    /// Deepest selection nesting of one query.
+    pub max_depth: u32,
+    /// Points in each account's bucket; every query spends its cost from it.
+    pub budget_points: u32,
+    /// Points given back to each bucket per second.
+    pub budget_restore_per_second: u32,
+    /// Lifetime of a session access token (JWT), in seconds.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token, in seconds; each refresh issues a new one.
+    pub refresh_token_ttl_secs: u64,
+    /// Failed logins in a row after which an account is locked.
+    pub login_max_failures: u32,
+    /// How long a locked account stays locked, in seconds.
+    pub lockout_secs: u64,
+    /// How long an invitation can be accepted, in seconds.
+    pub invitation_ttl_secs: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            graphiql: None,
+            introspection: None,
+            max_cost: 1000,
+            max_depth: 15,
+            budget_points: 2000,
+            budget_restore_per_second: 100,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            login_max_failures: 5,
+            lockout_secs: 900,
+            invitation_ttl_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("console.max_cost", self.max_cost as u64),
+            ("console.max_depth", self.max_depth as u64),
+            ("console.budget_points", self.budget_points as u64),
+            (
+                "console.budget_restore_per_second",
+                self.budget_restore_per_second as u64,
+            ),
+            ("console.access_token_ttl_secs", self.access_token_ttl_secs),
+            (
+                "console.refresh_token_ttl_secs",
+                self.refresh_token_ttl_secs,
+            ),
+            ("console.login_max_failures", self.login_max_failures as u64),
+            ("console.lockout_secs", self.lockout_secs),
+            ("console.invitation_ttl_secs", self.invitation_ttl_secs),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return Err(ConfigError::field(field, "must be at least 1"));
+            }
+        }
+        if self.max_cost > self.budget_points {
+            return Err(ConfigError::field(
+                "console.max_cost",
+                "must not exceed console.budget_points",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[pulsar]`
@@ -249,6 +334,7 @@ impl ControlPlaneConfig {
         self.auth.key_hash_secret()?;
         self.telemetry.validate()?;
         self.gateway.validate()?;
+        self.console.validate()?;
         if let Some(u) = &self.pulsar.url
             && !(u.starts_with("pulsar://") || u.starts_with("pulsar+ssl://"))
         {
@@ -385,6 +471,8 @@ mod doc_tests {
         };
         cfg.telemetry.otlp_endpoint = Some(String::new());
         cfg.pulsar.url = Some(String::new());
+        cfg.console.graphiql = Some(false);
+        cfg.console.introspection = Some(false);
         keys("", &serde_json::to_value(&cfg).unwrap(), &mut all);
         assert!(all.len() > 10, "{all:?}");
         let mut section = "";

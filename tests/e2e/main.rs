@@ -4,6 +4,7 @@
 
 mod bench_smoke;
 mod cell;
+mod console;
 
 use std::time::Duration;
 

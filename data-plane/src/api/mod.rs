@@ -6,6 +6,7 @@
 //! with `Retry-After`. `read_only` keys may only read.
 
 mod conversation;
+pub mod internal;
 mod message;
 mod user;
 
@@ -97,6 +98,7 @@ pub fn router(node: Arc<Node>) -> Router {
             }),
         )
         .merge(api)
+        .merge(internal::router(node.clone()))
         .with_state(node)
 }
 
