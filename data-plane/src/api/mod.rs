@@ -8,6 +8,7 @@
 mod conversation;
 mod message;
 mod user;
+mod webhook;
 
 use std::sync::Arc;
 
@@ -38,6 +39,7 @@ use crate::ratelimit::Verdict;
         (name = "users", description = "End users, their tokens, bans and conversations"),
         (name = "conversations", description = "Direct, group and room conversations and their members"),
         (name = "messages", description = "Messages, reactions, threads, read state"),
+        (name = "webhooks", description = "Webhook events, deliveries, attempts, dead letters and replays"),
     )
 )]
 struct ApiDoc;
@@ -66,6 +68,7 @@ fn routes() -> OpenApiRouter<Arc<Node>> {
         .merge(user::routes())
         .merge(conversation::routes())
         .merge(message::routes())
+        .merge(webhook::routes())
 }
 
 /// The OpenAPI document of the server API.
