@@ -131,6 +131,9 @@ pub struct AppConfig {
 /// A change on the feed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
+// Updates are rare and short-lived (a config change, not a message): boxing the upsert would
+// only add an allocation and churn every producer and consumer.
+#[allow(clippy::large_enum_variant)]
 pub enum ConfigUpdate {
     /// The app's new configuration.
     Upsert(AppConfig),

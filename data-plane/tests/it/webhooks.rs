@@ -38,6 +38,9 @@ impl Got {
     }
 }
 
+/// How a pre-send hook answers a request.
+pub type Answer = fn(&Value) -> Value;
+
 /// A real HTTP receiver: records what it gets; answers `status` (0: 200) after `delay`.
 #[derive(Clone, Default)]
 pub struct Receiver {
@@ -45,7 +48,7 @@ pub struct Receiver {
     pub status: Arc<Mutex<u16>>,
     pub delay: Arc<Mutex<Duration>>,
     /// For a pre-send hook: the JSON answer, by the message text.
-    pub answer: Arc<Mutex<Option<fn(&Value) -> Value>>>,
+    pub answer: Arc<Mutex<Option<Answer>>>,
 }
 
 impl Receiver {
