@@ -178,10 +178,12 @@ impl Messaging {
                 .expect("the semaphore is never closed");
             let m = self.clone();
             tokio::spawn(async move {
-                let _permit = permit;
                 if let Err(e) = m.attempt(d, ep, body, auto_off).await {
                     tracing::warn!(error = %e.message, "recording a webhook attempt failed; the lease will run out and it is tried again");
                 }
+                // A free slot: take the next due delivery now, not at the next poll.
+                drop(permit);
+                m.webhooks.wake();
             });
         }
         Ok(n)
@@ -314,10 +316,6 @@ impl Messaging {
             metrics::counter!("starling_webhook_dead_letters_total").increment(1);
         }
         self.endpoint_health(&d.app_id, &ep, ok).await?;
-        if status == "pending" && !ok {
-            // A retry may be due within the poll interval (compressed schedules): look again.
-            self.webhooks.wake();
-        }
         Ok(())
     }
 

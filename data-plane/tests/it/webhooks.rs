@@ -747,3 +747,103 @@ async fn pre_send_hook_accepts_rejects_rewrites_and_fails_as_told(backend: Backe
     assert_eq!(s, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert!(v["message"].as_str().unwrap().contains("timed out"), "{v}");
 }
+
+/// Throughput of webhook dispatch from one node, and the latency the pre-send hook adds.
+/// Not part of the suite: `scripts/test -p starling-data-plane --test it -- bench_webhooks
+/// --ignored --nocapture` (figures in docs/BENCHMARKS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run on purpose"]
+async fn bench_webhooks() {
+    use std::time::Instant;
+    // One node records the events without delivering them; then a delivering node (same
+    // database) gets the app's config and empties the queue: that is the dispatch rate.
+    let c = Cell::start_with(Backend::Postgres, |g| {
+        fast(g);
+        g.webhooks.deliver = false;
+    })
+    .await;
+    let rx = Receiver::default();
+    let url = rx.start().await;
+    let mut app = c.app(Limits::default()).await;
+    let mut ep = endpoint(&url, &generate_secret());
+    ep.event_types = vec!["user.updated".into()];
+    with_endpoints(&c, &mut app, vec![ep]).await;
+    let n = 5000;
+    let m = c.node.messaging.clone();
+    let app_id = app.cfg.app_id.to_string();
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (m, app_id) = (m.clone(), app_id.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..n / 8 {
+                m.emit(
+                    &m.db,
+                    &app_id,
+                    "user.updated",
+                    &json!({"user": {"id": format!("u{t}-{i}")}}),
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let recorded = start.elapsed();
+    let d = Cell::start_with(Backend::Postgres, |g| {
+        fast(g);
+        g.webhooks.concurrency = 128;
+    })
+    .await;
+    let start = Instant::now();
+    d.publish(app.cfg.clone()).await;
+    rx.wait("every event", 300, |g| g.len() >= n).await;
+    let all = start.elapsed();
+    println!(
+        "webhooks: {n} events recorded in {recorded:?} ({:.0}/s); one node dispatched them in {all:?}: {:.0} events/s",
+        n as f64 / recorded.as_secs_f64(),
+        n as f64 / all.as_secs_f64()
+    );
+
+    // The pre-send hook: the same sends with and without it; the receiver answers at once.
+    let hook = Receiver::default();
+    *hook.answer.lock().unwrap() = Some(hook_answer);
+    let hook_url = hook.start().await;
+    let cid = chat(&c, &app).await;
+    async fn timed(c: &Cell, app: &TestApp, cid: &str, k: usize) -> Vec<Duration> {
+        let mut v = Vec::new();
+        for i in 0..k {
+            let t = Instant::now();
+            let (s, _) = send(c, app, cid, &format!("b{i}")).await;
+            assert!(s.is_success());
+            v.push(t.elapsed());
+        }
+        v.sort();
+        v
+    }
+    let k = 500;
+    let without = timed(&c, &app, &cid, k).await;
+    app.cfg.pre_send_hook = Some(PreSendHookConfig {
+        url: hook_url,
+        secret: WebhookSecret {
+            secret: generate_secret(),
+            expires_at: None,
+        },
+        timeout_ms: 1000,
+        fail_open: false,
+    });
+    app.cfg = c.publish(app.cfg.clone()).await;
+    let with = timed(&c, &app, &cid, k).await;
+    let p = |v: &[Duration], q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+    println!(
+        "pre-send hook: send p50 {:?} → {:?}, p99 {:?} → {:?} (added p50 {:?}, p99 {:?}) over {k} sends each",
+        p(&without, 0.5),
+        p(&with, 0.5),
+        p(&without, 0.99),
+        p(&with, 0.99),
+        p(&with, 0.5).saturating_sub(p(&without, 0.5)),
+        p(&with, 0.99).saturating_sub(p(&without, 0.99)),
+    );
+}
