@@ -236,6 +236,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
                 println!("wrote {}", path.display());
             }
+            let dir = out.join("webhooks");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (name, text) in starling_data_plane::webhook::catalog::schema_files() {
+                let path = dir.join(name);
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+            // The event catalog in docs/WEBHOOKS.md, between its markers.
+            let doc = out.join("../docs/WEBHOOKS.md");
+            if let Ok(text) = std::fs::read_to_string(&doc) {
+                let updated = starling_data_plane::webhook::catalog::with_catalog(&text)
+                    .context("docs/WEBHOOKS.md lacks the catalog markers")?;
+                std::fs::write(&doc, updated)
+                    .with_context(|| format!("writing {}", doc.display()))?;
+                println!("wrote {}", doc.display());
+            }
             Ok(())
         }
     }

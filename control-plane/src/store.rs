@@ -7,7 +7,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, 
 use sea_orm_migration::MigratorTrait;
 use starling_core::id::{AppId, TenantId};
 
-use crate::entity::{api_key, app};
+use crate::entity::{api_key, app, pre_send_hook, webhook_endpoint};
 use crate::migration::Migrator;
 
 /// Connects to PostgreSQL (`postgres://…`) or SQLite (`sqlite://path?mode=rwc`).
@@ -64,6 +64,30 @@ impl TenantOwned for api_key::Entity {
 impl AppOwned for api_key::Entity {
     fn app_column() -> Self::Column {
         api_key::Column::AppId
+    }
+}
+
+impl TenantOwned for webhook_endpoint::Entity {
+    fn tenant_column() -> Self::Column {
+        webhook_endpoint::Column::TenantId
+    }
+}
+
+impl AppOwned for webhook_endpoint::Entity {
+    fn app_column() -> Self::Column {
+        webhook_endpoint::Column::AppId
+    }
+}
+
+impl TenantOwned for pre_send_hook::Entity {
+    fn tenant_column() -> Self::Column {
+        pre_send_hook::Column::TenantId
+    }
+}
+
+impl AppOwned for pre_send_hook::Entity {
+    fn app_column() -> Self::Column {
+        pre_send_hook::Column::AppId
     }
 }
 

@@ -52,6 +52,57 @@ impl std::fmt::Debug for TokenSecret {
     }
 }
 
+/// A webhook signing secret (`whsec_…`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSecret {
+    /// The secret.
+    pub secret: String,
+    /// After this the secret no longer signs (rotation overlap end); `None`: current.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSecret")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A customer's webhook endpoint, as the cell delivering to it needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEndpointConfig {
+    /// Endpoint id (`ep_…`).
+    pub id: String,
+    /// Where events are POSTed.
+    pub url: String,
+    /// Event types it subscribed to; empty: every type that is not opt-in.
+    pub event_types: Vec<String>,
+    /// Signing secrets, newest first; expired ones are left out when signing.
+    pub secrets: Vec<WebhookSecret>,
+    /// Disabled endpoints get nothing.
+    pub enabled: bool,
+    /// When it was last enabled: an automatic disabling older than this no longer holds.
+    pub enabled_at: DateTime<Utc>,
+    /// Most deliveries per second, if limited.
+    pub rate_limit_per_second: Option<u32>,
+    /// Deliver one event at a time, in order (a failing event holds the later ones back).
+    pub ordered: bool,
+}
+
+/// An app's pre-send hook: called before a message is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreSendHookConfig {
+    /// Where the message is POSTed.
+    pub url: String,
+    /// The signing secret (`whsec_…`).
+    pub secret: WebhookSecret,
+    /// How long to wait for the answer, in milliseconds.
+    pub timeout_ms: u64,
+    /// On timeout or error: `true` stores the message as it is, `false` refuses it.
+    pub fail_open: bool,
+}
+
 /// Everything a cell knows about one app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppConfig {
@@ -67,6 +118,12 @@ pub struct AppConfig {
     pub keys: Vec<KeyConfig>,
     /// Token secrets, newest first.
     pub token_secrets: Vec<TokenSecret>,
+    /// Webhook endpoints.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookEndpointConfig>,
+    /// The pre-send hook, if the app has one.
+    #[serde(default)]
+    pub pre_send_hook: Option<PreSendHookConfig>,
     /// Increases with every change of this app.
     pub version: i64,
 }
@@ -74,6 +131,9 @@ pub struct AppConfig {
 /// A change on the feed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
+// Updates are rare and short-lived (a config change, not a message): boxing the upsert would
+// only add an allocation and churn every producer and consumer.
+#[allow(clippy::large_enum_variant)]
 pub enum ConfigUpdate {
     /// The app's new configuration.
     Upsert(AppConfig),
@@ -205,6 +265,8 @@ pub mod conformance {
             limits: Limits::default(),
             keys: vec![],
             token_secrets: vec![],
+            webhooks: vec![],
+            pre_send_hook: None,
             version,
         })
     }

@@ -149,6 +149,111 @@ pub struct GatewayConfig {
     /// How long the registry keeps a connection after the node's last heartbeat (a dead node's
     /// connections vanish after this); nodes heartbeat every third of it.
     pub registry_ttl_secs: u64,
+    /// `[gateway.webhooks]`: delivering events to customers' endpoints.
+    pub webhooks: WebhookConfig,
+}
+
+/// `[gateway.webhooks]`: how a node delivers webhooks and calls pre-send hooks.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Whether this node delivers webhooks (events are recorded either way; another node, or
+    /// this one later, delivers them).
+    pub deliver: bool,
+    /// Networks (CIDR, e.g. `10.0.0.0/8`, `127.0.0.1/32`) outbound requests may reach although
+    /// they are private, loopback or link-local. Everything else of that kind is refused, after
+    /// DNS resolution (SSRF guard).
+    pub allow_networks: Vec<String>,
+    /// Timeout of one delivery attempt, in milliseconds.
+    pub attempt_timeout_ms: u64,
+    /// Delays before each retry, in seconds; after the last one a delivery is dead-lettered.
+    /// The default reaches about 4 days.
+    pub retry_schedule_secs: Vec<u64>,
+    /// An endpoint failing without a success for this long is disabled (seconds).
+    pub disable_after_secs: u64,
+    /// Multiplies every delay above (retries, disabling): `1.0` in production; tests compress
+    /// the schedule with e.g. `0.0001`.
+    pub time_scale: f64,
+    /// Deliveries in flight at once on this node.
+    pub concurrency: usize,
+    /// How often the node looks for due deliveries when it was not woken, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Longest timeout an app may give its pre-send hook, in milliseconds.
+    pub max_pre_send_timeout_ms: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            deliver: true,
+            allow_networks: Vec::new(),
+            attempt_timeout_ms: 15_000,
+            retry_schedule_secs: vec![
+                5, 300, 1800, 7200, 18_000, 36_000, 36_000, 86_400, 86_400, 86_400,
+            ],
+            disable_after_secs: 5 * 86_400,
+            time_scale: 1.0,
+            concurrency: 64,
+            poll_interval_ms: 500,
+            max_pre_send_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, n) in self.allow_networks.iter().enumerate() {
+            if n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::field(
+                    &format!("gateway.webhooks.allow_networks[{i}]"),
+                    "must be a network in CIDR notation (10.0.0.0/8) or an address",
+                ));
+            }
+        }
+        if !(100..=120_000).contains(&self.attempt_timeout_ms) {
+            return Err(ConfigError::field(
+                "gateway.webhooks.attempt_timeout_ms",
+                "must be 100..=120000",
+            ));
+        }
+        if self.retry_schedule_secs.is_empty() || self.retry_schedule_secs.len() > 50 {
+            return Err(ConfigError::field(
+                "gateway.webhooks.retry_schedule_secs",
+                "must hold 1..=50 delays",
+            ));
+        }
+        if !(self.time_scale > 0.0 && self.time_scale <= 1.0) {
+            return Err(ConfigError::field(
+                "gateway.webhooks.time_scale",
+                "must be greater than 0 and at most 1",
+            ));
+        }
+        if !(1..=4096).contains(&self.concurrency) {
+            return Err(ConfigError::field(
+                "gateway.webhooks.concurrency",
+                "must be 1..=4096",
+            ));
+        }
+        if !(10..=60_000).contains(&self.poll_interval_ms) {
+            return Err(ConfigError::field(
+                "gateway.webhooks.poll_interval_ms",
+                "must be 10..=60000",
+            ));
+        }
+        if !(10..=30_000).contains(&self.max_pre_send_timeout_ms) {
+            return Err(ConfigError::field(
+                "gateway.webhooks.max_pre_send_timeout_ms",
+                "must be 10..=30000",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A delay of the schedule, scaled.
+    pub fn scaled(&self, secs: u64) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(secs as f64 * self.time_scale)
+    }
 }
 
 impl Default for GatewayConfig {
@@ -161,6 +266,7 @@ impl Default for GatewayConfig {
             max_connections_per_user: 10,
             max_token_ttl_secs: 30 * 24 * 3600,
             registry_ttl_secs: 30,
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -216,6 +322,6 @@ impl GatewayConfig {
                 "must be 3..=3600",
             ));
         }
-        Ok(())
+        self.webhooks.validate()
     }
 }

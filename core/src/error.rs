@@ -42,6 +42,8 @@ pub enum ErrorCode {
     AppSuspended,
     /// A quota of the plan is used up.
     QuotaExceeded,
+    /// The app's pre-send hook refused the message; the message says why.
+    MessageRejected,
     /// Something failed on our side; the request id helps find it in the logs.
     Internal,
     /// A dependency is unavailable; retry later.
@@ -54,7 +56,9 @@ impl ErrorCode {
         use ErrorCode::*;
         match self {
             InvalidJson | InvalidRequest => StatusCode::BAD_REQUEST,
-            ValidationFailed | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ValidationFailed | IdempotencyKeyReused | MessageRejected => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Unauthorized => StatusCode::UNAUTHORIZED,
             Forbidden | AppSuspended => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
@@ -87,6 +91,7 @@ impl ErrorCode {
             RateLimited => "rate_limited",
             AppSuspended => "app_suspended",
             QuotaExceeded => "quota_exceeded",
+            MessageRejected => "message_rejected",
             Internal => "internal",
             Unavailable => "unavailable",
         }

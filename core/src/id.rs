@@ -180,6 +180,18 @@ typed_id!(
     "con"
 );
 
+typed_id!(
+    /// A webhook endpoint of an app: `ep_…`.
+    WebhookEndpointId,
+    "ep"
+);
+
+typed_id!(
+    /// A webhook event (the `webhook-id` header): `evt_…`.
+    EventId,
+    "evt"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

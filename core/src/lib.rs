@@ -9,6 +9,7 @@
 //!   metrics middleware.
 //! - [`cache`]: a small key-value cache trait with Redis and in-process implementations (one
 //!   conformance suite for both), used for idempotency keys.
+//! - [`webhook`]: the webhook event catalog, secrets and Standard Webhooks signatures.
 #![forbid(unsafe_code)]
 
 pub mod appconfig;
@@ -22,5 +23,6 @@ pub mod limits;
 pub mod pulsar;
 pub mod secret;
 pub mod telemetry;
+pub mod webhook;
 
 pub use error::{ApiError, ErrorCode};

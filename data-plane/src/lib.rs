@@ -7,6 +7,7 @@
 //! - [`directory`]: app configuration from the control plane; local key and token checks.
 //! - [`bus`], [`registry`], [`hub`]: moving events to the nodes and connections of their users.
 //! - [`entity`], [`migration`], [`store`]: storage (PostgreSQL or SQLite), scoped by app.
+//! - [`webhook`]: signed, retried, replayable webhooks to customers' endpoints; the pre-send hook.
 //! - [`node`]: wiring a node together.
 #![forbid(unsafe_code)]
 
@@ -26,3 +27,4 @@ pub mod redis_registry;
 pub mod registry;
 pub mod service;
 pub mod store;
+pub mod webhook;

@@ -93,6 +93,7 @@ impl Node {
                 }
             }
         });
+        let webhooks = Arc::new(crate::webhook::Webhooks::new(gateway.webhooks.clone())?);
         let (outbox_cleared, mut cleared_rx) =
             tokio::sync::mpsc::channel::<(String, String)>(65_536);
         let node = Arc::new(Node {
@@ -103,6 +104,7 @@ impl Node {
                 registry,
                 bus,
                 directory,
+                webhooks,
                 outbox_cleared,
             },
             hub,
@@ -116,6 +118,10 @@ impl Node {
                 m.clear_outbox(std::mem::take(&mut buf)).await;
             }
         });
+        // Webhook delivery, shared by every node of the cell through the database.
+        if node.gateway.webhooks.deliver {
+            tokio::spawn(crate::webhook::dispatch::run(node.messaging.clone()));
+        }
         // The outbox relay: messages whose publication was not confirmed within 3 s.
         let m = node.messaging.clone();
         tokio::spawn(async move {

@@ -4,7 +4,10 @@
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Select};
 use sea_orm_migration::MigratorTrait;
 
-use crate::entity::{conversation, member, message, outbox, reaction, user};
+use crate::entity::{
+    conversation, member, message, outbox, reaction, user, webhook_attempt, webhook_delivery,
+    webhook_endpoint_state, webhook_event, webhook_notification,
+};
 use crate::migration::Migrator;
 
 /// Applies every pending data-plane migration.
@@ -27,7 +30,19 @@ macro_rules! app_owned {
         }
     )*};
 }
-app_owned!(user, conversation, member, message, outbox, reaction);
+app_owned!(
+    user,
+    conversation,
+    member,
+    message,
+    outbox,
+    reaction,
+    webhook_event,
+    webhook_delivery,
+    webhook_attempt,
+    webhook_endpoint_state,
+    webhook_notification
+);
 
 /// The rows of `E` that belong to `app`: the start of every data-plane query.
 pub fn scoped<E: AppOwned>(app: &str) -> Select<E> {

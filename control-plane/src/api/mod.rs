@@ -11,6 +11,7 @@ mod cluster;
 mod idempotency;
 mod plan;
 mod tenant;
+mod webhook;
 
 use std::sync::Arc;
 
@@ -55,6 +56,7 @@ pub struct AdminState {
         (name = "api-keys", description = "Server API keys of apps"),
         (name = "plans", description = "Plans and their limits"),
         (name = "clusters", description = "Data-plane clusters apps are placed on"),
+        (name = "webhooks", description = "Webhook endpoints and the pre-send hook of apps"),
     )
 )]
 struct ApiDoc;
@@ -85,6 +87,7 @@ fn routes() -> OpenApiRouter<AdminState> {
         .merge(api_key::routes())
         .merge(plan::routes())
         .merge(cluster::routes())
+        .merge(webhook::routes())
 }
 
 /// The OpenAPI document of the admin API.

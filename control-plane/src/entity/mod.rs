@@ -6,7 +6,9 @@ pub mod app;
 pub mod app_token_secret;
 pub mod cluster;
 pub mod plan;
+pub mod pre_send_hook;
 pub mod tenant;
+pub mod webhook_endpoint;
 
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};

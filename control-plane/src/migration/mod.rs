@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_init;
 mod m20261127_000002_token_secrets;
+mod m20261127_200001_webhooks;
 
 /// All control-plane migrations, oldest first.
 pub struct Migrator;
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_init::Migration),
             Box::new(m20261127_000002_token_secrets::Migration),
+            Box::new(m20261127_200001_webhooks::Migration),
         ]
     }
 

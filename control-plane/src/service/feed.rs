@@ -14,7 +14,7 @@ use starling_core::id::{ApiKeyId, AppId, TenantId};
 use starling_core::limits::Limits;
 
 use super::{ControlPlane, Result};
-use crate::entity::{Status, api_key, app, plan, tenant};
+use crate::entity::{Status, api_key, app, plan, pre_send_hook, tenant, webhook_endpoint};
 
 impl ControlPlane {
     /// Publishes app configuration on `feed` from now on.
@@ -70,6 +70,20 @@ impl ControlPlane {
                 expires_at: s.expires_at,
             })
             .collect();
+        let webhooks = webhook_endpoint::Entity::find()
+            .filter(webhook_endpoint::Column::TenantId.eq(tenant_id))
+            .filter(webhook_endpoint::Column::AppId.eq(app_id))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(super::webhook::endpoint_config)
+            .collect();
+        let pre_send_hook = pre_send_hook::Entity::find()
+            .filter(pre_send_hook::Column::TenantId.eq(tenant_id))
+            .filter(pre_send_hook::Column::AppId.eq(app_id))
+            .one(&self.db)
+            .await?
+            .map(super::webhook::hook_config);
         let suspended = if t.status != Status::Active {
             Some("tenant_suspended".to_owned())
         } else if a.status != Status::Active {
@@ -84,6 +98,8 @@ impl ControlPlane {
             limits: plan_limits.with_overrides(&Limits::from_json(&a.quota_overrides)),
             keys,
             token_secrets,
+            webhooks,
+            pre_send_hook,
             version,
         }))
     }

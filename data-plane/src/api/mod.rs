@@ -9,6 +9,7 @@ mod conversation;
 pub mod internal;
 mod message;
 mod user;
+mod webhook;
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ use crate::ratelimit::Verdict;
         (name = "users", description = "End users, their tokens, bans and conversations"),
         (name = "conversations", description = "Direct, group and room conversations and their members"),
         (name = "messages", description = "Messages, reactions, threads, read state"),
+        (name = "webhooks", description = "Webhook events, deliveries, attempts, dead letters and replays"),
     )
 )]
 struct ApiDoc;
@@ -67,6 +69,7 @@ fn routes() -> OpenApiRouter<Arc<Node>> {
         .merge(user::routes())
         .merge(conversation::routes())
         .merge(message::routes())
+        .merge(webhook::routes())
 }
 
 /// The OpenAPI document of the server API.

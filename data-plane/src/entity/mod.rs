@@ -7,3 +7,8 @@ pub mod message;
 pub mod outbox;
 pub mod reaction;
 pub mod user;
+pub mod webhook_attempt;
+pub mod webhook_delivery;
+pub mod webhook_endpoint_state;
+pub mod webhook_event;
+pub mod webhook_notification;

@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_messaging;
 mod m20261127_000002_outbox;
+mod m20261127_200001_webhooks;
 
 /// All data-plane migrations, oldest first.
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_messaging::Migration),
             Box::new(m20261127_000002_outbox::Migration),
+            Box::new(m20261127_200001_webhooks::Migration),
         ]
     }
 

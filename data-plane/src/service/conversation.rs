@@ -19,6 +19,9 @@ use super::{Messaging, Result, check_object, check_user_id, invalid, not_member,
 use crate::entity::{conversation, member, message, reaction, user};
 use crate::protocol::{ConversationOut, Event, MemberOut, UserConversationOut};
 use crate::store::scoped;
+use crate::webhook::catalog::{
+    ConversationData, ConversationDeletedData, MemberData, MemberRemovedData,
+};
 
 /// Kinds of conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -365,7 +368,24 @@ impl Messaging {
             Err(e) => return Err(e.into()),
         }
         let out = self.conversation_out(c).await?;
+        self.emit_after(
+            app,
+            "conversation.created",
+            &ConversationData {
+                conversation: out.clone(),
+            },
+        )
+        .await;
         for m in self.members_of(app, &id).await? {
+            self.emit_after(
+                app,
+                "member.added",
+                &MemberData {
+                    conversation_id: id.clone(),
+                    member: m.clone(),
+                },
+            )
+            .await;
             self.deliver(
                 app,
                 &members,
@@ -421,6 +441,14 @@ impl Messaging {
         a.updated_at = Set(now());
         let c = a.update(&self.db).await?;
         let out = self.conversation_out(c).await?;
+        self.emit_after(
+            app,
+            "conversation.updated",
+            &ConversationData {
+                conversation: out.clone(),
+            },
+        )
+        .await;
         let to = self.recipients(app, id).await?;
         self.deliver(
             app,
@@ -467,6 +495,15 @@ impl Messaging {
             .filter(conversation::Column::Id.eq(id))
             .exec(&txn)
             .await?;
+        self.emit(
+            &txn,
+            app,
+            "conversation.deleted",
+            &ConversationDeletedData {
+                conversation_id: id.to_owned(),
+            },
+        )
+        .await?;
         txn.commit().await?;
         self.deliver(
             app,
@@ -526,6 +563,17 @@ impl Messaging {
                 .await?;
             added.push(member_out(m));
         }
+        for m in &added {
+            self.emit_after(
+                app,
+                "member.added",
+                &MemberData {
+                    conversation_id: id.to_owned(),
+                    member: m.clone(),
+                },
+            )
+            .await;
+        }
         let to = self.recipients(app, id).await?;
         for m in &added {
             self.deliver(
@@ -570,6 +618,15 @@ impl Messaging {
             .filter(member::Column::UserId.eq(user))
             .exec(&self.db)
             .await?;
+        self.emit_after(
+            app,
+            "member.removed",
+            &MemberRemovedData {
+                conversation_id: id.to_owned(),
+                user_id: user.to_owned(),
+            },
+        )
+        .await;
         self.deliver(
             app,
             &to,
@@ -595,6 +652,7 @@ impl Messaging {
             .member_model(app, id, user)
             .await?
             .ok_or_else(|| ApiError::not_found("member", user))?;
+        let old_role = m.role.clone();
         let mut a: member::ActiveModel = m.into();
         if let Some(r) = patch.role {
             a.role = Set(r.as_str().into());
@@ -606,6 +664,17 @@ impl Messaging {
             a.banned = Set(b);
         }
         let out = member_out(a.update(&self.db).await?);
+        if patch.role.is_some_and(|r| r.as_str() != old_role) {
+            self.emit_after(
+                app,
+                "member.role_changed",
+                &MemberData {
+                    conversation_id: id.to_owned(),
+                    member: out.clone(),
+                },
+            )
+            .await;
+        }
         let mut to = self.recipients(app, id).await?;
         if !to.contains(&out.user_id) {
             to.push(out.user_id.clone());

@@ -22,6 +22,7 @@ use super::{Messaging, Result, check_user_id, invalid, now};
 use crate::entity::{conversation, member, message, outbox, reaction};
 use crate::protocol::{Attachment, Event, MessageContent, MessageEdit, MessageOut};
 use crate::store::scoped;
+use crate::webhook::catalog::{MessageData, ReactionData, ReadReceiptData};
 
 /// The hard ceiling on a message, whatever the plan says: 256 KiB.
 pub const MAX_MESSAGE_BYTES: u64 = 256 * 1024;
@@ -216,7 +217,7 @@ impl Messaging {
         limits: &Limits,
         cid: &str,
         actor: Actor<'_>,
-        content: MessageContent,
+        mut content: MessageContent,
     ) -> Result<(MessageOut, bool)> {
         check_content(limits, &content)?;
         let conv = self.conversation_model(app, cid).await?;
@@ -263,6 +264,18 @@ impl Messaging {
                     "replies go to the thread's first message, not to a reply",
                 ));
             }
+        }
+        // The app's pre-send hook may refuse or rewrite the message; a rewrite is checked again.
+        let before = (content.text.clone(), content.custom.clone());
+        self.pre_send(
+            app,
+            cid,
+            (!sender.is_empty()).then_some(sender.as_str()),
+            &mut content,
+        )
+        .await?;
+        if before != (content.text.clone(), content.custom.clone()) {
+            check_content(limits, &content)?;
         }
         let kind = match (&actor, &content.text, &content.custom) {
             (Actor::Server, _, _) => "system",
@@ -336,6 +349,16 @@ impl Messaging {
             created_at: Set(now),
         }
         .insert(&txn)
+        .await?;
+        // The webhook event commits with the message: acknowledged means it will be delivered.
+        self.emit(
+            &txn,
+            app,
+            "message.created",
+            &MessageData {
+                message: message_out(m.clone(), BTreeMap::new()),
+            },
+        )
         .await?;
         if let Some(p) = &content.parent_id {
             message::Entity::update_many()
@@ -516,6 +539,14 @@ impl Messaging {
         a.edited_at = Set(Some(now()));
         let m = a.update(&self.db).await?;
         let out = self.out(app, m).await?;
+        self.emit_after(
+            app,
+            "message.updated",
+            &MessageData {
+                message: out.clone(),
+            },
+        )
+        .await;
         let to = self.recipients(app, cid).await?;
         self.deliver(
             app,
@@ -562,6 +593,14 @@ impl Messaging {
             .exec(&self.db)
             .await?;
         let out = message_out(m, BTreeMap::new());
+        self.emit_after(
+            app,
+            "message.deleted",
+            &MessageData {
+                message: out.clone(),
+            },
+        )
+        .await;
         let to = self.recipients(app, cid).await?;
         self.deliver(
             app,
@@ -635,6 +674,22 @@ impl Messaging {
             .await?
             .remove(mid)
             .unwrap_or_default();
+        self.emit_after(
+            app,
+            if remove {
+                "reaction.removed"
+            } else {
+                "reaction.added"
+            },
+            &ReactionData {
+                conversation_id: cid.to_owned(),
+                message_id: mid.to_owned(),
+                user_id: user.to_owned(),
+                emoji: emoji.to_owned(),
+                reactions: counts.clone(),
+            },
+        )
+        .await;
         let to = self.recipients(app, cid).await?;
         let (conversation_id, message_id, user_id, emoji) = (
             cid.to_owned(),
@@ -754,6 +809,16 @@ impl Messaging {
             .filter(member::Column::LastReadSeq.lt(seq))
             .exec(&self.db)
             .await?;
+        self.emit_after(
+            app,
+            "read_receipt.updated",
+            &ReadReceiptData {
+                conversation_id: cid.to_owned(),
+                user_id: user.to_owned(),
+                seq,
+            },
+        )
+        .await;
         let to = self.recipients(app, cid).await?;
         self.deliver(
             app,

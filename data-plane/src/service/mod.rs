@@ -30,6 +30,8 @@ pub struct Messaging {
     pub bus: Arc<dyn Bus>,
     /// Apps, keys, token secrets, limits.
     pub directory: Arc<Directory>,
+    /// Webhook delivery and the pre-send hook.
+    pub webhooks: Arc<crate::webhook::Webhooks>,
     /// Outbox rows of published messages, cleared in batches off the send path.
     pub(crate) outbox_cleared: tokio::sync::mpsc::Sender<(String, String)>,
 }

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use super::{Messaging, Result, check_object, check_user_id, invalid, now};
 use crate::entity::{member, message, reaction, user};
 use crate::store::scoped;
+use crate::webhook::catalog::{UserData, UserDeletedData};
 
 /// Fields of a user to set (create or update). Omitted fields stay as they are.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -168,7 +169,18 @@ impl Messaging {
             }
         };
         let online = self.online(app, id).await;
-        Ok((user_out(m, online), created))
+        let out = user_out(m, online);
+        self.emit_after(
+            app,
+            if created {
+                "user.created"
+            } else {
+                "user.updated"
+            },
+            &UserData { user: out.clone() },
+        )
+        .await;
+        Ok((out, created))
     }
 
     /// Changes an existing user.
@@ -227,7 +239,10 @@ impl Messaging {
         a.status = Set(if active { "active" } else { "deactivated" }.into());
         a.updated_at = Set(now());
         let m = a.update(&self.db).await?;
-        Ok(user_out(m, self.online(app, id).await))
+        let out = user_out(m, self.online(app, id).await);
+        self.emit_after(app, "user.updated", &UserData { user: out.clone() })
+            .await;
+        Ok(out)
     }
 
     /// Bans a user from the whole app (until a time, or for good).
@@ -250,7 +265,10 @@ impl Messaging {
         a.ban_reason = Set(ban.reason);
         a.updated_at = Set(now());
         let m = a.update(&self.db).await?;
-        Ok(user_out(m, self.online(app, id).await))
+        let out = user_out(m, self.online(app, id).await);
+        self.emit_after(app, "user.banned", &UserData { user: out.clone() })
+            .await;
+        Ok(out)
     }
 
     /// Lifts an app-wide ban.
@@ -262,7 +280,10 @@ impl Messaging {
         a.ban_reason = Set(None);
         a.updated_at = Set(now());
         let m = a.update(&self.db).await?;
-        Ok(user_out(m, self.online(app, id).await))
+        let out = user_out(m, self.online(app, id).await);
+        self.emit_after(app, "user.updated", &UserData { user: out.clone() })
+            .await;
+        Ok(out)
     }
 
     /// Deletes a user and their data (GDPR): the user, their memberships and reactions; their
@@ -311,6 +332,15 @@ impl Messaging {
             .filter(user::Column::Id.eq(id))
             .exec(&txn)
             .await?;
+        self.emit(
+            &txn,
+            app,
+            "user.deleted",
+            &UserDeletedData {
+                user_id: id.to_owned(),
+            },
+        )
+        .await?;
         txn.commit().await?;
         Ok(())
     }

@@ -210,6 +210,8 @@ impl Cell {
                 secret: random_token(""),
                 expires_at: None,
             }],
+            webhooks: vec![],
+            pre_send_hook: None,
             version: next_version(),
         };
         self.publish(cfg.clone()).await;

@@ -11,6 +11,8 @@ mod outbox;
 mod robustness;
 mod security;
 mod spec;
+mod webhook_spec;
+mod webhooks;
 
 /// `backend_tests!(name);` runs `async fn name(backend)` on one SQLite node, on one PostgreSQL
 /// node, and on a three-node cell (PostgreSQL, Pulsar, Redis) with clients spread over the nodes.
