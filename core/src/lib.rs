@@ -13,6 +13,7 @@
 
 pub mod appconfig;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -22,5 +23,6 @@ pub mod limits;
 pub mod pulsar;
 pub mod secret;
 pub mod telemetry;
+pub mod usage;
 
 pub use error::{ApiError, ErrorCode};

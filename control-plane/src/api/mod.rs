@@ -7,10 +7,12 @@
 
 mod api_key;
 mod app;
+mod billing;
 mod cluster;
 mod idempotency;
 mod plan;
 mod tenant;
+mod usage;
 
 use std::sync::Arc;
 
@@ -55,6 +57,8 @@ pub struct AdminState {
         (name = "api-keys", description = "Server API keys of apps"),
         (name = "plans", description = "Plans and their limits"),
         (name = "clusters", description = "Data-plane clusters apps are placed on"),
+        (name = "usage", description = "Metered usage of apps, quotas and quota threshold events"),
+        (name = "billing", description = "Stripe billing: plan prices and tenant subscriptions"),
     )
 )]
 struct ApiDoc;
@@ -85,6 +89,8 @@ fn routes() -> OpenApiRouter<AdminState> {
         .merge(api_key::routes())
         .merge(plan::routes())
         .merge(cluster::routes())
+        .merge(usage::routes())
+        .merge(billing::routes())
 }
 
 /// The OpenAPI document of the admin API.
@@ -115,6 +121,10 @@ pub fn router(state: AdminState) -> Router {
                 let doc = doc.clone();
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
+        )
+        .route(
+            "/stripe/webhook",
+            axum::routing::post(billing::stripe_webhook).with_state(state.clone()),
         )
         .merge(api.with_state(state))
 }

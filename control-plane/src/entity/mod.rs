@@ -4,9 +4,11 @@
 pub mod api_key;
 pub mod app;
 pub mod app_token_secret;
+pub mod billing;
 pub mod cluster;
 pub mod plan;
 pub mod tenant;
+pub mod usage;
 
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};

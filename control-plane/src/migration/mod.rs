@@ -4,6 +4,8 @@ use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_init;
 mod m20261127_000002_token_secrets;
+mod m20261127_300001_usage;
+mod m20261127_300002_billing;
 
 /// All control-plane migrations, oldest first.
 pub struct Migrator;
@@ -14,6 +16,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_init::Migration),
             Box::new(m20261127_000002_token_secrets::Migration),
+            Box::new(m20261127_300001_usage::Migration),
+            Box::new(m20261127_300002_billing::Migration),
         ]
     }
 
