@@ -101,6 +101,21 @@ struct Sub {
     items: List<Item>,
 }
 
+/// A billing meter event (`POST /v1/billing/meter_events`).
+#[derive(Serialize)]
+struct MeterEvent<'a> {
+    event_name: &'a str,
+    identifier: &'a str,
+    timestamp: i64,
+    payload: MeterPayload<'a>,
+}
+
+#[derive(Serialize)]
+struct MeterPayload<'a> {
+    stripe_customer_id: &'a str,
+    value: String,
+}
+
 fn stripe_err(e: stripe::StripeError) -> Error {
     tracing::warn!(error = %e, "stripe request failed");
     Error::Api(ApiError::new(
@@ -752,12 +767,26 @@ impl ControlPlane {
         let now = self.clock.now();
         let until = starling_core::clock::hour_start(now - settle);
         let rows = tenant_billing::Entity::find()
-            .filter(tenant_billing::Column::MeteredItemId.is_not_null())
+            .filter(tenant_billing::Column::StripeSubscriptionId.is_not_null())
             .all(&self.db)
             .await?;
         let mut sent = 0;
         for b in rows {
             if b.subscription_status.as_deref() == Some("canceled") {
+                continue;
+            }
+            // Only tenants whose plan has a metered price are billed per message.
+            let Some(t) = tenant::Entity::find_by_id(b.tenant_id.clone())
+                .one(&self.db)
+                .await?
+            else {
+                continue;
+            };
+            let metered = plan_price::Entity::find_by_id(t.plan_id)
+                .one(&self.db)
+                .await?
+                .is_some_and(|p| p.stripe_metered_price_id.is_some());
+            if !metered {
                 continue;
             }
             let from = b
@@ -778,15 +807,17 @@ impl ControlPlane {
             }
             for (hour, messages) in per_hour.into_iter().filter(|(_, m)| *m > 0) {
                 let identifier = format!("starling-{}-{}", b.tenant_id, hour.timestamp());
-                let form = [
-                    ("event_name", billing.meter_event_name.clone()),
-                    ("identifier", identifier.clone()),
-                    ("timestamp", hour.timestamp().to_string()),
-                    ("payload[stripe_customer_id]", b.stripe_customer_id.clone()),
-                    ("payload[value]", messages.to_string()),
-                ];
+                let form = MeterEvent {
+                    event_name: &billing.meter_event_name,
+                    identifier: &identifier,
+                    timestamp: hour.timestamp(),
+                    payload: MeterPayload {
+                        stripe_customer_id: &b.stripe_customer_id,
+                        value: messages.to_string(),
+                    },
+                };
                 let _: serde_json::Value = billing
-                    .once(identifier)
+                    .once(identifier.clone())
                     .post_form("/billing/meter_events", form)
                     .await
                     .map_err(stripe_err)?;

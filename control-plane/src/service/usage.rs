@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict};
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect, TransactionTrait, TryInsertResult,
@@ -265,10 +265,10 @@ impl ControlPlane {
             return Ok(false);
         }
         let add = |c: hourly::Column| {
-            Expr::col((hourly::Entity, c)).add(Expr::cust(format!(
-                "excluded.{}",
-                sea_orm::IdenStatic::as_str(&c)
-            )))
+            sea_orm::sea_query::ExprTrait::add(
+                Expr::col((hourly::Entity, c)),
+                Expr::cust(format!("excluded.{}", sea_orm::IdenStatic::as_str(&c))),
+            )
         };
         hourly::Entity::insert(hourly::ActiveModel {
             tenant_id: Set(tenant.clone()),

@@ -8,10 +8,12 @@ mod harness;
 mod api_keys;
 mod apps;
 mod basics;
+mod billing;
 mod idempotency;
 mod plans_clusters;
 mod spec;
 mod tenants;
+mod usage;
 
 /// Runs an async test body once per backend: `backend_tests!(name);` makes `name::sqlite` and
 /// `name::postgres` from `async fn name(s: harness::Server)`.
