@@ -77,6 +77,8 @@ pub struct AppConfig {
 /// A change on the feed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
+// Updates are rare and short-lived; boxing the config would only make every match noisier.
+#[allow(clippy::large_enum_variant)]
 pub enum ConfigUpdate {
     /// The app's new configuration.
     Upsert(AppConfig),

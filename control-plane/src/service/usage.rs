@@ -391,11 +391,7 @@ impl ControlPlane {
                 name: name.to_owned(),
                 limit,
                 used,
-                percent: if limit == 0 {
-                    100
-                } else {
-                    used.saturating_mul(100) / limit
-                },
+                percent: used.saturating_mul(100).checked_div(limit).unwrap_or(100),
                 soft: name == "concurrent_connections" || cfg.soft_limits.iter().any(|s| s == name),
             })
         })
