@@ -11,8 +11,10 @@ use starling_console_api::{Console, Mode};
 use starling_control_plane::api::AdminState;
 use starling_control_plane::config::{ControlPlaneConfig, redact_url};
 use starling_control_plane::server;
+use starling_control_plane::service::ControlPlane;
 use starling_core::appconfig::{ConfigFeed, InProcessFeed};
 use starling_core::secret::{KeyHasher, random_token};
+use starling_core::usage::{InProcessUsageFeed, UsageFeed};
 use starling_data_plane::bus::InProcessBus;
 use starling_data_plane::directory::Directory;
 use starling_data_plane::node::Node;
@@ -73,6 +75,26 @@ fn load_or_create_secrets(data_dir: &Path) -> anyhow::Result<(Secrets, bool)> {
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     Ok((s, true))
+}
+
+/// Turns Stripe billing on when a secret key is configured (else it stays off).
+fn with_billing(cp: ControlPlane, cfg: &ControlPlaneConfig) -> anyhow::Result<ControlPlane> {
+    let b = &cfg.billing;
+    let Some(key) = b.stripe_secret_key()? else {
+        return Ok(cp);
+    };
+    let billing = starling_control_plane::service::billing::Billing::new(
+        &b.stripe_api_base,
+        &key,
+        b.stripe_webhook_secret()?,
+        b.webhook_tolerance_secs,
+        b.grace_period_secs,
+        &b.meter_event_name,
+    );
+    let cp = cp.with_billing(billing);
+    cp.spawn_billing(std::time::Duration::from_secs(b.sync_interval_secs));
+    tracing::info!(api = %b.stripe_api_base, "stripe billing on");
+    Ok(cp)
 }
 
 async fn shutdown_signal() {
@@ -163,6 +185,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("registering the local cluster: {e}"))?;
     let cache = server::open_cache(cfg.cache.redis_url.as_deref()).await?;
+    let cp = with_billing(cp, &cfg)?;
+    // Usage from the in-process node to the control plane.
+    let usage: Arc<dyn UsageFeed> = Arc::new(InProcessUsageFeed::new());
+    cp.consume_usage(usage.clone()).await?;
 
     // The data plane, in the same process: in-process feed, bus and registry.
     let directory = Arc::new(Directory::new(KeyHasher::new(&key_hash_secret)));
@@ -172,11 +198,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("publishing app config: {e}"))?;
     tracing::debug!(apps = published, "app config published");
-    let node = Node::start(
+    let metering = Arc::new(starling_data_plane::metering::Metering::new(
+        &cfg.gateway.node_id,
+        starling_core::clock::system(),
+        Arc::new(starling_data_plane::quota::InProcessQuotas::default()),
+        Some(usage),
+    ));
+    let node = Node::start_metered(
         cp.db.clone(),
         directory,
         Arc::new(InProcessBus::new()),
         Arc::new(InProcessRegistry::new()),
+        Arc::new(starling_data_plane::ratelimit::InProcessLimiter::default()),
+        metering,
         cfg.gateway.clone(),
     )
     .await
@@ -279,6 +313,13 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
             .await
             .context("opening the app-config feed")?;
         cp = cp.with_feed(feed);
+        let usage = Arc::new(starling_core::pulsar::PulsarUsageFeed::new(
+            client.clone(),
+            &format!("{}usage", cfg.pulsar.topic_prefix),
+        ));
+        cp.consume_usage(usage)
+            .await
+            .context("subscribing to the usage topic")?;
         // Republish every app as a safety net, in the background: nodes already have the
         // topic's compacted view, so readiness need not wait for thousands of apps.
         let cp2 = cp.clone();
@@ -290,6 +331,7 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
         });
     }
     let cache = server::open_cache(cfg.cache.redis_url.as_deref()).await?;
+    let cp = with_billing(cp, &cfg)?;
     let console = open_console(
         &cp,
         &cfg,
@@ -385,14 +427,26 @@ pub async fn run_data_plane(
         Duration::from_secs(cfg.gateway.registry_ttl_secs),
     )
     .await?;
+    let usage = Arc::new(starling_core::pulsar::PulsarUsageFeed::new(
+        client.clone(),
+        &format!("{}usage", cfg.pulsar.topic_prefix),
+    ));
     let bus = starling_data_plane::pulsar_bus::PulsarBus::new(client, &cfg.pulsar.topic_prefix);
     let limiter = starling_data_plane::ratelimit::RedisLimiter::connect(&redis_url).await?;
-    let node = Node::start_with(
+    let quotas = starling_data_plane::quota::RedisQuotas::connect(&redis_url).await?;
+    let metering = Arc::new(starling_data_plane::metering::Metering::new(
+        &cfg.gateway.node_id,
+        starling_core::clock::system(),
+        Arc::new(quotas),
+        Some(usage),
+    ));
+    let node = Node::start_metered(
         db,
         directory,
         Arc::new(bus),
         Arc::new(registry),
         Arc::new(limiter),
+        metering,
         cfg.gateway.clone(),
     )
     .await

@@ -30,6 +30,52 @@ pub struct ControlPlaneConfig {
     pub pulsar: PulsarConfig,
     /// The GraphQL console API for tenant admins.
     pub console: ConsoleConfig,
+    /// Stripe billing (off unless a secret key is set).
+    pub billing: BillingConfig,
+}
+
+/// `[billing]`: Stripe. Billing is on only when a Stripe secret key is configured.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// The Stripe secret key (`sk_live_…`/`sk_test_…`); prefer
+    /// `STARLING_BILLING__STRIPE_SECRET_KEY` or `stripe_secret_key_file`.
+    pub stripe_secret_key: Option<String>,
+    /// A file holding the Stripe secret key.
+    pub stripe_secret_key_file: Option<PathBuf>,
+    /// The signing secret of the Stripe webhook endpoint (`whsec_…`); without it inbound
+    /// webhooks are refused.
+    pub stripe_webhook_secret: Option<String>,
+    /// A file holding the webhook signing secret.
+    pub stripe_webhook_secret_file: Option<PathBuf>,
+    /// Base URL of the Stripe API (stripe-mock in tests).
+    pub stripe_api_base: String,
+    /// Webhooks whose signature timestamp is further than this from now are refused (replays).
+    pub webhook_tolerance_secs: u64,
+    /// After a failed payment, how long the tenant's apps keep working before they are
+    /// suspended (a payment restores them).
+    pub grace_period_secs: u64,
+    /// Seconds between billing runs: suspending tenants whose grace ended, reporting metered
+    /// usage to Stripe.
+    pub sync_interval_secs: u64,
+    /// The Stripe billing meter's event name that message usage is reported under.
+    pub meter_event_name: String,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            stripe_secret_key: None,
+            stripe_secret_key_file: None,
+            stripe_webhook_secret: None,
+            stripe_webhook_secret_file: None,
+            stripe_api_base: "https://api.stripe.com/".into(),
+            webhook_tolerance_secs: 300,
+            grace_period_secs: 3 * 24 * 3600,
+            sync_interval_secs: 300,
+            meter_event_name: "starling_messages".into(),
+        }
+    }
 }
 
 /// `[console]`: the GraphQL console API (`/console/graphql`).
@@ -78,6 +124,104 @@ impl Default for ConsoleConfig {
             lockout_secs: 900,
             invitation_ttl_secs: 7 * 24 * 3600,
         }
+    }
+}
+
+impl std::fmt::Debug for BillingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BillingConfig")
+            .field(
+                "stripe_secret_key",
+                &self.stripe_secret_key.as_ref().map(|_| "***"),
+            )
+            .field("stripe_secret_key_file", &self.stripe_secret_key_file)
+            .field(
+                "stripe_webhook_secret",
+                &self.stripe_webhook_secret.as_ref().map(|_| "***"),
+            )
+            .field(
+                "stripe_webhook_secret_file",
+                &self.stripe_webhook_secret_file,
+            )
+            .field("stripe_api_base", &self.stripe_api_base)
+            .field("webhook_tolerance_secs", &self.webhook_tolerance_secs)
+            .field("grace_period_secs", &self.grace_period_secs)
+            .field("sync_interval_secs", &self.sync_interval_secs)
+            .field("meter_event_name", &self.meter_event_name)
+            .finish()
+    }
+}
+
+fn plain_secret(
+    value: &Option<String>,
+    file: &Option<PathBuf>,
+    field: &str,
+) -> Result<Option<String>, ConfigError> {
+    let v = match (value, file) {
+        (Some(v), _) => Some(v.trim().to_owned()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    ConfigError::field(
+                        &format!("{field}_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    if v.as_deref().is_some_and(str::is_empty) {
+        return Err(ConfigError::field(field, "must not be empty"));
+    }
+    Ok(v)
+}
+
+impl BillingConfig {
+    /// The Stripe secret key; `None`: billing is off.
+    pub fn stripe_secret_key(&self) -> Result<Option<String>, ConfigError> {
+        plain_secret(
+            &self.stripe_secret_key,
+            &self.stripe_secret_key_file,
+            "billing.stripe_secret_key",
+        )
+    }
+
+    /// The webhook signing secret.
+    pub fn stripe_webhook_secret(&self) -> Result<Option<String>, ConfigError> {
+        plain_secret(
+            &self.stripe_webhook_secret,
+            &self.stripe_webhook_secret_file,
+            "billing.stripe_webhook_secret",
+        )
+    }
+
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.stripe_secret_key()?;
+        self.stripe_webhook_secret()?;
+        if !(self.stripe_api_base.starts_with("https://")
+            || self.stripe_api_base.starts_with("http://"))
+        {
+            return Err(ConfigError::field(
+                "billing.stripe_api_base",
+                "must start with https:// or http://",
+            ));
+        }
+        if self.sync_interval_secs == 0 {
+            return Err(ConfigError::field(
+                "billing.sync_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.meter_event_name.is_empty() || self.meter_event_name.len() > 100 {
+            return Err(ConfigError::field(
+                "billing.meter_event_name",
+                "must be 1..=100 characters",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -335,6 +479,7 @@ impl ControlPlaneConfig {
         self.telemetry.validate()?;
         self.gateway.validate()?;
         self.console.validate()?;
+        self.billing.validate()?;
         if let Some(u) = &self.pulsar.url
             && !(u.starts_with("pulsar://") || u.starts_with("pulsar+ssl://"))
         {
@@ -473,6 +618,10 @@ mod doc_tests {
         cfg.pulsar.url = Some(String::new());
         cfg.console.graphiql = Some(false);
         cfg.console.introspection = Some(false);
+        cfg.billing.stripe_secret_key = Some(String::new());
+        cfg.billing.stripe_secret_key_file = Some(PathBuf::new());
+        cfg.billing.stripe_webhook_secret = Some(String::new());
+        cfg.billing.stripe_webhook_secret_file = Some(PathBuf::new());
         keys("", &serde_json::to_value(&cfg).unwrap(), &mut all);
         assert!(all.len() > 10, "{all:?}");
         let mut section = "";

@@ -7,6 +7,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, 
 use sea_orm_migration::MigratorTrait;
 use starling_core::id::{AppId, TenantId};
 
+use crate::entity::usage::{active_user, hourly, quota_event};
 use crate::entity::{api_key, app, pre_send_hook, webhook_endpoint};
 use crate::migration::Migrator;
 
@@ -90,6 +91,22 @@ impl AppOwned for pre_send_hook::Entity {
         pre_send_hook::Column::AppId
     }
 }
+macro_rules! app_owned {
+    ($($m:ident),*) => {$(
+        impl TenantOwned for $m::Entity {
+            fn tenant_column() -> Self::Column {
+                $m::Column::TenantId
+            }
+        }
+        impl AppOwned for $m::Entity {
+            fn app_column() -> Self::Column {
+                $m::Column::AppId
+            }
+        }
+    )*};
+}
+
+app_owned!(hourly, active_user, quota_event);
 
 /// The rows of `E` that belong to `tenant`: the start of every query on a tenant-owned table.
 pub fn scoped<E: TenantOwned>(tenant: &TenantId) -> Select<E> {

@@ -114,6 +114,9 @@ pub struct AppConfig {
     pub suspended: Option<String>,
     /// The limits in force (plan with the app's overrides).
     pub limits: Limits,
+    /// Names of the limits that only warn (counted, never refused); the rest are hard.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub soft_limits: Vec<String>,
     /// API keys, including revoked and expired ones (so the refusal can say why).
     pub keys: Vec<KeyConfig>,
     /// Token secrets, newest first.
@@ -263,6 +266,7 @@ pub mod conformance {
             tenant_id: TenantId::generate(),
             suspended: suspended.map(str::to_owned),
             limits: Limits::default(),
+            soft_limits: vec![],
             keys: vec![],
             token_secrets: vec![],
             webhooks: vec![],

@@ -149,6 +149,9 @@ pub struct GatewayConfig {
     /// How long the registry keeps a connection after the node's last heartbeat (a dead node's
     /// connections vanish after this); nodes heartbeat every third of it.
     pub registry_ttl_secs: u64,
+    /// Milliseconds between usage reports from this node to the control plane (and so how
+    /// fresh the usage figures are).
+    pub usage_flush_ms: u64,
     /// `[gateway.webhooks]`: delivering events to customers' endpoints.
     pub webhooks: WebhookConfig,
 }
@@ -267,6 +270,7 @@ impl Default for GatewayConfig {
             max_token_ttl_secs: 30 * 24 * 3600,
             registry_ttl_secs: 30,
             webhooks: WebhookConfig::default(),
+            usage_flush_ms: 60_000,
         }
     }
 }

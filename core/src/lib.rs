@@ -14,6 +14,7 @@
 
 pub mod appconfig;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -24,5 +25,6 @@ pub mod pulsar;
 pub mod secret;
 pub mod telemetry;
 pub mod webhook;
+pub mod usage;
 
 pub use error::{ApiError, ErrorCode};

@@ -303,6 +303,128 @@ pub async fn provision(
     })
 }
 
+/// Usage reports from cells to the control plane on a Pulsar topic (see [`crate::usage`]).
+/// Every node publishes; the control plane reads with one shared durable subscription and acks
+/// a report only after aggregating it, so a report is never lost between the planes (and a
+/// redelivered one is recognised by its id).
+pub struct PulsarUsageFeed {
+    client: Client,
+    topic: String,
+    producer: Mutex<Option<pulsar::Producer<TokioExecutor>>>,
+}
+
+impl PulsarUsageFeed {
+    /// The feed on `topic` (e.g. `persistent://public/default/starling-usage`).
+    pub fn new(client: Client, topic: &str) -> Self {
+        Self {
+            client,
+            topic: topic.to_owned(),
+            producer: Mutex::new(None),
+        }
+    }
+}
+
+fn uerr(e: impl std::fmt::Display) -> crate::usage::UsageError {
+    crate::usage::UsageError(e.to_string())
+}
+
+#[async_trait]
+impl crate::usage::UsageFeed for PulsarUsageFeed {
+    async fn publish(
+        &self,
+        report: &crate::usage::UsageReport,
+    ) -> Result<(), crate::usage::UsageError> {
+        let mut p = self.producer.lock().await;
+        if p.is_none() {
+            *p = Some(
+                self.client
+                    .producer()
+                    .with_topic(&self.topic)
+                    .with_name(format!("usage-{}", ulid::Ulid::new()))
+                    .build()
+                    .await
+                    .map_err(uerr)?,
+            );
+        }
+        let msg = pulsar::producer::Message {
+            payload: serde_json::to_vec(report).map_err(uerr)?,
+            partition_key: Some(report.app_id.to_string()),
+            ..Default::default()
+        };
+        let producer = p.as_mut().expect("producer set above");
+        let receipt = match producer.send_non_blocking(msg).await {
+            Ok(r) => r,
+            Err(e) => {
+                // A fresh producer next time.
+                *p = None;
+                return Err(uerr(e));
+            }
+        };
+        drop(p);
+        receipt.await.map_err(uerr)?;
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+    ) -> Result<tokio::sync::mpsc::Receiver<crate::usage::Received>, crate::usage::UsageError> {
+        let mut consumer = self
+            .client
+            .consumer()
+            .with_topic(&self.topic)
+            .with_subscription("control-plane-usage")
+            .with_subscription_type(pulsar::SubType::Shared)
+            .with_consumer_name(format!("usage-{}", ulid::Ulid::new()))
+            .with_options(
+                ConsumerOptions::default()
+                    .durable(true)
+                    .with_initial_position(InitialPosition::Earliest),
+            )
+            .with_unacked_message_resend_delay(Some(Duration::from_secs(5)))
+            .build::<Vec<u8>>()
+            .await
+            .map_err(uerr)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                match consumer.try_next().await {
+                    Ok(Some(msg)) => {
+                        let report = match serde_json::from_slice::<crate::usage::UsageReport>(
+                            &msg.payload.data,
+                        ) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "unreadable usage report skipped");
+                                let _ = consumer.ack(&msg).await;
+                                continue;
+                            }
+                        };
+                        let (ack, done) = tokio::sync::oneshot::channel();
+                        if tx.send((report, ack)).await.is_err() {
+                            break;
+                        }
+                        let stored = done.await.unwrap_or(false);
+                        let r = if stored {
+                            consumer.ack(&msg).await
+                        } else {
+                            consumer.nack(&msg).await
+                        };
+                        if let Err(e) = r {
+                            tracing::warn!(error = %e, "usage ack failed; the report may come again");
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "usage feed read failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

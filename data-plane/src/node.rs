@@ -10,6 +10,8 @@ use starling_core::config::GatewayConfig;
 use crate::bus::Bus;
 use crate::directory::Directory;
 use crate::hub::Hub;
+use crate::metering::Metering;
+use crate::quota::InProcessQuotas;
 use crate::ratelimit::{InProcessLimiter, RateLimiter};
 use crate::registry::Registry;
 use crate::service::Messaging;
@@ -58,7 +60,30 @@ impl Node {
         rate_limits: Arc<dyn RateLimiter>,
         gateway: GatewayConfig,
     ) -> anyhow::Result<Arc<Node>> {
+        let metering = Arc::new(Metering::new(
+            &gateway.node_id,
+            starling_core::clock::system(),
+            Arc::new(InProcessQuotas::default()),
+            None,
+        ));
+        Self::start_metered(db, directory, bus, registry, rate_limits, metering, gateway).await
+    }
+
+    /// [`Node::start_with`] with given metering (quota counters in Redis and usage sent to the
+    /// control plane in a cell; an injected clock in tests). Starts its flush task.
+    pub async fn start_metered(
+        db: DatabaseConnection,
+        directory: Arc<Directory>,
+        bus: Arc<dyn Bus>,
+        registry: Arc<dyn Registry>,
+        rate_limits: Arc<dyn RateLimiter>,
+        metering: Arc<Metering>,
+        gateway: GatewayConfig,
+    ) -> anyhow::Result<Arc<Node>> {
         crate::store::migrate(&db).await?;
+        metering.spawn(std::time::Duration::from_millis(
+            gateway.usage_flush_ms.max(10),
+        ));
         let hub = Arc::new(Hub::new());
         let mut inbox = bus.subscribe(&gateway.node_id).await?;
         let h = hub.clone();
@@ -106,6 +131,7 @@ impl Node {
                 directory,
                 webhooks,
                 outbox_cleared,
+                metering,
             },
             hub,
             rate_limits,

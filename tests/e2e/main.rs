@@ -3,6 +3,7 @@
 //! PostgreSQL and Redis started by `scripts/test`.
 
 mod bench_smoke;
+mod billing;
 mod cell;
 mod console;
 

@@ -7,11 +7,13 @@
 
 mod api_key;
 mod app;
+mod billing;
 mod cluster;
 mod idempotency;
 mod plan;
 mod tenant;
 mod webhook;
+mod usage;
 
 use std::sync::Arc;
 
@@ -57,6 +59,8 @@ pub struct AdminState {
         (name = "plans", description = "Plans and their limits"),
         (name = "clusters", description = "Data-plane clusters apps are placed on"),
         (name = "webhooks", description = "Webhook endpoints and the pre-send hook of apps"),
+        (name = "usage", description = "Metered usage of apps, quotas and quota threshold events"),
+        (name = "billing", description = "Stripe billing: plan prices and tenant subscriptions"),
     )
 )]
 struct ApiDoc;
@@ -88,6 +92,8 @@ fn routes() -> OpenApiRouter<AdminState> {
         .merge(plan::routes())
         .merge(cluster::routes())
         .merge(webhook::routes())
+        .merge(usage::routes())
+        .merge(billing::routes())
 }
 
 /// The OpenAPI document of the admin API.
@@ -118,6 +124,10 @@ pub fn router(state: AdminState) -> Router {
                 let doc = doc.clone();
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
+        )
+        .route(
+            "/stripe/webhook",
+            axum::routing::post(billing::stripe_webhook).with_state(state.clone()),
         )
         .merge(api.with_state(state))
 }

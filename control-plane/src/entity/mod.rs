@@ -4,11 +4,13 @@
 pub mod api_key;
 pub mod app;
 pub mod app_token_secret;
+pub mod billing;
 pub mod cluster;
 pub mod plan;
 pub mod pre_send_hook;
 pub mod tenant;
 pub mod webhook_endpoint;
+pub mod usage;
 
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -12,6 +12,8 @@ pub struct Model {
     pub is_default: bool,
     /// A JSON object of `Limits` fields; absent or null means unlimited.
     pub limits: Json,
+    /// A JSON array of the names of limits that only warn.
+    pub soft_limits: Json,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

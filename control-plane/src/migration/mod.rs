@@ -5,6 +5,8 @@ use sea_orm_migration::prelude::*;
 mod m20261127_000001_init;
 mod m20261127_000002_token_secrets;
 mod m20261127_200001_webhooks;
+mod m20261127_300001_usage;
+mod m20261127_300002_billing;
 
 /// All control-plane migrations, oldest first.
 pub struct Migrator;
@@ -16,6 +18,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_init::Migration),
             Box::new(m20261127_000002_token_secrets::Migration),
             Box::new(m20261127_200001_webhooks::Migration),
+            Box::new(m20261127_300001_usage::Migration),
+            Box::new(m20261127_300002_billing::Migration),
         ]
     }
 

@@ -46,6 +46,10 @@ impl ControlPlane {
         let p = plan::Entity::find_by_id(t.plan_id.clone())
             .one(&self.db)
             .await?;
+        let soft_limits = p
+            .as_ref()
+            .map(super::plan::soft_limits_of)
+            .unwrap_or_default();
         let plan_limits = p.map(|p| Limits::from_json(&p.limits)).unwrap_or_default();
         let keys = api_key::Entity::find()
             .filter(api_key::Column::TenantId.eq(tenant_id))
@@ -96,6 +100,7 @@ impl ControlPlane {
             tenant_id: TenantId::from_trusted(a.tenant_id),
             suspended,
             limits: plan_limits.with_overrides(&Limits::from_json(&a.quota_overrides)),
+            soft_limits,
             keys,
             token_secrets,
             webhooks,

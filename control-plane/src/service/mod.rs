@@ -3,12 +3,14 @@
 
 pub mod api_key;
 pub mod app;
+pub mod billing;
 pub mod cluster;
 pub mod feed;
 pub mod plan;
 pub mod tenant;
 pub mod token_secret;
 pub mod webhook;
+pub mod usage;
 
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait, Select, SqlErr};
 use starling_core::error::{ApiError, ErrorCode};
@@ -143,6 +145,12 @@ pub struct ControlPlane {
     pub hasher: KeyHasher,
     /// Where app configuration is published for data-plane cells, if anywhere.
     pub feed: Option<std::sync::Arc<dyn starling_core::appconfig::ConfigFeed>>,
+    /// The time usage periods and billing grace periods are taken from.
+    pub clock: std::sync::Arc<dyn starling_core::clock::Clock>,
+    /// Called for every quota threshold event (webhooks plug in here).
+    pub quota_hook: Option<usage::QuotaHook>,
+    /// Stripe billing, when configured.
+    pub billing: Option<std::sync::Arc<billing::Billing>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -160,7 +168,16 @@ impl ControlPlane {
             db,
             hasher,
             feed: None,
+            clock: starling_core::clock::system(),
+            quota_hook: None,
+            billing: None,
         }
+    }
+
+    /// Takes time from `clock` (tests move it to the end of a period).
+    pub fn with_clock(mut self, clock: std::sync::Arc<dyn starling_core::clock::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 }
 

@@ -63,6 +63,10 @@ pub struct PlanIn {
     /// Make this the plan new tenants get when they name none.
     #[serde(default)]
     pub is_default: bool,
+    /// Limits that only warn (counted, threshold events raised, never refused):
+    /// `messages_per_month`, `monthly_active_users`. The others are hard.
+    #[serde(default)]
+    pub soft_limits: Vec<String>,
 }
 
 /// Changes to a plan; omitted fields stay as they are.
@@ -75,6 +79,8 @@ pub struct PlanPatch {
     pub limits: Option<Limits>,
     /// `true` makes this the default plan (the old default stops being one).
     pub is_default: Option<bool>,
+    /// The new soft limits, replacing the old ones.
+    pub soft_limits: Option<Vec<String>>,
 }
 
 /// A plan.
@@ -90,6 +96,8 @@ pub struct PlanOut {
     pub is_default: bool,
     /// The limits; absent ones are unlimited.
     pub limits: Limits,
+    /// Limits that only warn; the others are hard (refused with `quota_exceeded`).
+    pub soft_limits: Vec<String>,
     /// When it was created.
     pub created_at: chrono::DateTime<Utc>,
     /// When it last changed.
@@ -98,12 +106,14 @@ pub struct PlanOut {
 
 impl From<plan::Model> for PlanOut {
     fn from(m: plan::Model) -> Self {
+        let soft_limits = soft_limits_of(&m);
         PlanOut {
             id: PlanId::from_trusted(m.id),
             code: m.code,
             name: m.name,
             is_default: m.is_default,
             limits: Limits::from_json(&m.limits),
+            soft_limits,
             created_at: m.created_at,
             updated_at: m.updated_at,
         }
@@ -116,6 +126,7 @@ impl ControlPlane {
         let code = check_code("code", &input.code)?;
         let name = check_name("name", &input.name)?;
         validate_limits(&input.limits, "limits")?;
+        let soft = check_soft_limits(&input.soft_limits)?;
         if plan::Entity::find()
             .filter(plan::Column::Code.eq(&code))
             .one(&self.db)
@@ -137,6 +148,7 @@ impl ControlPlane {
             name: Set(name),
             is_default: Set(input.is_default),
             limits: Set(input.limits.to_json()),
+            soft_limits: Set(soft),
             created_at: Set(now),
             updated_at: Set(now),
         }
@@ -182,6 +194,9 @@ impl ControlPlane {
         if let Some(limits) = patch.limits {
             validate_limits(&limits, "limits")?;
             m.limits = Set(limits.to_json());
+        }
+        if let Some(soft) = &patch.soft_limits {
+            m.soft_limits = Set(check_soft_limits(soft)?);
         }
         match patch.is_default {
             Some(true) if !current.is_default => {
@@ -251,10 +266,34 @@ impl ControlPlane {
                 max_group_members: Some(100),
                 max_message_bytes: Some(16 * 1024),
             },
+            soft_limits: vec![],
         })
         .await?;
         Ok(())
     }
+}
+
+/// Limits a plan may mark soft.
+pub const SOFTENABLE_LIMITS: [&str; 2] = ["messages_per_month", "monthly_active_users"];
+
+fn check_soft_limits(names: &[String]) -> Result<serde_json::Value> {
+    for (i, n) in names.iter().enumerate() {
+        if !SOFTENABLE_LIMITS.contains(&n.as_str()) {
+            return Err(invalid(
+                &format!("soft_limits[{i}]"),
+                format!("{n:?} is not a limit that can be soft; use one of {SOFTENABLE_LIMITS:?}"),
+            ));
+        }
+    }
+    let mut v = names.to_vec();
+    v.sort();
+    v.dedup();
+    Ok(serde_json::json!(v))
+}
+
+/// The soft limits of a plan row.
+pub(crate) fn soft_limits_of(m: &plan::Model) -> Vec<String> {
+    serde_json::from_value(m.soft_limits.clone()).unwrap_or_default()
 }
 
 async fn clear_default(txn: &sea_orm::DatabaseTransaction) -> Result<()> {

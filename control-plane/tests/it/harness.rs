@@ -43,6 +43,16 @@ pub struct Server {
 
 impl Server {
     pub async fn start(backend: Backend) -> Server {
+        Self::start_custom(backend, |cp| cp).await
+    }
+
+    /// A server whose control plane `custom` changed first (billing, a clock…).
+    pub async fn start_custom(
+        backend: Backend,
+        custom: impl FnOnce(
+            starling_control_plane::service::ControlPlane,
+        ) -> starling_control_plane::service::ControlPlane,
+    ) -> Server {
         let (url, dir) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
@@ -62,9 +72,11 @@ impl Server {
                 (url, None)
             }
         };
-        let cp = server::open(&url, 5, KEY_HASH_SECRET)
-            .await
-            .expect("open control plane");
+        let cp = custom(
+            server::open(&url, 5, KEY_HASH_SECRET)
+                .await
+                .expect("open control plane"),
+        );
         let cache: Arc<dyn Cache> = match backend {
             Backend::Sqlite => server::open_cache(None).await.unwrap(),
             Backend::Postgres => server::open_cache(Some(&redis_url()))

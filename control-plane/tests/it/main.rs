@@ -8,11 +8,13 @@ mod harness;
 mod api_keys;
 mod apps;
 mod basics;
+mod billing;
 mod idempotency;
 mod plans_clusters;
 mod spec;
 mod tenants;
 mod webhooks;
+mod usage;
 
 /// Runs an async test body once per backend: `backend_tests!(name);` makes `name::sqlite` and
 /// `name::postgres` from `async fn name(s: harness::Server)`.

@@ -177,6 +177,7 @@ async fn authenticate(
             }
         }
     }
+    node.messaging.metering.record_api_call(p.app_id.as_str());
     req.extensions_mut().insert(p);
     let mut res = next.run(req).await;
     for (k, v) in headers {

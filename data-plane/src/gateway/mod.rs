@@ -62,6 +62,9 @@ pub async fn connect(
     node.messaging
         .active_user(p.app_id.as_str(), &p.user_id)
         .await?;
+    if let Some(cfg) = node.messaging.directory.app(&p.app_id) {
+        node.messaging.metering.admit_user(&cfg, &p.user_id).await?;
+    }
 
     let conn_id = ConnectionId::generate().into_string();
     let app = p.app_id.to_string();
@@ -151,6 +154,7 @@ async fn run(
         },
     );
     metrics::gauge!("starling_ws_connections").increment(1.0);
+    node.messaging.metering.connection_opened(&app, &user);
 
     let hello = ServerFrame::Hello {
         connection_id: conn_id.clone(),
@@ -272,6 +276,7 @@ async fn run(
     drop(tx);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     metrics::gauge!("starling_ws_connections").decrement(1.0);
+    node.messaging.metering.connection_closed(&app);
     let left = node
         .messaging
         .registry

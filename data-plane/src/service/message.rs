@@ -27,6 +27,31 @@ use crate::webhook::catalog::{MessageData, ReactionData, ReadReceiptData};
 /// The hard ceiling on a message, whatever the plan says: 256 KiB.
 pub const MAX_MESSAGE_BYTES: u64 = 256 * 1024;
 
+/// Bytes a message stores, for metering: its text, custom payload and attachments.
+fn content_bytes(c: &MessageContent) -> u64 {
+    let json_len = |v: &serde_json::Value| serde_json::to_string(v).map_or(0, |s| s.len());
+    (c.text.as_ref().map_or(0, String::len)
+        + c.custom.as_ref().map_or(0, json_len)
+        + serde_json::to_string(&c.attachments).map_or(0, |s| s.len())) as u64
+}
+
+impl Messaging {
+    /// The app's monthly quotas (from the cached app config): one message, and the sender as an
+    /// active user.
+    async fn admit_send(&self, app: &str, actor: &Actor<'_>) -> Result<()> {
+        let Some(cfg) = self
+            .directory
+            .app(&starling_core::id::AppId::from_trusted(app.to_owned()))
+        else {
+            return Ok(());
+        };
+        if let Actor::User(u) = actor {
+            self.metering.admit_user(&cfg, u).await?;
+        }
+        self.metering.admit_message(&cfg).await
+    }
+}
+
 /// Which messages of a conversation to read.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -282,6 +307,7 @@ impl Messaging {
             (_, None, Some(_)) => "custom",
             _ => "text",
         };
+        self.admit_send(app, &actor).await?;
         let now = now();
         let txn = self.db.begin().await?;
         // The row lock on the conversation serializes senders: seqs are gap-free and ordered.
@@ -373,6 +399,11 @@ impl Messaging {
         }
         txn.commit().await?;
         metrics::counter!("starling_messages_total").increment(1);
+        self.metering.record_message(
+            app,
+            (!sender.is_empty()).then_some(sender.as_str()),
+            content_bytes(&content),
+        );
         let out = message_out(m, BTreeMap::new());
         let to = self.recipients(app, cid).await?;
         if self

@@ -34,6 +34,8 @@ pub struct Messaging {
     pub webhooks: Arc<crate::webhook::Webhooks>,
     /// Outbox rows of published messages, cleared in batches off the send path.
     pub(crate) outbox_cleared: tokio::sync::mpsc::Sender<(String, String)>,
+    /// Usage counting and monthly quotas.
+    pub metering: Arc<crate::metering::Metering>,
 }
 
 pub(crate) fn invalid(field: &str, msg: impl std::fmt::Display) -> ApiError {

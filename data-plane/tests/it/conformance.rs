@@ -68,3 +68,11 @@ async fn redis_rate_limiter_conforms() {
         .expect("connect Redis");
     starling_data_plane::ratelimit::conformance::run(&l).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_quota_counters_conform() {
+    let q = starling_data_plane::quota::RedisQuotas::connect(&env("TEST_REDIS_URL"))
+        .await
+        .expect("connect Redis");
+    starling_data_plane::quota::conformance::run(&q).await;
+}

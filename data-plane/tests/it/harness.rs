@@ -69,6 +69,23 @@ impl Cell {
         tweak: impl Fn(&mut GatewayConfig),
         bus: Option<Arc<dyn starling_data_plane::bus::Bus>>,
     ) -> Cell {
+        Self::start_inner(backend, tweak, bus, None).await
+    }
+
+    /// A cell whose nodes take quota periods from `clock`.
+    pub async fn start_clocked(
+        backend: Backend,
+        clock: Arc<dyn starling_core::clock::Clock>,
+    ) -> Cell {
+        Self::start_inner(backend, |_| {}, None, Some(clock)).await
+    }
+
+    async fn start_inner(
+        backend: Backend,
+        tweak: impl Fn(&mut GatewayConfig),
+        bus: Option<Arc<dyn starling_data_plane::bus::Bus>>,
+        clock: Option<Arc<dyn starling_core::clock::Clock>>,
+    ) -> Cell {
         let env = |name: &str| {
             std::env::var(name).unwrap_or_else(|_| {
                 panic!(
@@ -101,6 +118,16 @@ impl Cell {
         };
         let n = if backend == Backend::Cell { 3 } else { 1 };
         let feed = Arc::new(InProcessFeed::new());
+        let quotas: Arc<dyn starling_data_plane::quota::QuotaStore> = if backend == Backend::Cell {
+            Arc::new(
+                starling_data_plane::quota::RedisQuotas::connect(&env("TEST_REDIS_URL"))
+                    .await
+                    .expect("connect Redis"),
+            )
+        } else {
+            Arc::new(starling_data_plane::quota::InProcessQuotas::default())
+        };
+        let clock = clock.unwrap_or_else(starling_core::clock::system);
         let (bus, registry, limiter): (
             Arc<dyn starling_data_plane::bus::Bus>,
             Arc<dyn starling_data_plane::registry::Registry>,
@@ -155,12 +182,19 @@ impl Cell {
                 ..Default::default()
             };
             tweak(&mut g);
-            let node = Node::start_with(
+            let metering = Arc::new(starling_data_plane::metering::Metering::new(
+                &g.node_id,
+                clock.clone(),
+                quotas.clone(),
+                None,
+            ));
+            let node = Node::start_metered(
                 db,
                 directory,
                 bus.clone(),
                 registry.clone(),
                 limiter.clone(),
+                metering,
                 g,
             )
             .await
@@ -198,6 +232,7 @@ impl Cell {
             tenant_id: TenantId::generate(),
             suspended: None,
             limits,
+            soft_limits: vec![],
             keys: vec![KeyConfig {
                 id: k.id.clone(),
                 secret_hash: hasher.hash(&k.secret),

@@ -8,6 +8,7 @@ mod asyncapi;
 mod conformance;
 mod messaging;
 mod outbox;
+mod quota;
 mod robustness;
 mod security;
 mod spec;
