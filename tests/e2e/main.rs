@@ -4,6 +4,7 @@
 
 mod bench_smoke;
 mod cell;
+mod image;
 
 use std::time::Duration;
 
