@@ -14,7 +14,6 @@
 #                                  hashicorp/helm 2.x) on a machine that reaches the Terraform
 #                                  registry. Without it the step says it skipped, and why.
 #   4. hadolint                    on the Dockerfile
-#   5. shellcheck                  on terraform/**/*.sh (when shellcheck is installed)
 #
 # Tools are installed when missing and cached under
 # ${STARLING_TOOLS_DIR:-$HOME/.cache/starling-tools}: Terraform 1.5.7 (the last MPL-licensed
@@ -147,14 +146,6 @@ check_dockerfile() {
     "$VENV/bin/hadolint" Dockerfile
 }
 
-check_shell() {
-    if ! command -v shellcheck >/dev/null 2>&1; then
-        echo "--> shellcheck not installed: skipped (apt-get install shellcheck)"
-        return 0
-    fi
-    find "$TF_DIR" -name '*.sh' -print0 | xargs -0 -r shellcheck
-}
-
 # Terraform reads no CLI configuration of the user's (a TF_CLI_CONFIG_FILE naming a missing file
 # only warns, a real one could redirect providers) and phones no update check home.
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/starling-tf.XXXXXX")
@@ -171,7 +162,6 @@ step tflint check_tflint
 step modules check_consistency
 step validate check_validate
 step hadolint check_dockerfile
-step shellcheck check_shell
 
 if [ "${#FAILED[@]}" -gt 0 ]; then
     echo "==> deploy checks failed: ${FAILED[*]} ($((SECONDS - started))s)" >&2

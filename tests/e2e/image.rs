@@ -152,69 +152,38 @@ fn healthcheck(extra: &[&str], env: &[(String, String)]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// Runs the cell module's `files/pulsar-feed-setup.sh` (the feed-setup Job's script) against the
-/// test Pulsar, twice (it must be idempotent), and checks the topic's policies it set.
-async fn feed_setup(topic: &str) {
+/// The app-config topic got the policies the processes give it when `pulsar.admin_url` is set
+/// (as both modules set it): kept forever, compacted past the configured threshold.
+async fn assert_feed_policies(topic: &str, threshold: u64) {
     let admin = env("TEST_PULSAR_ADMIN_URL");
-    let script = root().join("terraform/modules/data-plane-cell/files/pulsar-feed-setup.sh");
-    for run in 0..2 {
-        let out = tokio::process::Command::new("sh")
-            .arg(&script)
-            .env("PULSAR_ADMIN_URL", &admin)
-            .env("FEED_TOPIC", topic)
-            .env("WAIT_SECONDS", "60")
-            .output()
-            .await
-            .expect("run sh");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "feed setup run {run} failed:\n{text}");
-        assert!(text.contains("retention set"), "{text}");
-    }
     let path = topic.replacen("persistent://", "persistent/", 1);
     let c = reqwest::Client::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let retention: Value = c
-            .get(format!("{admin}/admin/v2/{path}/retention"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap_or(Value::Null);
-        let threshold: Value = c
-            .get(format!("{admin}/admin/v2/{path}/compactionThreshold"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap_or(Value::Null);
+        let get = |what: &str| {
+            let url = format!("{admin}/admin/v2/{path}/{what}");
+            let c = c.clone();
+            async move {
+                match c.get(url).send().await {
+                    Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null),
+                    Err(_) => Value::Null,
+                }
+            }
+        };
+        let retention = get("retention").await;
+        let compaction = get("compactionThreshold").await;
         if retention["retentionTimeInMinutes"] == -1
             && retention["retentionSizeInMB"] == -1
-            && threshold == 1048576
+            && compaction == threshold
         {
-            break;
+            return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "feed topic policies not applied: retention {retention}, compaction threshold {threshold}"
+            "{topic}: policies not set: retention {retention}, compaction threshold {compaction}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // A malformed topic is refused before anything is sent.
-    let out = tokio::process::Command::new("sh")
-        .arg(&script)
-        .env("PULSAR_ADMIN_URL", &admin)
-        .env("FEED_TOPIC", "not-a-topic")
-        .output()
-        .await
-        .expect("run sh");
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
 async fn call(method: Method, url: &str, bearer: &str, body: Option<Value>) -> (u16, Value) {
@@ -235,8 +204,9 @@ async fn call(method: Method, url: &str, bearer: &str, body: Option<Value>) -> (
 /// neither process writes to its working directory.
 #[tokio::test]
 async fn image_processes_start_from_terraform_env_only() {
+    // A namespace of its own, which the processes create through the admin API.
     let prefix = format!(
-        "persistent://public/default/image-{}-",
+        "persistent://starling-e2e/image-{}/starling-",
         ulid::Ulid::new().to_string().to_lowercase()
     );
     let (cp_port, node_port) = (free_port(), free_port());
@@ -247,6 +217,11 @@ async fn image_processes_start_from_terraform_env_only() {
         ("STARLING_CACHE__REDIS_URL", env("TEST_REDIS_URL")),
         ("STARLING_PULSAR__URL", env("TEST_PULSAR_URL")),
         ("STARLING_PULSAR__TOPIC_PREFIX", prefix.clone()),
+        ("STARLING_PULSAR__ADMIN_URL", env("TEST_PULSAR_ADMIN_URL")),
+        (
+            "STARLING_PULSAR__COMPACTION_THRESHOLD_BYTES",
+            "2097152".into(),
+        ),
         ("STARLING_AUTH__OPERATOR_TOKEN", OPERATOR.into()),
         ("STARLING_AUTH__KEY_HASH_SECRET", KEY_HASH.into()),
         ("STARLING_TELEMETRY__LOG_FORMAT", "json".into()),
@@ -288,9 +263,6 @@ async fn image_processes_start_from_terraform_env_only() {
         "the cell module gives each node its own id"
     );
 
-    // What the cell module's feed-setup Job does before any gateway starts.
-    feed_setup(&format!("{prefix}app-config")).await;
-
     let cp_dir = tempfile::tempdir().unwrap();
     let mut m = spawn(&["migrate"], &cp_env, cp_dir.path());
     assert!(m.wait(START).unwrap().success(), "{:?}", m.stderr());
@@ -328,6 +300,9 @@ async fn image_processes_start_from_terraform_env_only() {
             .any(|l| l.starts_with('{') && l.contains("listening")),
         "the node logs JSON: {logs:?}"
     );
+
+    // Both were told the admin API: the feed topic has its policies.
+    assert_feed_policies(&format!("{prefix}app-config"), 2_097_152).await;
 
     // The two work together: the control plane's key reaches the node over Pulsar.
     let (st, t) = call(

@@ -114,11 +114,12 @@ module "control_plane" {
   source    = "../../modules/control-plane"
   providers = { kubernetes = kubernetes.control, helm = helm.control }
 
-  image           = var.image
-  operator_token  = var.operator_token
-  key_hash_secret = var.key_hash_secret
-  postgres        = local.backup["control"]
-  pulsar_url      = module.cell_eu.pulsar_external_url
+  image            = var.image
+  operator_token   = var.operator_token
+  key_hash_secret  = var.key_hash_secret
+  postgres         = local.backup["control"]
+  pulsar_url       = module.cell_eu.pulsar_external_url
+  pulsar_admin_url = module.cell_eu.pulsar_external_admin_url
 
   depends_on = [module.postgres_operator_control]
 }

@@ -32,15 +32,17 @@ locals {
 
   plain_env = {
     for k, v in {
-      "STARLING_SERVER__LISTEN"            = "0.0.0.0:7400"
-      "STARLING_DATABASE__MAX_CONNECTIONS" = tostring(var.database_max_connections)
-      "STARLING_CACHE__REDIS_URL"          = local.redis_url_plain
-      "STARLING_TELEMETRY__LOG_FORMAT"     = "json"
-      "STARLING_TELEMETRY__LOG_FILTER"     = var.log_filter
-      "STARLING_TELEMETRY__SERVICE_NAME"   = "starling-control-plane"
-      "STARLING_TELEMETRY__OTLP_ENDPOINT"  = var.otlp_endpoint
-      "STARLING_PULSAR__URL"               = var.pulsar_url
-      "STARLING_PULSAR__TOPIC_PREFIX"      = var.pulsar_topic_prefix
+      "STARLING_SERVER__LISTEN"                     = "0.0.0.0:7400"
+      "STARLING_DATABASE__MAX_CONNECTIONS"          = tostring(var.database_max_connections)
+      "STARLING_CACHE__REDIS_URL"                   = local.redis_url_plain
+      "STARLING_TELEMETRY__LOG_FORMAT"              = "json"
+      "STARLING_TELEMETRY__LOG_FILTER"              = var.log_filter
+      "STARLING_TELEMETRY__SERVICE_NAME"            = "starling-control-plane"
+      "STARLING_TELEMETRY__OTLP_ENDPOINT"           = var.otlp_endpoint
+      "STARLING_PULSAR__URL"                        = var.pulsar_url
+      "STARLING_PULSAR__TOPIC_PREFIX"               = var.pulsar_topic_prefix
+      "STARLING_PULSAR__ADMIN_URL"                  = var.pulsar_admin_url
+      "STARLING_PULSAR__COMPACTION_THRESHOLD_BYTES" = tostring(var.pulsar_compaction_threshold_bytes)
     } : k => v if v != null
   }
 

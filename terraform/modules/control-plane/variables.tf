@@ -172,10 +172,32 @@ variable "pulsar_url" {
   }
 }
 
+variable "pulsar_admin_url" {
+  description = "Admin REST API of that Pulsar (STARLING_PULSAR__ADMIN_URL, http://host:8080): the control plane then creates the namespace of pulsar_topic_prefix and gives the feed topic its policies at start. Null: they must exist already."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.pulsar_admin_url == null || can(regex("^https?://[^\\s]+$", coalesce(var.pulsar_admin_url, "x")))
+    error_message = "pulsar_admin_url must be an http:// or https:// URL."
+  }
+}
+
+variable "pulsar_compaction_threshold_bytes" {
+  description = "Backlog at which the broker compacts the app-config topic (STARLING_PULSAR__COMPACTION_THRESHOLD_BYTES); applied with pulsar_admin_url."
+  type        = number
+  default     = 1048576
+
+  validation {
+    condition     = var.pulsar_compaction_threshold_bytes >= 1024
+    error_message = "pulsar_compaction_threshold_bytes must be at least 1024."
+  }
+}
+
 variable "pulsar_topic_prefix" {
   description = "Prefix of Starling's topics (STARLING_PULSAR__TOPIC_PREFIX); the same in the control plane and in every cell."
   type        = string
-  default     = "persistent://public/default/starling-"
+  default     = "persistent://starling/default/starling-"
 
   validation {
     condition     = can(regex("^persistent://[a-zA-Z0-9_.-]+/[a-zA-Z0-9_.-]+/[a-zA-Z0-9_.-]*$", var.pulsar_topic_prefix))

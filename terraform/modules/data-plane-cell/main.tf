@@ -1,6 +1,7 @@
 # One Starling data-plane cell on Kubernetes: gateway nodes (`starling data-plane`) behind an L4
 # load balancer, with the cell's own Apache Pulsar (official Helm chart), Redis and PostgreSQL
-# (CloudNativePG). Every setting reaches the nodes as a STARLING_<SECTION>__<KEY> variable (see
+# (CloudNativePG). The nodes provision their Pulsar namespace and the app-config topic's policies
+# themselves at start (STARLING_PULSAR__ADMIN_URL). Every setting reaches the nodes as a STARLING_<SECTION>__<KEY> variable (see
 # docs/CONFIGURATION.md); tests/e2e/image.rs starts the binary with exactly the names used here.
 #
 # The gateways are a StatefulSet, not a Deployment: a node's id is its pod name, and its Pulsar
@@ -35,28 +36,31 @@ locals {
   }
 
   # The release name holds the chart's name, so the chart's objects are named "<release>-…".
+  # Clients go through the proxy; the admin REST API is asked of the brokers directly.
   pulsar_url       = "pulsar://${local.pulsar}-proxy.${local.namespace}.svc:6650"
-  pulsar_admin_url = "http://${local.pulsar}-proxy.${local.namespace}.svc:80"
+  pulsar_admin_url = "http://${local.pulsar}-broker.${local.namespace}.svc:8080"
   feed_topic       = "${var.pulsar_topic_prefix}app-config"
 
   redis_url_plain = var.redis_password == null ? "redis://${module.redis.host}:6379/0" : null
 
   plain_env = {
     for k, v in {
-      "STARLING_SERVER__LISTEN"                    = "0.0.0.0:7400"
-      "STARLING_DATABASE__MAX_CONNECTIONS"         = tostring(var.database_max_connections)
-      "STARLING_CACHE__REDIS_URL"                  = local.redis_url_plain
-      "STARLING_PULSAR__URL"                       = local.pulsar_url
-      "STARLING_PULSAR__TOPIC_PREFIX"              = var.pulsar_topic_prefix
-      "STARLING_TELEMETRY__LOG_FORMAT"             = "json"
-      "STARLING_TELEMETRY__LOG_FILTER"             = var.log_filter
-      "STARLING_TELEMETRY__SERVICE_NAME"           = "starling-gateway"
-      "STARLING_TELEMETRY__OTLP_ENDPOINT"          = var.otlp_endpoint
-      "STARLING_GATEWAY__HEARTBEAT_SECS"           = tostring(var.gateway.heartbeat_secs)
-      "STARLING_GATEWAY__REGISTRY_TTL_SECS"        = tostring(var.gateway.registry_ttl_secs)
-      "STARLING_GATEWAY__MAX_CONNECTIONS_PER_USER" = tostring(var.gateway.max_connections_per_user)
-      "STARLING_GATEWAY__MAX_FRAME_BYTES"          = tostring(var.gateway.max_frame_bytes)
-      "STARLING_GATEWAY__OUTBOUND_QUEUE"           = tostring(var.gateway.outbound_queue)
+      "STARLING_SERVER__LISTEN"                     = "0.0.0.0:7400"
+      "STARLING_DATABASE__MAX_CONNECTIONS"          = tostring(var.database_max_connections)
+      "STARLING_CACHE__REDIS_URL"                   = local.redis_url_plain
+      "STARLING_PULSAR__URL"                        = local.pulsar_url
+      "STARLING_PULSAR__TOPIC_PREFIX"               = var.pulsar_topic_prefix
+      "STARLING_PULSAR__ADMIN_URL"                  = local.pulsar_admin_url
+      "STARLING_PULSAR__COMPACTION_THRESHOLD_BYTES" = tostring(var.pulsar.compaction_threshold_bytes)
+      "STARLING_TELEMETRY__LOG_FORMAT"              = "json"
+      "STARLING_TELEMETRY__LOG_FILTER"              = var.log_filter
+      "STARLING_TELEMETRY__SERVICE_NAME"            = "starling-gateway"
+      "STARLING_TELEMETRY__OTLP_ENDPOINT"           = var.otlp_endpoint
+      "STARLING_GATEWAY__HEARTBEAT_SECS"            = tostring(var.gateway.heartbeat_secs)
+      "STARLING_GATEWAY__REGISTRY_TTL_SECS"         = tostring(var.gateway.registry_ttl_secs)
+      "STARLING_GATEWAY__MAX_CONNECTIONS_PER_USER"  = tostring(var.gateway.max_connections_per_user)
+      "STARLING_GATEWAY__MAX_FRAME_BYTES"           = tostring(var.gateway.max_frame_bytes)
+      "STARLING_GATEWAY__OUTBOUND_QUEUE"            = tostring(var.gateway.outbound_queue)
     } : k => v if v != null
   }
 
@@ -230,14 +234,13 @@ resource "helm_release" "pulsar" {
         managedLedgerDefaultEnsembleSize = tostring(min(3, var.pulsar.bookies))
         managedLedgerDefaultWriteQuorum  = tostring(min(3, var.pulsar.bookies))
         managedLedgerDefaultAckQuorum    = tostring(min(2, var.pulsar.bookies))
-        # Inboxes are created on first use; the feed is prepared by the feed-setup Job.
+        # Inboxes are created on first use. The nodes give the feed topic its policies
+        # themselves at start (pulsar.admin_url): retention, kept while inactive, compaction
+        # threshold, which need topic-level policies.
         allowAutoTopicCreation     = "true"
         allowAutoTopicCreationType = "non-partitioned"
-        # Compact any topic whose backlog passes 1 MiB (the feed; see docs/OPERATIONS.md).
-        brokerServiceCompactionMonitorIntervalInSeconds = "60"
-        brokerServiceCompactionThresholdInBytes         = "1048576"
-        topicLevelPoliciesEnabled                       = "true"
-        systemTopicEnabled                              = "true"
+        topicLevelPoliciesEnabled  = "true"
+        systemTopicEnabled         = "true"
       }
     }
     proxy = {
@@ -248,100 +251,6 @@ resource "helm_release" "pulsar" {
       }
     }
   })]
-}
-
-resource "kubernetes_config_map_v1" "feed_setup" {
-  metadata {
-    name      = "${var.name}-feed-setup"
-    namespace = local.namespace
-    labels    = local.labels
-  }
-
-  data = {
-    "pulsar-feed-setup.sh" = file("${path.module}/files/pulsar-feed-setup.sh")
-  }
-}
-
-# Prepares the app-config feed topic (created, kept, compacted) before any gateway reads it.
-resource "kubernetes_job_v1" "feed_setup" {
-  metadata {
-    name      = "${var.name}-feed-setup-${substr(sha1(kubernetes_config_map_v1.feed_setup.data["pulsar-feed-setup.sh"]), 0, 8)}"
-    namespace = local.namespace
-    labels    = local.labels
-  }
-
-  spec {
-    backoff_limit = 4
-
-    template {
-      metadata {
-        labels = local.labels
-      }
-
-      spec {
-        restart_policy                  = "OnFailure"
-        automount_service_account_token = false
-
-        security_context {
-          run_as_non_root = true
-          run_as_user     = 100
-          run_as_group    = 101
-
-          seccomp_profile {
-            type = "RuntimeDefault"
-          }
-        }
-
-        container {
-          name    = "feed-setup"
-          image   = "curlimages/curl:8.11.1"
-          command = ["sh", "/scripts/pulsar-feed-setup.sh"]
-
-          env {
-            name  = "PULSAR_ADMIN_URL"
-            value = local.pulsar_admin_url
-          }
-
-          env {
-            name  = "FEED_TOPIC"
-            value = local.feed_topic
-          }
-
-          volume_mount {
-            name       = "scripts"
-            mount_path = "/scripts"
-            read_only  = true
-          }
-
-          security_context {
-            allow_privilege_escalation = false
-            read_only_root_filesystem  = true
-
-            capabilities {
-              drop = ["ALL"]
-            }
-          }
-        }
-
-        volume {
-          name = "scripts"
-
-          config_map {
-            name = kubernetes_config_map_v1.feed_setup.metadata[0].name
-          }
-        }
-      }
-    }
-  }
-
-  wait_for_completion = true
-
-  timeouts {
-    create = "20m"
-    update = "20m"
-  }
-
-  depends_on = [helm_release.pulsar]
 }
 
 data "kubernetes_service_v1" "pulsar_proxy" {
@@ -526,7 +435,7 @@ resource "kubernetes_stateful_set_v1" "gateway" {
     ignore_changes = [spec[0].replicas]
   }
 
-  depends_on = [kubernetes_job_v1.feed_setup, helm_release.postgres]
+  depends_on = [helm_release.pulsar, helm_release.postgres]
 }
 
 # The public entry: WebSocket (/v1/connect) and server REST API (/v1) on one L4 port. L4 keeps

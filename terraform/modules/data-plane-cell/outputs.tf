@@ -46,8 +46,13 @@ output "pulsar_external_url" {
   value       = var.pulsar.expose ? try("pulsar://${coalesce(data.kubernetes_service_v1.pulsar_proxy[0].status[0].load_balancer[0].ingress[0].hostname, data.kubernetes_service_v1.pulsar_proxy[0].status[0].load_balancer[0].ingress[0].ip)}:6650", null) : null
 }
 
+output "pulsar_external_admin_url" {
+  description = "URL of Pulsar's admin REST API through the proxy's load balancer when pulsar.expose is set (the control plane's pulsar_admin_url), else null."
+  value       = var.pulsar.expose ? try("http://${coalesce(data.kubernetes_service_v1.pulsar_proxy[0].status[0].load_balancer[0].ingress[0].hostname, data.kubernetes_service_v1.pulsar_proxy[0].status[0].load_balancer[0].ingress[0].ip)}:80", null) : null
+}
+
 output "pulsar_admin_url" {
-  description = "In-cluster URL of Pulsar's admin REST API (through the proxy)."
+  description = "In-cluster URL of Pulsar's admin REST API (the brokers)."
   value       = local.pulsar_admin_url
 }
 

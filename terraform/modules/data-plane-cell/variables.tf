@@ -235,6 +235,8 @@ variable "pulsar" {
     zookeeper_data     = optional(string, "20Gi")
     expose             = optional(bool, false)
     expose_annotations = optional(map(string), {})
+    # Backlog at which the broker compacts the app-config topic (pulsar.compaction_threshold_bytes).
+    compaction_threshold_bytes = optional(number, 1048576)
   })
   default = {}
 
@@ -247,12 +249,17 @@ variable "pulsar" {
     condition     = var.pulsar.bookies >= 1 && var.pulsar.brokers >= 1 && var.pulsar.proxies >= 1
     error_message = "pulsar.bookies, pulsar.brokers and pulsar.proxies must be at least 1."
   }
+
+  validation {
+    condition     = var.pulsar.compaction_threshold_bytes >= 1024
+    error_message = "pulsar.compaction_threshold_bytes must be at least 1024."
+  }
 }
 
 variable "pulsar_topic_prefix" {
   description = "Prefix of Starling's topics (STARLING_PULSAR__TOPIC_PREFIX): the same as the control plane's."
   type        = string
-  default     = "persistent://public/default/starling-"
+  default     = "persistent://starling/default/starling-"
 
   validation {
     condition     = can(regex("^persistent://[a-zA-Z0-9_.-]+/[a-zA-Z0-9_.-]+/[a-zA-Z0-9_.-]*$", var.pulsar_topic_prefix))
