@@ -4,10 +4,12 @@
 //! - `control-plane`: the control plane alone, on PostgreSQL (and Redis for shared caches),
 //! - `data-plane`: a data-plane gateway node (not built yet),
 //! - `migrate`: apply database migrations and exit,
+//! - `healthcheck`: probe the local server (the container image's health check),
 //! - `specs`: write the generated API specs into `sdk-specs/`.
 #![forbid(unsafe_code)]
 
 mod chat;
+mod healthcheck;
 mod standalone;
 
 use std::path::PathBuf;
@@ -81,6 +83,25 @@ enum Command {
         /// Only show which migrations are applied and pending.
         #[arg(long)]
         status: bool,
+    },
+    /// Probe the local server: exit 0 when GET /readyz (or --path) answers 200, else 1.
+    ///
+    /// The container image's health check (it has no shell or curl). Reads the same config as the
+    /// server, so the port comes from `server.listen` (STARLING_SERVER__LISTEN); an address of
+    /// every interface (0.0.0.0) is probed on loopback.
+    Healthcheck {
+        /// The path to probe: /readyz (database and cache answer) or /healthz (process alive).
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+        /// Probe this port instead of the one of `server.listen`.
+        #[arg(long)]
+        port: Option<u16>,
+        /// TOML config file, the one the server was started with.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
     },
     /// A terminal chat client: connect as a user and talk in one conversation.
     ///
@@ -185,6 +206,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("{} applied, {} pending", applied.len(), pending.len());
             Ok(())
+        }
+        Command::Healthcheck {
+            path,
+            port,
+            config,
+            timeout,
+        } => {
+            healthcheck::run(healthcheck::Options {
+                path,
+                port,
+                config,
+                timeout: std::time::Duration::from_secs(timeout),
+            })
+            .await
         }
         Command::Chat {
             server,

@@ -6,6 +6,7 @@ mod bench_smoke;
 mod billing;
 mod cell;
 mod console;
+mod image;
 
 use std::time::Duration;
 

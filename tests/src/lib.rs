@@ -162,13 +162,22 @@ impl Proc {
 
     /// Sends SIGINT (Ctrl-C) and waits for the exit.
     pub fn interrupt(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        self.signal("-INT", timeout)
+    }
+
+    /// Sends SIGTERM (what Kubernetes and `docker stop` send) and waits for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        self.signal("-TERM", timeout)
+    }
+
+    fn signal(&mut self, sig: &str, timeout: Duration) -> anyhow::Result<ExitStatus> {
         let ok = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([sig, &self.child.id().to_string()])
             .status()
             .context("run kill")?
             .success();
         if !ok {
-            bail!("kill -INT failed");
+            bail!("kill {sig} failed");
         }
         self.wait(timeout)
     }
