@@ -28,6 +28,18 @@ pub struct ControlPlaneConfig {
     pub gateway: starling_core::config::GatewayConfig,
     /// Apache Pulsar, the bus between the planes and the nodes of a cell.
     pub pulsar: PulsarConfig,
+    /// The demo chat page of `standalone` (development only).
+    pub demo: DemoConfig,
+}
+
+/// `[demo]`: the demo chat page at `/demo`, served by `standalone` only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Serve the demo page and its token endpoint. Anyone who reaches the server can then act
+    /// as any user of the demo app, so it is off by default and refused unless `server.listen`
+    /// is a loopback address. Never enable it in production.
+    pub enabled: bool,
 }
 
 /// `[pulsar]`
@@ -249,6 +261,13 @@ impl ControlPlaneConfig {
         self.auth.key_hash_secret()?;
         self.telemetry.validate()?;
         self.gateway.validate()?;
+        if self.demo.enabled && !self.listen_addr()?.ip().is_loopback() {
+            return Err(ConfigError::field(
+                "demo.enabled",
+                "the demo hands out user tokens to anyone: it is only allowed with a loopback \
+                 server.listen (e.g. 127.0.0.1:7400)",
+            ));
+        }
         if let Some(u) = &self.pulsar.url
             && !(u.starts_with("pulsar://") || u.starts_with("pulsar+ssl://"))
         {
@@ -312,6 +331,18 @@ mod tests {
             ..Default::default()
         };
         assert!(!format!("{c:?}").contains("ssss"));
+    }
+
+    #[test]
+    fn demo_only_on_loopback() {
+        let mut c = ControlPlaneConfig::default();
+        c.demo.enabled = true;
+        c.validate().expect("loopback default listen is fine");
+        c.server.listen = "0.0.0.0:7400".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("demo.enabled"), "{e}");
+        c.demo.enabled = false;
+        c.validate().expect("no demo, any address");
     }
 
     #[test]
