@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod chat;
+mod demo;
 mod standalone;
 
 use std::path::PathBuf;

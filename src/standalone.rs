@@ -158,12 +158,20 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     .await
     .context("starting the data plane")?;
 
+    let mut routes = node.router();
+    if cfg.demo.enabled {
+        routes = routes.merge(
+            crate::demo::router(&cp, node.clone(), &data_dir)
+                .await
+                .context("setting up the demo")?,
+        );
+    }
     let state = AdminState {
         cp,
         cache,
         operator_token: Arc::from(operator_token.as_str()),
     };
-    let app = server::app_with(state, _telemetry.metrics.clone(), node.router());
+    let app = server::app_with(state, _telemetry.metrics.clone(), routes);
 
     println!("Starling standalone is running on {base}");
     println!("  data:       {}", data_dir.display());
@@ -171,6 +179,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     println!("  server API: {base}/v1   (spec: {base}/v1/openapi.json)");
     println!("  WebSocket:  ws://{local}/v1/connect?token=<user token>");
     println!("  health:     {base}/healthz  {base}/readyz  {base}/metrics");
+    if cfg.demo.enabled {
+        println!("  demo page:  {base}/demo   (development only: [demo] enabled)");
+    }
     if first_start && cfg.auth.operator_token()?.is_none() {
         println!();
         println!(
