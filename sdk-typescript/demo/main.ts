@@ -58,6 +58,8 @@ async function login(userId: string, name: string) {
   await client.connect();
   await client.subscribe(session.lobby_id).catch(() => {});
   await refresh();
+  // New demo users appear without an event (presence goes to contacts only): look again now and then.
+  setInterval(() => void renderPeople().catch(() => {}), 2000);
   const lobby = convs.find((c) => c.conversation.id === session!.lobby_id);
   if (!open && lobby) await select(lobby.conversation.id);
 }
@@ -75,17 +77,15 @@ function wire(c: StarlingClient) {
     store(message);
     if (message.conversation_id === open) {
       render();
+      const conv = convs.find((x) => x.conversation.id === open);
+      if (conv) conv.membership.last_read_seq = Math.max(conv.membership.last_read_seq, message.seq);
       if (document.visibilityState === "visible" && message.sender_id !== c.userId) {
         void c.read(open, message.seq).catch(() => {});
       }
-    } else if (message.sender_id !== c.userId) {
-      const conv = convs.find((x) => x.conversation.id === message.conversation_id);
-      if (conv) {
-        conv.unread_count++;
-        renderConvs();
-      } else {
-        void refresh();
-      }
+    } else if (convs.some((x) => x.conversation.id === message.conversation_id)) {
+      renderConvs();
+    } else {
+      void refresh();
     }
   });
   const update = ({ message }: { message: MessageOut }) => {
@@ -101,7 +101,7 @@ function wire(c: StarlingClient) {
     if (e.user_id === c.userId) {
       const conv = convs.find((x) => x.conversation.id === e.conversation_id);
       if (conv) {
-        conv.unread_count = Math.max(0, conv.conversation.last_seq - e.seq);
+        conv.membership.last_read_seq = Math.max(conv.membership.last_read_seq, e.seq);
         renderConvs();
       }
     }
@@ -151,7 +151,9 @@ function renderConvs() {
     const row = el("div", "conv" + (c.conversation.id === open ? " active" : ""));
     row.dataset.id = c.conversation.id;
     row.append(el("span", "name", title(c)));
-    if (c.unread_count > 0 && c.conversation.id !== open) row.append(el("span", "unread", String(c.unread_count)));
+    // Unread: what came after the newest seq this user read (idempotent, whatever the order).
+    const unread = Math.max(0, c.conversation.last_seq - c.membership.last_read_seq);
+    if (unread > 0 && c.conversation.id !== open) row.append(el("span", "unread", String(unread)));
     row.onclick = () => void select(c.conversation.id);
     box.append(row);
   }
@@ -191,8 +193,8 @@ async function select(id: string) {
     client.track(id, conv.conversation.last_seq);
   }
   if (conv) {
-    conv.unread_count = 0;
     const last = conv.conversation.last_seq;
+    conv.membership.last_read_seq = last;
     if (last > 0) void client.read(id, last).catch(() => {});
   }
   renderConvs();
