@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod chat;
+mod demo;
 mod healthcheck;
 mod standalone;
 

@@ -224,14 +224,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         &key_hash_secret,
     )
     .await?;
+    let mut routes = node.router();
+    if cfg.demo.enabled {
+        routes = routes.merge(
+            crate::demo::router(&cp, node.clone(), &data_dir)
+                .await
+                .context("setting up the demo")?,
+        );
+    }
     let state = AdminState {
         cp,
         cache,
         operator_token: Arc::from(operator_token.as_str()),
     };
     let extra = match &console {
-        Some(c) => node.router().merge(c.router()),
-        None => node.router(),
+        Some(c) => routes.merge(c.router()),
+        None => routes,
     };
     let app = server::app_with(state, _telemetry.metrics.clone(), extra);
 
@@ -247,6 +255,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         );
     }
     println!("  health:     {base}/healthz  {base}/readyz  {base}/metrics");
+    if cfg.demo.enabled {
+        println!("  demo page:  {base}/demo   (development only: [demo] enabled)");
+    }
     if first_start && cfg.auth.operator_token()?.is_none() {
         println!();
         println!(

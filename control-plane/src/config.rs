@@ -32,6 +32,8 @@ pub struct ControlPlaneConfig {
     pub console: ConsoleConfig,
     /// Stripe billing (off unless a secret key is set).
     pub billing: BillingConfig,
+    /// The demo chat page of `standalone` (development only).
+    pub demo: DemoConfig,
 }
 
 /// `[billing]`: Stripe. Billing is on only when a Stripe secret key is configured.
@@ -259,6 +261,16 @@ impl ConsoleConfig {
     }
 }
 
+/// `[demo]`: the demo chat page at `/demo`, served by `standalone` only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Serve the demo page and its token endpoint. Anyone who reaches the server can then act
+    /// as any user of the demo app, so it is off by default and refused unless `server.listen`
+    /// is a loopback address. Never enable it in production.
+    pub enabled: bool,
+}
+
 /// `[pulsar]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -480,6 +492,13 @@ impl ControlPlaneConfig {
         self.gateway.validate()?;
         self.console.validate()?;
         self.billing.validate()?;
+        if self.demo.enabled && !self.listen_addr()?.ip().is_loopback() {
+            return Err(ConfigError::field(
+                "demo.enabled",
+                "the demo hands out user tokens to anyone: it is only allowed with a loopback \
+                 server.listen (e.g. 127.0.0.1:7400)",
+            ));
+        }
         if let Some(u) = &self.pulsar.url
             && !(u.starts_with("pulsar://") || u.starts_with("pulsar+ssl://"))
         {
@@ -543,6 +562,18 @@ mod tests {
             ..Default::default()
         };
         assert!(!format!("{c:?}").contains("ssss"));
+    }
+
+    #[test]
+    fn demo_only_on_loopback() {
+        let mut c = ControlPlaneConfig::default();
+        c.demo.enabled = true;
+        c.validate().expect("loopback default listen is fine");
+        c.server.listen = "0.0.0.0:7400".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("demo.enabled"), "{e}");
+        c.demo.enabled = false;
+        c.validate().expect("no demo, any address");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod limits;
 pub mod pulsar;
 pub mod secret;
 pub mod telemetry;
-pub mod webhook;
 pub mod usage;
+pub mod webhook;
 
 pub use error::{ApiError, ErrorCode};

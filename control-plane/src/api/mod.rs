@@ -12,8 +12,8 @@ mod cluster;
 mod idempotency;
 mod plan;
 mod tenant;
-mod webhook;
 mod usage;
+mod webhook;
 
 use std::sync::Arc;
 

@@ -9,8 +9,8 @@ pub mod cluster;
 pub mod plan;
 pub mod pre_send_hook;
 pub mod tenant;
-pub mod webhook_endpoint;
 pub mod usage;
+pub mod webhook_endpoint;
 
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};

@@ -9,8 +9,8 @@ pub mod feed;
 pub mod plan;
 pub mod tenant;
 pub mod token_secret;
-pub mod webhook;
 pub mod usage;
+pub mod webhook;
 
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait, Select, SqlErr};
 use starling_core::error::{ApiError, ErrorCode};

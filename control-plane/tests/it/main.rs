@@ -13,8 +13,8 @@ mod idempotency;
 mod plans_clusters;
 mod spec;
 mod tenants;
-mod webhooks;
 mod usage;
+mod webhooks;
 
 /// Runs an async test body once per backend: `backend_tests!(name);` makes `name::sqlite` and
 /// `name::postgres` from `async fn name(s: harness::Server)`.
