@@ -215,6 +215,10 @@ pub async fn provision(
     use reqwest::StatusCode;
     let (tenant, namespace, _) = split_topic(topic_prefix)?;
     let (ft, fns, fname) = split_topic(feed_topic)?;
+    // Checked before any call, so a bad pair of names changes nothing in Pulsar.
+    if (ft, fns) != (tenant, namespace) {
+        anyhow::bail!("{feed_topic:?} is not under the topic prefix {topic_prefix:?}");
+    }
     let base = admin_url.trim_end_matches('/');
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -260,9 +264,6 @@ pub async fn provision(
     )
     .await?
         != StatusCode::CONFLICT;
-    if (ft, fns) != (tenant, namespace) {
-        anyhow::bail!("{feed_topic:?} is not under the topic prefix {topic_prefix:?}");
-    }
     let topic = format!("{base}/admin/v2/persistent/{ft}/{fns}/{fname}");
     send(
         http.put(&topic),
@@ -568,6 +569,20 @@ mod tests {
             view, want,
             "the latest update of each app survives compaction"
         );
+    }
+
+    /// Port 1 on loopback answers nothing: the error must come from the check, before any call.
+    #[tokio::test]
+    async fn a_feed_topic_outside_the_prefix_is_refused_before_any_call() {
+        let e = provision(
+            "http://127.0.0.1:1",
+            "persistent://a/b/x-",
+            "persistent://a/c/x-app-config",
+            1,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("not under the topic prefix"), "{e}");
     }
 
     #[test]
