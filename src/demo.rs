@@ -39,7 +39,8 @@ use starling_data_plane::node::Node;
 use starling_data_plane::service::conversation::{ConversationIn, Kind};
 use starling_data_plane::service::user::UserIn;
 
-const INDEX_HTML: &str = include_str!("demo/index.html");
+// The page itself is its source; only its script is built (sdk-typescript/scripts/build-demo.mjs).
+const INDEX_HTML: &str = include_str!("../sdk-typescript/demo/index.html");
 const DEMO_JS: &str = include_str!("demo/demo.js");
 const STATE_FILE: &str = "demo.toml";
 /// Lifetime of a demo user token.

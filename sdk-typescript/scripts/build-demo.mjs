@@ -1,5 +1,6 @@
-// Builds the demo page into ../src/demo/ (index.html and demo.js), which the starling binary
-// embeds: running standalone needs no npm, and the built files are committed.
+// Builds the demo page's script into ../src/demo/demo.js, which the starling binary embeds:
+// running standalone needs no npm, and the built file is committed. The page's HTML is not built:
+// the binary embeds sdk-typescript/demo/index.html itself.
 //
 //   node scripts/build-demo.mjs          build and write
 //   node scripts/build-demo.mjs --check  exit 1 when the committed files differ from a build
@@ -31,10 +32,7 @@ export async function buildDemo() {
     entryPoints: [join(pkg, "demo", "main.ts")],
     format: "iife",
   });
-  return {
-    "demo.js": r.outputFiles[0].text,
-    "index.html": readFileSync(join(pkg, "demo", "index.html"), "utf8"),
-  };
+  return { "demo.js": r.outputFiles[0].text };
 }
 
 /** Minified and gzipped sizes (bytes) of the SDK alone, as an app would bundle it. */
