@@ -348,6 +348,11 @@ stream: tell them apart by `type`, and ignore fields you do not know.
 Messages in a conversation have gap-free sequence numbers (`seq`). After a reconnect, or on \
 seeing a gap, `sync` the conversation from the last seq seen.
 
+A `resync` frame says pushes to this connection may have been missed although it stayed open \
+(the cell's registry of connections was unreachable or lost its state, and is back): `sync` \
+every conversation you follow from the last seq seen, as after a reconnect, starting after a \
+random delay of up to `spread_ms` so that a node's clients do not all sync at once.
+
 ## Heartbeats
 
 The server sends a WebSocket ping every `heartbeat_ms` (from `hello`); clients answer with a \
@@ -488,7 +493,7 @@ pub fn asyncapi_json() -> String {
                 "action": "send",
                 "channel": { "$ref": "#/channels/connect" },
                 "title": "Server frames",
-                "summary": "The `hello` greeting, and the replies to client requests.",
+                "summary": "The `hello` greeting, the replies to client requests, and `resync`.",
                 "messages": server,
             },
             "receiveEvent": {

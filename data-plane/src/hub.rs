@@ -40,6 +40,22 @@ pub struct ConnHandle {
     pub close: Arc<watch::Sender<CloseReason>>,
 }
 
+impl ConnHandle {
+    /// Queues a frame; a full queue means a slow reader, which is told to close. Tells whether
+    /// the frame was queued.
+    fn offer(&self, frame: &Arc<str>) -> bool {
+        match self.tx.try_send(Outbound::Frame(frame.clone())) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("starling_ws_slow_consumers_total").increment(1);
+                let _ = self.close.send(CloseReason::SlowConsumer);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
 /// The connections of this node, by app and user.
 #[derive(Default)]
 pub struct Hub {
@@ -81,19 +97,20 @@ impl Hub {
         let mut n = 0;
         for u in users {
             if let Some(v) = m.get(&(app.to_owned(), u.clone())) {
-                for h in v {
-                    match h.tx.try_send(Outbound::Frame(frame.clone())) {
-                        Ok(()) => n += 1,
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            metrics::counter!("starling_ws_slow_consumers_total").increment(1);
-                            let _ = h.close.send(CloseReason::SlowConsumer);
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    }
-                }
+                n += v.iter().filter(|h| h.offer(frame)).count();
             }
         }
         n
+    }
+
+    /// Pushes a frame to the connections whose ids `pick` accepts (every one with `|_| true`);
+    /// slow connections are told to close. Returns how many got it.
+    pub fn push_where(&self, frame: &Arc<str>, pick: impl Fn(&str) -> bool) -> usize {
+        let m = self.conns.read().unwrap_or_else(|p| p.into_inner());
+        m.values()
+            .flatten()
+            .filter(|h| pick(&h.id) && h.offer(frame))
+            .count()
     }
 
     /// Asks every connection to close (node shutdown).

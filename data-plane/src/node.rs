@@ -109,15 +109,7 @@ impl Node {
                 .max(std::time::Duration::from_secs(3))
                 / 3,
         );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                if let Err(e) = reg.heartbeat(&node_id, &h.connections()).await {
-                    tracing::warn!(error = %e, "registry heartbeat failed");
-                }
-            }
-        });
+        tokio::spawn(heartbeat_loop(reg, h, node_id, every));
         let webhooks = Arc::new(crate::webhook::Webhooks::new(gateway.webhooks.clone())?);
         let (outbox_cleared, mut cleared_rx) =
             tokio::sync::mpsc::channel::<(String, String)>(65_536);
@@ -225,4 +217,60 @@ impl Node {
                 }),
             )
     }
+}
+
+/// Keeps this node's connections registered, every `every`. When the registry was unreachable
+/// or had lost some of them, pushes meant for them may have gone nowhere: those connections are
+/// told to `resync`. After a failure it retries sooner, to shorten the time nobody is reachable.
+async fn heartbeat_loop(
+    reg: Arc<dyn Registry>,
+    hub: Arc<Hub>,
+    node_id: String,
+    every: std::time::Duration,
+) {
+    let retry = every.min(std::time::Duration::from_millis(250));
+    let mut failed = false;
+    loop {
+        tokio::time::sleep(if failed { retry } else { every }).await;
+        let conns = hub.connections();
+        match reg.heartbeat(&node_id, &conns).await {
+            Err(e) => {
+                if !failed {
+                    tracing::warn!(error = %e, "registry heartbeat failed; retrying");
+                }
+                failed = true;
+            }
+            Ok(restored) => {
+                let reason = if failed {
+                    "registry_unavailable"
+                } else if !restored.is_empty() {
+                    "registry_lost_state"
+                } else {
+                    continue;
+                };
+                let restored: std::collections::HashSet<String> = restored.into_iter().collect();
+                let frame = resync_frame(reason, conns.len());
+                let told = if failed {
+                    hub.push_where(&frame, |_| true)
+                } else {
+                    hub.push_where(&frame, |c| restored.contains(c))
+                };
+                tracing::info!(reason, told, "registry back; connections told to resync");
+                metrics::counter!("starling_registry_resyncs_total", "reason" => reason)
+                    .increment(told as u64);
+                failed = false;
+            }
+        }
+    }
+}
+
+/// The `resync` frame: clients spread their catch-up over a time that grows with the number of
+/// connections told (1 s per 5,000, at most 10 s).
+fn resync_frame(reason: &str, conns: usize) -> Arc<str> {
+    let spread_ms = (conns as u64 / 5).clamp(100, 10_000);
+    let f = crate::protocol::ServerFrame::Resync {
+        reason: reason.to_owned(),
+        spread_ms,
+    };
+    Arc::from(serde_json::to_string(&f).unwrap_or_default())
 }

@@ -444,4 +444,14 @@ pub enum ServerFrame {
         /// What was wrong.
         message: String,
     },
+    /// Pushes to this connection may have been missed (the cell's registry was unreachable or
+    /// lost its state): catch up every conversation you follow with `sync` from your last seq,
+    /// as after a reconnect. Start within a random delay up to `spread_ms`, so that the
+    /// connections of a node do not all sync at once.
+    Resync {
+        /// Why: `registry_unavailable` or `registry_lost_state`.
+        reason: String,
+        /// Spread the catch-up over this many milliseconds.
+        spread_ms: u64,
+    },
 }

@@ -169,18 +169,18 @@ impl Registry for RedisRegistry {
         &self,
         node: &str,
         conns: &[(String, String, String)],
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Vec<String>, RegistryError> {
         if conns.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let exp = now_ms() + self.ttl_ms();
         let mut pipe = redis::pipe();
         for (app, user, conn) in conns {
+            // ZADD answers how many members are new: 1 means Redis had lost this connection.
             pipe.cmd("ZADD")
                 .arg(user_key(app, user))
                 .arg(exp)
-                .arg(format!("{node}|{conn}"))
-                .ignore();
+                .arg(format!("{node}|{conn}"));
             pipe.cmd("ZADD")
                 .arg(app_key(app))
                 .arg(exp)
@@ -196,6 +196,12 @@ impl Registry for RedisRegistry {
                 .ignore();
         }
         let mut c = self.conn.clone();
-        pipe.query_async::<()>(&mut c).await.map_err(rerr)
+        let added: Vec<u64> = pipe.query_async(&mut c).await.map_err(rerr)?;
+        Ok(conns
+            .iter()
+            .zip(added)
+            .filter(|(_, n)| *n > 0)
+            .map(|((_, _, conn), _)| conn.clone())
+            .collect())
     }
 }

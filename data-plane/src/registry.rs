@@ -43,13 +43,15 @@ pub trait Registry: Send + Sync + 'static {
     async fn online(&self, app: &str, user: &str) -> Result<bool, RegistryError>;
     /// Keeps a node's live connections `(app, user, connection)` registered; a registry whose
     /// entries expire needs this every third of their lifetime.
+    ///
+    /// Returns the ids of the connections that were missing and are registered again: the
+    /// registry lost them (a Redis restart without persistence, a failed `connect`), so pushes
+    /// to them may have been missed meanwhile and their clients should catch up.
     async fn heartbeat(
         &self,
-        _node: &str,
-        _conns: &[(String, String, String)],
-    ) -> Result<(), RegistryError> {
-        Ok(())
-    }
+        node: &str,
+        conns: &[(String, String, String)],
+    ) -> Result<Vec<String>, RegistryError>;
 }
 
 #[derive(Default)]
@@ -139,6 +141,16 @@ impl Registry for InProcessRegistry {
         let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
         Ok(m.conns.contains_key(&(app.to_owned(), user.to_owned())))
     }
+
+    async fn heartbeat(
+        &self,
+        _node: &str,
+        _conns: &[(String, String, String)],
+    ) -> Result<Vec<String>, RegistryError> {
+        // Entries live until `disconnect` and cannot be lost: nothing to refresh or restore.
+        // (Re-adding here would resurrect a connection that closed after the caller listed it.)
+        Ok(Vec::new())
+    }
 }
 
 /// The one behaviour suite every [`Registry`] must pass.
@@ -196,6 +208,21 @@ pub mod conformance {
             r.connect(&app, "dave", "n1", "c9").await.unwrap().app,
             2,
             "app count follows"
+        );
+
+        // A heartbeat keeps registered connections and loses nothing of a registry that lost
+        // nothing. (Losing state is Redis's: see its test in `tests/it/conformance.rs`.)
+        let live = vec![
+            (app.clone(), "bob".to_owned(), "c3".to_owned()),
+            (app.clone(), "dave".to_owned(), "c9".to_owned()),
+        ];
+        assert!(r.heartbeat("n1", &live).await.unwrap().is_empty());
+        assert!(r.heartbeat("n1", &[]).await.unwrap().is_empty());
+        assert!(r.online(&app, "dave").await.unwrap());
+        assert_eq!(
+            r.connect(&app, "frank", "n2", "c11").await.unwrap().app,
+            3,
+            "heartbeats change no count"
         );
     }
 }

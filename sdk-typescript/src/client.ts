@@ -84,6 +84,9 @@ export interface ClientEvents {
   "server.error": { code: string; message: string };
   /** Catching up a conversation after a reconnect or a gap finished. */
   synced: { conversation_id: string; last_seq: number; fetched: number };
+  /** The server said pushes may have been missed (`reason`); the client catches up every
+   * conversation it follows within `inMs`. */
+  resync: { reason: string; inMs: number };
 }
 
 type AllEvents = { [K in EventType]: EventOf<K> } & ClientEvents;
@@ -153,6 +156,7 @@ export class StarlingClient {
   private attempt = 0;
   private everConnected = false;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  private resyncTimer: ReturnType<typeof setTimeout> | null = null;
   private pingTimer: ReturnType<typeof setInterval> | null = null;
   private nextId = 0;
   private readonly pending = new Map<string, Pending>();
@@ -287,6 +291,8 @@ export class StarlingClient {
     if (this._state === "closed") return;
     this.setState("closed");
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    if (this.resyncTimer) clearTimeout(this.resyncTimer);
+    this.resyncTimer = null;
     this.stopPing();
     const ws = this.ws;
     this.ws = null;
@@ -414,6 +420,19 @@ export class StarlingClient {
           this.pending.delete(p.frame.id);
           p.reject(new StarlingError(f.code, f.message));
         }
+        return;
+      }
+      case "resync": {
+        // Pushes may have been missed on this open connection: catch up as after a reconnect,
+        // at a random moment within the spread the server asks for.
+        const inMs = Math.round(this.opts.random() * Math.max(0, f.spread_ms));
+        this.emit("resync", { reason: f.reason, inMs });
+        if (this.resyncTimer) return;
+        this.resyncTimer = setTimeout(() => {
+          this.resyncTimer = null;
+          if (this._state !== "connected") return; // the reconnect catches up anyway
+          for (const id of this.convs.keys()) void this.catchUp(id);
+        }, inMs);
         return;
       }
       case "message.new":

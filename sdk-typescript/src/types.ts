@@ -6,7 +6,7 @@
  */
 import type { ClientFrame } from "./generated/client-frame.js";
 import type { Event, MemberOut, MessageOut, ConversationOut } from "./generated/event.js";
-import type { AckFrame, ErrorFrame, HelloFrame, ServerFrame } from "./generated/server-frame.js";
+import type { AckFrame, ErrorFrame, HelloFrame, ResyncFrame, ServerFrame } from "./generated/server-frame.js";
 
 export type * from "./generated/client-frame.js";
 export type * from "./generated/server-frame.js";
@@ -58,7 +58,7 @@ export interface TypedAck<T extends RequestType> extends Omit<AckFrame, "result"
   result: AckResults[T];
 }
 
-export type { AckFrame, ErrorFrame, HelloFrame, ServerFrame, ClientFrame };
+export type { AckFrame, ErrorFrame, HelloFrame, ResyncFrame, ServerFrame, ClientFrame };
 
 /** Anything the server sends: its own frames and events. */
 export type Incoming = ServerFrame | Event;

@@ -577,6 +577,8 @@ async fn killing_a_node_under_load_loses_no_acknowledged_message() {
 /// and when it sees a gap, and moves to the next node when its node goes away.
 struct Receiver {
     ui: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// `resync` frames received.
+    resyncs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -587,6 +589,8 @@ impl Receiver {
             Default::default();
         let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
         let ui2 = ui.clone();
+        let resyncs: std::sync::Arc<std::sync::atomic::AtomicUsize> = Default::default();
+        let resyncs2 = resyncs.clone();
         let task = tokio::spawn(async move {
             let mut last_seq = 0i64;
             for node in nodes.iter().cycle() {
@@ -629,6 +633,10 @@ impl Receiver {
                                 .insert(v["message"]["id"].as_str().unwrap().to_owned());
                             last_seq = last_seq.max(seq);
                         }
+                    } else if v["type"] == "resync" {
+                        // The node's registry entries were lost: pushes may have been missed.
+                        resyncs2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        fetch_from = Some(last_seq);
                     } else if v["type"] == "ack" && v["id"] == "sync" {
                         for m in v["result"]["messages"].as_array().unwrap() {
                             ui2.lock()
@@ -649,7 +657,12 @@ impl Receiver {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        Receiver { ui, stop, task }
+        Receiver {
+            ui,
+            resyncs,
+            stop,
+            task,
+        }
     }
 
     async fn wait_for(
@@ -1039,11 +1052,11 @@ fn proxy_restore_after(proxy: &starling_e2e::Proxy, after: Duration) -> Restore 
 }
 
 /// Redis restarted (state lost) while messages flow: nodes reconnect by themselves, heartbeats
-/// re-register connections, the outbox and seq-gap syncs cover the gap: nothing acked is lost.
-// Ignored while a bug is open: in full parallel runs, nodes sometimes push nothing for 30 s after
-// Redis comes back (every message stored, none pushed: 40 of 60 in 2 of 4 full runs); alone it
-// passes. Run it with `scripts/test -p starling-e2e --test e2e -- --ignored redis_restart`.
-#[ignore = "flaky in parallel runs: pushes stop after a Redis restart (open bug, see #4's note)"]
+/// re-register connections and tell them to `resync`: nothing acked is lost.
+///
+/// Before `resync` existed this failed under load: messages sent between the restart and the
+/// next heartbeat found no recipient and were pushed nowhere; when the sender stopped before
+/// that heartbeat, no later push showed the receiver a seq gap, so it never synced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_under_load_loses_nothing() {
     // The nodes reach Redis through a proxy, so the restarted Redis may listen on another port:
@@ -1097,17 +1110,21 @@ async fn redis_restart_under_load_loses_nothing() {
     }
     let ui = bob.wait_for(&acked, Duration::from_secs(30)).await;
     let all_in = restarted_at.unwrap().elapsed();
+    let resyncs = bob.resyncs.load(std::sync::atomic::Ordering::SeqCst);
     bob.stop().await;
     let _ = redis.kill();
     let _ = redis.wait();
     let lost = acked.iter().filter(|id| !ui.contains(*id)).count();
     println!(
-        "redis restart (1 s down, state lost): sent {total}, acknowledged {}, delivered {}, lost {lost}; sender errors {:?}; everything delivered {:.2} s after the restart",
+        "redis restart (1 s down, state lost): sent {total}, acknowledged {}, delivered {}, lost {lost}; sender errors {:?}; resync frames {resyncs}; everything delivered {:.2} s after the restart",
         acked.len(),
         ui.len(),
         errors,
         all_in.as_secs_f64()
     );
+    // Bob's node lost its registry entries with Redis's state: it must have told him to
+    // catch up, whether or not later pushes would have shown him a gap.
+    assert!(resyncs >= 1, "bob was never told to resync");
     assert_eq!(lost, 0, "acknowledged messages lost");
     assert_eq!(ui.len(), total);
 }

@@ -520,5 +520,5 @@ fn asyncapi_document_is_self_consistent() {
         .flat_map(|k| k.tags().into_iter().map(move |t| (k, t)))
         .collect();
     assert_eq!(tags, expected);
-    assert_eq!(expected.len(), 10 + 3 + 13);
+    assert_eq!(expected.len(), 10 + 4 + 13);
 }

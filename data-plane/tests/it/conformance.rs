@@ -61,6 +61,37 @@ async fn redis_registry_forgets_dead_nodes() {
     );
 }
 
+/// Redis restarted without persistence: the next heartbeat puts the node's connections back
+/// and names them, so the node can tell their clients to catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_registry_heartbeat_restores_lost_connections() {
+    let r = RedisRegistry::connect(&env("TEST_REDIS_URL"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let app = format!("app_{}", ulid::Ulid::new());
+    r.connect(&app, "alice", "n1", "c1").await.unwrap();
+    r.connect(&app, "bob", "n1", "c2").await.unwrap();
+    let live = vec![
+        (app.clone(), "alice".to_owned(), "c1".to_owned()),
+        (app.clone(), "bob".to_owned(), "c2".to_owned()),
+    ];
+    assert!(r.heartbeat("n1", &live).await.unwrap().is_empty());
+    // Lose bob's entry as a restarted Redis would.
+    let client = redis::Client::open(env("TEST_REDIS_URL")).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("starling:reg:{{{app}}}:user:bob"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(!r.online(&app, "bob").await.unwrap());
+    assert_eq!(r.heartbeat("n1", &live).await.unwrap(), vec!["c2"]);
+    assert!(r.online(&app, "bob").await.unwrap());
+    let loc = r.locate(&app, &["bob".into()]).await.unwrap();
+    assert_eq!(loc.get("n1"), Some(&vec!["bob".to_owned()]));
+    assert!(r.heartbeat("n1", &live).await.unwrap().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_rate_limiter_conforms() {
     let l = starling_data_plane::ratelimit::RedisLimiter::connect(&env("TEST_REDIS_URL"))

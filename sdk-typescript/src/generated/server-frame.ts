@@ -4,7 +4,7 @@
 /**
  * A frame the server sends that is not an event: the greeting, and replies to requests.
  */
-export type ServerFrame = HelloFrame | AckFrame | ErrorFrame;
+export type ServerFrame = HelloFrame | AckFrame | ErrorFrame | ResyncFrame;
 
 /**
  * First frame on a new connection.
@@ -63,4 +63,21 @@ export interface ErrorFrame {
    */
   message: string;
   type: "error";
+}
+/**
+ * Pushes to this connection may have been missed (the cell's registry was unreachable or
+ * lost its state): catch up every conversation you follow with `sync` from your last seq,
+ * as after a reconnect. Start within a random delay up to `spread_ms`, so that the
+ * connections of a node do not all sync at once.
+ */
+export interface ResyncFrame {
+  /**
+   * Why: `registry_unavailable` or `registry_lost_state`.
+   */
+  reason: string;
+  /**
+   * Spread the catch-up over this many milliseconds.
+   */
+  spread_ms: number;
+  type: "resync";
 }

@@ -219,6 +219,41 @@ describe("resuming", () => {
     c.close();
   });
 
+  it("catches up every conversation when the server says resync", async () => {
+    const c = client();
+    const seen: number[] = [];
+    const told: { reason: string; inMs: number }[] = [];
+    c.on("message.new", (e) => seen.push(e.message.seq));
+    c.on("resync", (e) => told.push(e));
+    void c.connect();
+    await vi.advanceTimersByTimeAsync(0);
+    const s = FakeSocket.last();
+    s.accept();
+    c.track("cnv_1", 3);
+    c.track("cnv_2", 7);
+    // No gap is ever seen (nothing more is pushed): only the resync tells what was missed.
+    s.push({ type: "resync", reason: "registry_lost_state", spread_ms: 1000 });
+    expect(told).toHaveLength(1);
+    expect(told[0].reason).toBe("registry_lost_state");
+    expect(told[0].inMs).toBeGreaterThanOrEqual(0);
+    expect(told[0].inMs).toBeLessThanOrEqual(1000);
+    expect(s.of("sync")).toHaveLength(0);
+    await vi.advanceTimersByTimeAsync(1000);
+    const syncs = s.of("sync");
+    expect(syncs.map((f) => [f.conversation_id, f.after_seq]).sort()).toEqual([
+      ["cnv_1", 3],
+      ["cnv_2", 7],
+    ]);
+    s.ack(syncs.find((f) => f.conversation_id === "cnv_1")!, {
+      messages: [msg("cnv_1", 4)],
+      has_more: false,
+    });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(seen).toEqual([4]);
+    expect(c.lastSeq("cnv_1")).toBe(4);
+    c.close();
+  });
+
   it("fills a gap seen live before delivering the newer message", async () => {
     const c = client();
     const seen: number[] = [];

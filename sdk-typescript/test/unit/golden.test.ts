@@ -19,6 +19,7 @@ function typeFor(file: string): string {
   if (name.startsWith("event-")) return "Event";
   if (name === "server-hello") return "HelloFrame";
   if (name.startsWith("server-error")) return "ErrorFrame";
+  if (name === "server-resync") return "ResyncFrame";
   const ack = name.match(/^server-ack-(\w+)$/);
   if (ack) return `TypedAck<"${ack[1]}">`;
   throw new Error(`no SDK type known for golden frame ${file}`);
@@ -28,7 +29,7 @@ function typeFor(file: string): string {
 function typecheck(frames: [string, string, unknown][]): string[] {
   const dir = mkdtempSync(join(root, "test", ".golden-"));
   try {
-    const lines = [`import type { ClientFrame, Event, HelloFrame, ErrorFrame, TypedAck } from "../../src/index.js";`];
+    const lines = [`import type { ClientFrame, Event, HelloFrame, ErrorFrame, ResyncFrame, TypedAck } from "../../src/index.js";`];
     frames.forEach(([file, type, frame], i) => {
       lines.push(`// ${file}`, `export const f${i}: ${type} = ${JSON.stringify(frame, null, 2)};`);
     });
