@@ -8,6 +8,8 @@
 //!   [`moderation`], the data plane's internal API.
 //! - [`limits`]: query cost (refused above a maximum, charged to a per-account budget, reported in
 //!   `extensions.cost`) and depth limits.
+//! - [`usage`] and [`webhook`]: an app's metered usage, and its webhook endpoints and pre-send
+//!   hook, over the control plane's usage and webhook services.
 //! - [`audit`]: every mutation recorded, queryable per tenant.
 //! - [`entity`] and [`migration`]: the console's tables in the control-plane database.
 #![forbid(unsafe_code)]
@@ -22,6 +24,8 @@ pub mod moderation;
 pub mod page;
 pub mod role;
 pub mod schema;
+pub mod usage;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

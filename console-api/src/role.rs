@@ -2,8 +2,8 @@
 //!
 //! | role | may |
 //! | --- | --- |
-//! | viewer | read the tenant, its members, apps, API keys (never secrets), quotas and plan |
-//! | developer | + create, rotate and revoke API keys; read token secrets |
+//! | viewer | read the tenant, its members, apps, API keys and webhook endpoints (never secrets), quotas, plan, usage and quota events |
+//! | developer | + create, rotate and revoke API keys; create, change, delete webhook endpoints and rotate their secrets; set and remove the pre-send hook; read token secrets |
 //! | admin | + create, rename, suspend and resume apps; rotate token secrets; moderation (find users, read conversations, ban/unban, delete messages); invite admins, developers and viewers; read the audit log |
 //! | owner | + invite owners, change roles, remove members |
 //!
@@ -25,7 +25,7 @@ use crate::error::{Fail, Result};
 pub enum Role {
     /// Reads everything but secrets.
     Viewer,
-    /// + API keys and token secrets.
+    /// + API keys, webhook endpoints, the pre-send hook, token secrets.
     Developer,
     /// + apps, token-secret rotation, moderation, invitations, audit log.
     Admin,

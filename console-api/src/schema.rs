@@ -26,6 +26,12 @@ use crate::error::Fail;
 use crate::moderation::{self, ChatMessage, EndUser, Messages, PageOf, UserConversation, seg};
 use crate::page::{self, Conn};
 use crate::role::{Role, account as signed_in, authorize, principal};
+use crate::usage::{self, QuotaEvent, Usage};
+use crate::webhook::{
+    self, CreateWebhookEndpointInput, PreSendHook, PreSendHookInput, PreSendHookSet,
+    UpdateWebhookEndpointInput, WebhookEndpoint, WebhookEndpointCreated, WebhookEventType,
+    WebhookSecretRotated,
+};
 
 fn console<'a>(ctx: &'a Context<'_>) -> &'a Console {
     ctx.data_unchecked::<Console>()
@@ -776,9 +782,39 @@ impl App {
         Ok(m.messages)
     }
 
-    // Webhook endpoints (issue #7) belong here: `webhookEndpoints(first, after)` over the control
-    // plane's webhook service, read by viewers, and create/update/delete mutations next to the
-    // API-key ones below, authorized with `Role::Developer` and audited the same way.
+    /// Metered usage in a calendar month (`YYYY-MM`, UTC; default: the month in progress, so
+    /// far), with the month's limits and how much of each is used.
+    #[graphql(complexity = "5 + child_complexity")]
+    async fn usage(&self, ctx: &Context<'_>, period: Option<String>) -> Result<Usage> {
+        Ok(usage::usage(ctx, self.0.tenant_id.as_str(), &self.0.id, period).await?)
+    }
+
+    /// Quota thresholds passed (80 % and 100 % of a limit, once per month), oldest first.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 1")]
+    async fn quota_events(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Conn<QuotaEvent>> {
+        Ok(usage::quota_events(ctx, self.0.tenant_id.as_str(), &self.0.id, first, after).await?)
+    }
+
+    /// The app's webhook endpoints, oldest first, never with their secrets.
+    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 1")]
+    async fn webhook_endpoints(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Conn<WebhookEndpoint>> {
+        Ok(webhook::list(ctx, self.0.tenant_id.as_str(), &self.0.id, first, after).await?)
+    }
+
+    /// The app's pre-send hook (never with its secret); `null` when it has none.
+    async fn pre_send_hook(&self, ctx: &Context<'_>) -> Result<Option<PreSendHook>> {
+        Ok(webhook::pre_send_hook(ctx, self.0.tenant_id.as_str(), &self.0.id).await?)
+    }
 }
 
 /// An API key (never with its secret).
@@ -984,6 +1020,12 @@ impl Query {
     /// A tenant the caller is a member of (`NOT_FOUND` for any other).
     async fn tenant(&self, ctx: &Context<'_>, id: ID) -> Result<Tenant> {
         load_tenant(ctx, &id).await
+    }
+
+    /// The event types a webhook endpoint can subscribe to.
+    #[graphql(complexity = "20 * child_complexity")]
+    async fn webhook_event_types(&self) -> Vec<WebhookEventType> {
+        webhook::event_types()
     }
 }
 
@@ -1438,6 +1480,77 @@ impl Mutation {
             created_at: s.created_at,
             expires_at: s.expires_at,
         })
+    }
+
+    /// Adds a webhook endpoint to an app (developers and up); its signing secret is in the
+    /// answer and nowhere else. At most 20 endpoints per app.
+    async fn create_webhook_endpoint(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: ID,
+        app_id: ID,
+        input: CreateWebhookEndpointInput,
+    ) -> Result<WebhookEndpointCreated> {
+        Ok(webhook::create(ctx, &tenant_id, &app_id, input).await?)
+    }
+
+    /// Changes a webhook endpoint (developers and up).
+    async fn update_webhook_endpoint(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: ID,
+        app_id: ID,
+        endpoint_id: ID,
+        input: UpdateWebhookEndpointInput,
+    ) -> Result<WebhookEndpoint> {
+        Ok(webhook::update(ctx, &tenant_id, &app_id, &endpoint_id, input).await?)
+    }
+
+    /// Removes a webhook endpoint; deliveries still due to it are dropped (developers and up).
+    async fn delete_webhook_endpoint(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: ID,
+        app_id: ID,
+        endpoint_id: ID,
+    ) -> Result<bool> {
+        Ok(webhook::delete(ctx, &tenant_id, &app_id, &endpoint_id).await?)
+    }
+
+    /// Gives an endpoint a new signing secret, shown once; the current one keeps signing beside
+    /// it for `overlapSeconds` (default 86400, at most 2592000) (developers and up).
+    async fn rotate_webhook_secret(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: ID,
+        app_id: ID,
+        endpoint_id: ID,
+        overlap_seconds: Option<u32>,
+    ) -> Result<WebhookSecretRotated> {
+        Ok(webhook::rotate_secret(ctx, &tenant_id, &app_id, &endpoint_id, overlap_seconds).await?)
+    }
+
+    /// Sets or changes the app's pre-send hook (developers and up). Its signing secret is in the
+    /// answer when this call creates the hook, and only then.
+    async fn set_pre_send_hook(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: ID,
+        app_id: ID,
+        input: PreSendHookInput,
+    ) -> Result<PreSendHookSet> {
+        Ok(webhook::set_pre_send_hook(ctx, &tenant_id, &app_id, input).await?)
+    }
+
+    /// Removes the app's pre-send hook: messages are stored without asking anyone (developers
+    /// and up).
+    async fn delete_pre_send_hook(
+        &self,
+        ctx: &Context<'_>,
+        tenant_id: ID,
+        app_id: ID,
+    ) -> Result<bool> {
+        Ok(webhook::delete_pre_send_hook(ctx, &tenant_id, &app_id).await?)
     }
 
     /// Bans an end user from the whole app, until a time or for good (admins and owners). The

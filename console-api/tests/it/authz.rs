@@ -3,7 +3,8 @@
 
 use serde_json::{Value, json};
 use starling_control_plane::service::api_key::ApiKeyIn;
-use starling_core::id::{AppId, TenantId};
+use starling_control_plane::service::webhook::{PreSendHookIn, WebhookEndpointIn};
+use starling_core::id::{AppId, TenantId, WebhookEndpointId};
 
 use crate::backend_tests;
 use crate::harness::{OPERATOR, Server, code, unique};
@@ -12,6 +13,8 @@ backend_tests!(
     every_role_against_every_mutation,
     other_tenants_ids_are_not_found
 );
+
+const ORIGINAL_HOOK: &str = "https://example.com/pre-send/original";
 
 const ROLES: [&str; 4] = ["VIEWER", "DEVELOPER", "ADMIN", "OWNER"];
 
@@ -29,6 +32,12 @@ const MUTATIONS: &[(&str, &str, bool)] = &[
     ("rotateApiKey", "DEVELOPER", false),
     ("revokeApiKey", "DEVELOPER", false),
     ("rotateTokenSecret", "ADMIN", false),
+    ("createWebhookEndpoint", "DEVELOPER", false),
+    ("updateWebhookEndpoint", "DEVELOPER", false),
+    ("deleteWebhookEndpoint", "DEVELOPER", false),
+    ("rotateWebhookSecret", "DEVELOPER", false),
+    ("deletePreSendHook", "DEVELOPER", false),
+    ("setPreSendHook", "DEVELOPER", false),
     ("banUser", "ADMIN", true),
     ("unbanUser", "ADMIN", true),
     ("deleteMessage", "ADMIN", true),
@@ -55,8 +64,65 @@ async fn request(s: &Server, mutation: &str, tenant: &str, app: &str) -> (String
         // Another tenant's app: any well-formed key id will do.
         .unwrap_or_else(|_| starling_core::id::ApiKeyId::generate().to_string())
     };
+    let fresh_endpoint = || async {
+        s.cp.create_webhook_endpoint(
+            &TenantId::parse(tenant).unwrap(),
+            &AppId::parse(app).unwrap(),
+            WebhookEndpointIn {
+                url: "https://example.com/hook".into(),
+                description: None,
+                event_types: None,
+                enabled: None,
+                rate_limit_per_second: None,
+                ordered: None,
+            },
+        )
+        .await
+        .map(|e| e.endpoint.id.to_string())
+        .unwrap_or_else(|_| WebhookEndpointId::generate().to_string())
+    };
     let v = json!({"t": tenant, "a": app});
+    let with_endpoint = |q: &str, w: String| (q.to_owned(), json!({"t": tenant, "a": app, "w": w}));
     let q = match mutation {
+        "createWebhookEndpoint" => {
+            "mutation($t: ID!, $a: ID!) { createWebhookEndpoint(tenantId: $t, appId: $a, input: {url: \"https://example.com/hook\", eventTypes: [\"message.created\"]}) { secret webhookEndpoint { id } } }"
+        }
+        "updateWebhookEndpoint" => {
+            return with_endpoint(
+                "mutation($t: ID!, $a: ID!, $w: ID!) { updateWebhookEndpoint(tenantId: $t, appId: $a, endpointId: $w, input: {enabled: false, url: \"https://example.com/changed\"}) { id enabled } }",
+                fresh_endpoint().await,
+            );
+        }
+        "deleteWebhookEndpoint" => {
+            return with_endpoint(
+                "mutation($t: ID!, $a: ID!, $w: ID!) { deleteWebhookEndpoint(tenantId: $t, appId: $a, endpointId: $w) }",
+                fresh_endpoint().await,
+            );
+        }
+        "rotateWebhookSecret" => {
+            return with_endpoint(
+                "mutation($t: ID!, $a: ID!, $w: ID!) { rotateWebhookSecret(tenantId: $t, appId: $a, endpointId: $w, overlapSeconds: 60) { secret previousSecretExpiresAt } }",
+                fresh_endpoint().await,
+            );
+        }
+        "setPreSendHook" => {
+            "mutation($t: ID!, $a: ID!) { setPreSendHook(tenantId: $t, appId: $a, input: {url: \"https://example.com/pre-send/changed\", failOpen: true}) { preSendHook { url } } }"
+        }
+        "deletePreSendHook" => {
+            // A hook to remove (none can be made on another tenant's app: any call will do).
+            let _ =
+                s.cp.put_pre_send_hook(
+                    &TenantId::parse(tenant).unwrap(),
+                    &AppId::parse(app).unwrap(),
+                    PreSendHookIn {
+                        url: ORIGINAL_HOOK.into(),
+                        timeout_ms: None,
+                        fail_open: false,
+                    },
+                )
+                .await;
+            "mutation($t: ID!, $a: ID!) { deletePreSendHook(tenantId: $t, appId: $a) }"
+        }
         "inviteMember" => {
             return (
                 "mutation($t: ID!, $e: String!) { inviteMember(tenantId: $t, email: $e, role: VIEWER) { token } }".into(),
@@ -175,6 +241,8 @@ async fn every_role_against_every_mutation(s: Server) {
         }
     }
     assert_eq!(allowed_runs["createApiKey"], 3);
+    assert_eq!(allowed_runs["createWebhookEndpoint"], 3);
+    assert_eq!(allowed_runs["deletePreSendHook"], 3);
     assert_eq!(allowed_runs["removeMember"], 1);
 
     // Reads above viewer.
@@ -193,6 +261,10 @@ async fn every_role_against_every_mutation(s: Server) {
         ),
         (
             "query($t: ID!, $a: ID!) { tenant(id: $t) { app(id: $a) { apiKeys { edges { node { id status } } } quotas { planCode } cluster { id } } } }",
+            "VIEWER",
+        ),
+        (
+            "query($t: ID!, $a: ID!) { tenant(id: $t) { app(id: $a) { usage { period messages quotas { name used } hourly { edges { node { hour } } } } quotaEvents { edges { node { id } } } webhookEndpoints { edges { node { id url eventTypes } } } preSendHook { url } } } }",
             "VIEWER",
         ),
     ];
@@ -220,6 +292,21 @@ async fn every_role_against_every_mutation(s: Server) {
     assert_eq!(count("createApiKey"), 3);
     assert_eq!(count("revokeApiKey"), 3);
     assert_eq!(count("rotateTokenSecret"), 2);
+    for m in [
+        "createWebhookEndpoint",
+        "updateWebhookEndpoint",
+        "deleteWebhookEndpoint",
+        "rotateWebhookSecret",
+        "setPreSendHook",
+        "deletePreSendHook",
+    ] {
+        assert_eq!(count(m), 3, "{m} by developer, admin and owner");
+    }
+    let e = entries
+        .iter()
+        .find(|e| e["node"]["action"] == "createWebhookEndpoint")
+        .unwrap();
+    assert!(e["node"]["target"].as_str().unwrap().starts_with("ep_"));
     assert_eq!(
         count("banUser"),
         0,
@@ -242,6 +329,10 @@ async fn every_role_against_every_mutation(s: Server) {
     assert!(
         !d.to_string().contains(".q"),
         "no key secret in the audit log"
+    );
+    assert!(
+        !d.to_string().contains("whsec_"),
+        "no webhook secret in the audit log"
     );
 }
 
@@ -283,7 +374,44 @@ async fn other_tenants_ids_are_not_found(s: Server) {
             let v = s.gql(Some(&owner), &q, vars).await;
             assert_eq!(code(&v), "not_found", "{mutation} with their app: {v}");
         }
+        if q.contains("$w") {
+            // My tenant and app, their webhook endpoint.
+            let (_, theirs_vars) = request(&s, mutation, &theirs, &their_app).await;
+            let (q, mut vars) = request(&s, mutation, &mine, &my_app).await;
+            vars["w"] = theirs_vars["w"].clone();
+            let v = s.gql(Some(&owner), &q, vars).await;
+            assert_eq!(code(&v), "not_found", "{mutation} with their endpoint: {v}");
+        }
     }
+    // Their webhook endpoints and pre-send hook are untouched.
+    let (tt, ta) = (
+        TenantId::parse(&theirs).unwrap(),
+        AppId::parse(&their_app).unwrap(),
+    );
+    let eps =
+        s.cp.list_webhook_endpoints(
+            &tt,
+            &ta,
+            &starling_core::http::PageParams {
+                limit: Some(100),
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap()
+        .data;
+    assert!(eps.len() >= 3, "{eps:?}");
+    for e in &eps {
+        assert!(e.enabled, "{e:?}");
+        assert_eq!(e.url, "https://example.com/hook", "{e:?}");
+        let secret = s.cp.get_webhook_secret(&tt, &ta, &e.id).await.unwrap();
+        assert!(secret.previous_expires_at.is_none(), "not rotated: {e:?}");
+    }
+    let hook =
+        s.cp.get_pre_send_hook(&tt, &ta)
+            .await
+            .expect("their hook is still there");
+    assert_eq!(hook.url, ORIGINAL_HOOK);
     // Nothing of theirs changed: their app is still active under its old name.
     let d = s
         .ok(

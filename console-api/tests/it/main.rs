@@ -8,6 +8,8 @@ mod accounts;
 mod authz;
 mod limits;
 mod spec;
+mod usage;
+mod webhook;
 
 /// Runs an async test body once per backend: `backend_tests!(name);` makes `name::sqlite` and
 /// `name::postgres` from `async fn name(s: harness::Server)`.

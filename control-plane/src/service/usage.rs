@@ -22,6 +22,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use starling_core::clock::{month_start, next_month_start, parse_period, period_of};
+use starling_core::http::{Page, PageParams};
 use starling_core::id::{AppId, TenantId};
 use starling_core::usage::{UsageFeed, UsageReport};
 use utoipa::{IntoParams, ToSchema};
@@ -571,6 +572,25 @@ impl ControlPlane {
             .map(QuotaEventOut::from)
             .collect();
         Ok(QuotaEventsOut { data })
+    }
+
+    /// An app's quota threshold events, oldest first, a page at a time (the console's list).
+    pub async fn list_quota_events(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+        page: &PageParams,
+    ) -> Result<Page<QuotaEventOut>> {
+        self.app_model(tenant, app).await?;
+        super::paginate(
+            &self.db,
+            app_scoped::<quota_event::Entity>(tenant, app),
+            quota_event::Column::Id,
+            page,
+            QuotaEventOut::from,
+            |e| e.id.as_str(),
+        )
+        .await
     }
 
     /// How many usage reports were aggregated for an app (tests and diagnostics).
