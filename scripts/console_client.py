@@ -59,6 +59,21 @@ def main():
         assert first["viewer"]["email"] == email, first
         assert edges[0]["node"]["role"] == "OWNER", first
         assert edges[0]["node"]["tenant"]["id"] == tenant, first
+        app = s.execute(
+            gql('mutation($t: ID!) { createApp(tenantId: $t, input: {name: "chat"}) { id } }'),
+            variable_values={"t": tenant},
+        )["createApp"]["id"]
+        ep = s.execute(
+            gql('mutation($t: ID!, $a: ID!) { createWebhookEndpoint(tenantId: $t, appId: $a, input: {url: "https://acme.test/starling", eventTypes: ["message.created"]}) { secret webhookEndpoint { id } } }'),
+            variable_values={"t": tenant, "a": app},
+        )["createWebhookEndpoint"]
+        assert ep["secret"].startswith("whsec_"), ep
+        seen = s.execute(
+            gql("query($t: ID!, $a: ID!) { tenant(id: $t) { app(id: $a) { usage { period messages monthlyActiveUsers quotas { name limit used percent } } webhookEndpoints(first: 5) { edges { node { id url enabled } } } } } }"),
+            variable_values={"t": tenant, "a": app},
+        )["tenant"]["app"]
+        assert seen["usage"]["messages"] == 0, seen
+        assert [e["node"]["id"] for e in seen["webhookEndpoints"]["edges"]] == [ep["webhookEndpoint"]["id"]], seen
     print(f"==> gql client: introspected {len(schema.type_map)} types; README operations ran as {email}")
 
 
