@@ -1,6 +1,7 @@
 //! The console API on `starling standalone`: an operator invites an owner, who signs in, makes an
 //! app and a key, and moderates end users through the running data plane (ban reaches the
-//! gateway: a banned user cannot connect or send; a deleted message becomes a tombstone).
+//! gateway: a banned user cannot connect or send; a deleted message becomes a tombstone); the
+//! app's metered usage and a webhook endpoint made in the console reach it / come from it.
 
 use std::time::Duration;
 
@@ -47,7 +48,8 @@ async fn console_moderation_reaches_the_data_plane() {
     let base = format!("http://{listen}");
     let mut p = Proc::spawn(
         &["standalone", "--data-dir", "data", "--listen", &listen],
-        &[],
+        // Usage reports every 200 ms, so the console sees the traffic soon.
+        &[("STARLING_GATEWAY__USAGE_FLUSH_MS", "200")],
         dir.path(),
     );
     let out = p.wait_for_line("Press Ctrl-C", START).unwrap();
@@ -154,6 +156,72 @@ async fn console_moderation_reaches_the_data_plane() {
     );
     assert_eq!(a["recentMessages"][0]["text"], "buy cheap watches");
 
+    // Usage: the message, metered by the node and aggregated by the control plane, is in the
+    // console's figures for this month.
+    let q = "query($t: ID!, $a: ID!) { tenant(id: $t) { app(id: $a) { usage { isCurrent messages apiCalls monthlyActiveUsers storedBytes quotas { name used } } } } }";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let usage = loop {
+        let d = gql(&c, &base, Some(&owner), q, vars.clone()).await;
+        let u = d["tenant"]["app"]["usage"].clone();
+        if u["messages"].as_u64().unwrap() >= 1 {
+            break u;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "usage never reached the console: {u}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(usage["isCurrent"], true);
+    assert_eq!(usage["messages"], 1, "{usage}");
+    assert!(usage["apiCalls"].as_u64().unwrap() >= 4, "{usage}");
+    assert!(usage["storedBytes"].as_u64().unwrap() >= 17, "{usage}");
+    let used = usage["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "messages_per_month")
+        .expect("the free plan limits messages");
+    assert_eq!(used["used"], 1);
+
+    // A webhook endpoint made in the console reaches the cell: its server API lists it.
+    let d = gql(&c, &base, Some(&owner), "mutation($t: ID!, $a: ID!) { createWebhookEndpoint(tenantId: $t, appId: $a, input: {url: \"https://acme.test/starling\", eventTypes: [\"message.created\"]}) { secret webhookEndpoint { id } } }", vars.clone()).await;
+    let ep = d["createWebhookEndpoint"]["webhookEndpoint"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (st, v) = rest(
+            &c,
+            reqwest::Method::GET,
+            &format!("{base}/v1/webhooks/endpoints"),
+            &key,
+            None,
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        if let Some(e) = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == ep.as_str())
+        {
+            assert_eq!(e["url"], "https://acme.test/starling");
+            assert_eq!(e["event_types"], json!(["message.created"]));
+            assert!(
+                !v.to_string().contains("whsec_"),
+                "the cell's list has no secret: {v}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the endpoint never reached the cell: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // Ban: the gateway refuses alice's connection and her messages.
     let d = gql(&c, &base, Some(&owner), "mutation($t: ID!, $a: ID!) { banUser(tenantId: $t, appId: $a, userId: \"alice\", reason: \"spam\") { id banned } }", vars.clone()).await;
     assert_eq!(d["banUser"]["banned"], true);
@@ -220,6 +288,7 @@ async fn console_moderation_reaches_the_data_plane() {
         "banUser",
         "deleteMessage",
         "unbanUser",
+        "createWebhookEndpoint",
     ] {
         assert!(actions.iter().any(|x| x == a), "{a} in {actions:?}");
     }
