@@ -153,7 +153,8 @@ impl Usage {
             None => self.period_start,
             Some(k) => {
                 let h = DateTime::parse_from_rfc3339(&k).map_err(|_| bad_after())?;
-                h.with_timezone(&Utc) + Duration::hours(1)
+                // A cursor of another month cannot widen the range past this one.
+                (h.with_timezone(&Utc) + Duration::hours(1)).max(self.period_start)
             }
         };
         let to = self.resets_at;

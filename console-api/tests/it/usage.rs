@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use starling_control_plane::service::app::QuotaOverridesPatch;
 use starling_control_plane::service::usage::{HourlyQuery, UsageQuery};
 use starling_core::clock::{hour_start, month_start, next_month_start, period_of};
+use starling_core::http::encode_cursor;
 use starling_core::id::{AppId, TenantId};
 use starling_core::usage::UsageReport;
 
@@ -190,6 +191,22 @@ async fn usage_matches_the_usage_service(s: Server) {
         assert_eq!(g["peakConnections"], w.peak_connections);
         assert_eq!(g["storedBytes"], w.stored_bytes);
     }
+
+    // A cursor from another month does not widen the range (the service allows 31 days).
+    let d = s
+        .ok(
+            Some(&viewer),
+            "query($t: ID!, $a: ID!, $after: String) { tenant(id: $t) { app(id: $a) { usage { hourly(first: 100, after: $after) { edges { node { hour } } } } } } }",
+            json!({"t": t, "a": a, "after": encode_cursor(&(before - Duration::days(20)).to_rfc3339())}),
+        )
+        .await;
+    assert_eq!(
+        d["tenant"]["app"]["usage"]["hourly"]["edges"]
+            .as_array()
+            .unwrap()
+            .len(),
+        want.len()
+    );
 
     // Passing 80 % and then 100 % of messages_per_month: two events, paged oldest first.
     assert!(
