@@ -7,13 +7,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+pub use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, watch};
 
 /// What the writer of a connection sends.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    /// A text frame.
-    Frame(Arc<str>),
+    /// A text frame. Its bytes are shared: a fan-out to many connections copies none of them.
+    Frame(Utf8Bytes),
 }
 
 /// Why a connection is being closed by the server.
@@ -43,7 +44,7 @@ pub struct ConnHandle {
 impl ConnHandle {
     /// Queues a frame; a full queue means a slow reader, which is told to close. Tells whether
     /// the frame was queued.
-    fn offer(&self, frame: &Arc<str>) -> bool {
+    fn offer(&self, frame: &Utf8Bytes) -> bool {
         match self.tx.try_send(Outbound::Frame(frame.clone())) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -56,10 +57,14 @@ impl ConnHandle {
     }
 }
 
-/// The connections of this node, by app and user.
+/// app → user → that user's connections on this node.
+type Conns = HashMap<String, HashMap<String, Vec<ConnHandle>>>;
+
+/// The connections of this node, by app and user. Lookups borrow the ids: a push allocates
+/// nothing per recipient.
 #[derive(Default)]
 pub struct Hub {
-    conns: RwLock<HashMap<(String, String), Vec<ConnHandle>>>,
+    conns: RwLock<Conns>,
 }
 
 impl Hub {
@@ -68,12 +73,18 @@ impl Hub {
         Self::default()
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Conns> {
+        self.conns.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Adds a connection.
     pub fn add(&self, app: &str, user: &str, h: ConnHandle) {
         self.conns
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .entry((app.to_owned(), user.to_owned()))
+            .entry(app.to_owned())
+            .or_default()
+            .entry(user.to_owned())
             .or_default()
             .push(h);
     }
@@ -81,33 +92,37 @@ impl Hub {
     /// Removes a connection.
     pub fn remove(&self, app: &str, user: &str, conn: &str) {
         let mut m = self.conns.write().unwrap_or_else(|p| p.into_inner());
-        let key = (app.to_owned(), user.to_owned());
-        if let Some(v) = m.get_mut(&key) {
+        let Some(users) = m.get_mut(app) else { return };
+        if let Some(v) = users.get_mut(user) {
             v.retain(|h| h.id != conn);
             if v.is_empty() {
-                m.remove(&key);
+                users.remove(user);
             }
+        }
+        if users.is_empty() {
+            m.remove(app);
         }
     }
 
     /// Pushes a frame to every connection of `users`; slow connections are told to close.
     /// Returns how many connections got it.
-    pub fn push(&self, app: &str, users: &[String], frame: &Arc<str>) -> usize {
-        let m = self.conns.read().unwrap_or_else(|p| p.into_inner());
-        let mut n = 0;
-        for u in users {
-            if let Some(v) = m.get(&(app.to_owned(), u.clone())) {
-                n += v.iter().filter(|h| h.offer(frame)).count();
-            }
-        }
-        n
+    pub fn push(&self, app: &str, users: &[String], frame: &Utf8Bytes) -> usize {
+        let m = self.read();
+        let Some(by_user) = m.get(app) else { return 0 };
+        users
+            .iter()
+            .filter_map(|u| by_user.get(u.as_str()))
+            .flatten()
+            .filter(|h| h.offer(frame))
+            .count()
     }
 
     /// Pushes a frame to the connections whose ids `pick` accepts (every one with `|_| true`);
     /// slow connections are told to close. Returns how many got it.
-    pub fn push_where(&self, frame: &Arc<str>, pick: impl Fn(&str) -> bool) -> usize {
-        let m = self.conns.read().unwrap_or_else(|p| p.into_inner());
-        m.values()
+    pub fn push_where(&self, frame: &Utf8Bytes, pick: impl Fn(&str) -> bool) -> usize {
+        self.read()
+            .values()
+            .flat_map(HashMap::values)
             .flatten()
             .filter(|h| pick(&h.id) && h.offer(frame))
             .count()
@@ -115,34 +130,28 @@ impl Hub {
 
     /// Asks every connection to close (node shutdown).
     pub fn close_all(&self) {
-        for v in self
-            .conns
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-        {
-            for h in v {
-                let _ = h.close.send(CloseReason::Shutdown);
-            }
+        for h in self.read().values().flat_map(HashMap::values).flatten() {
+            let _ = h.close.send(CloseReason::Shutdown);
         }
     }
 
     /// Every connection as `(app, user, connection id)`.
     pub fn connections(&self) -> Vec<(String, String, String)> {
-        self.conns
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .flat_map(|((a, u), v)| v.iter().map(move |h| (a.clone(), u.clone(), h.id.clone())))
-            .collect()
+        let m = self.read();
+        let mut out = Vec::new();
+        for (a, users) in m.iter() {
+            for (u, v) in users {
+                out.extend(v.iter().map(|h| (a.clone(), u.clone(), h.id.clone())));
+            }
+        }
+        out
     }
 
     /// Open connections on this node.
     pub fn len(&self) -> usize {
-        self.conns
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        self.read()
             .values()
+            .flat_map(HashMap::values)
             .map(Vec::len)
             .sum()
     }
@@ -186,7 +195,7 @@ mod tests {
         hub.add("app", "u1", slow);
         hub.add("app", "u2", fast);
         let users = vec!["u1".to_owned(), "u2".to_owned()];
-        let frame: Arc<str> = Arc::from("{}");
+        let frame = Utf8Bytes::from_static("{}");
         for _ in 0..5 {
             hub.push("app", &users, &frame);
         }

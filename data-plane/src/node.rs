@@ -96,7 +96,9 @@ impl Node {
                     starling_core::telemetry::extract_into(&span, tp);
                 }
                 let _g = span.enter();
-                let n = h.push(&d.app_id, &d.users, &d.frame);
+                // One copy of the frame per delivery to this node; its connections share it.
+                let frame = crate::hub::Utf8Bytes::from(d.frame.as_ref());
+                let n = h.push(&d.app_id, &d.users, &frame);
                 metrics::counter!("starling_ws_frames_pushed_total").increment(n as u64);
             }
         });
@@ -266,11 +268,11 @@ async fn heartbeat_loop(
 
 /// The `resync` frame: clients spread their catch-up over a time that grows with the number of
 /// connections told (1 s per 5,000, at most 10 s).
-fn resync_frame(reason: &str, conns: usize) -> Arc<str> {
+fn resync_frame(reason: &str, conns: usize) -> crate::hub::Utf8Bytes {
     let spread_ms = (conns as u64 / 5).clamp(100, 10_000);
     let f = crate::protocol::ServerFrame::Resync {
         reason: reason.to_owned(),
         spread_ms,
     };
-    Arc::from(serde_json::to_string(&f).unwrap_or_default())
+    crate::hub::Utf8Bytes::from(serde_json::to_string(&f).unwrap_or_default())
 }

@@ -56,8 +56,8 @@ pub trait Registry: Send + Sync + 'static {
 
 #[derive(Default)]
 struct Maps {
-    /// (app, user) → conn → node
-    conns: HashMap<(String, String), HashMap<String, String>>,
+    /// app → user → conn → node (nested, so lookups borrow the ids instead of building keys)
+    conns: HashMap<String, HashMap<String, HashMap<String, String>>>,
     /// app → count
     per_app: HashMap<String, u64>,
 }
@@ -73,6 +73,10 @@ impl InProcessRegistry {
     pub fn new() -> Self {
         Self::default()
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[async_trait]
@@ -84,10 +88,12 @@ impl Registry for InProcessRegistry {
         node: &str,
         conn: &str,
     ) -> Result<Counts, RegistryError> {
-        let mut m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.lock();
         let entry = m
             .conns
-            .entry((app.to_owned(), user.to_owned()))
+            .entry(app.to_owned())
+            .or_default()
+            .entry(user.to_owned())
             .or_default();
         let fresh = entry.insert(conn.to_owned(), node.to_owned()).is_none();
         let user_n = entry.len() as u64;
@@ -102,14 +108,19 @@ impl Registry for InProcessRegistry {
     }
 
     async fn disconnect(&self, app: &str, user: &str, conn: &str) -> Result<u64, RegistryError> {
-        let mut m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (app.to_owned(), user.to_owned());
-        let (removed, left) = match m.conns.get_mut(&key) {
+        let mut m = self.lock();
+        let Some(users) = m.conns.get_mut(app) else {
+            return Ok(0);
+        };
+        let (removed, left) = match users.get_mut(user) {
             Some(e) => (e.remove(conn).is_some(), e.len() as u64),
             None => (false, 0),
         };
         if left == 0 {
-            m.conns.remove(&key);
+            users.remove(user);
+            if users.is_empty() {
+                m.conns.remove(app);
+            }
         }
         if removed && let Some(n) = m.per_app.get_mut(app) {
             *n = n.saturating_sub(1);
@@ -122,10 +133,13 @@ impl Registry for InProcessRegistry {
         app: &str,
         users: &[String],
     ) -> Result<HashMap<String, Vec<String>>, RegistryError> {
-        let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        let m = self.lock();
         let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        let Some(by_user) = m.conns.get(app) else {
+            return Ok(out);
+        };
         for u in users {
-            if let Some(conns) = m.conns.get(&(app.to_owned(), u.clone())) {
+            if let Some(conns) = by_user.get(u.as_str()) {
                 let mut nodes: Vec<&String> = conns.values().collect();
                 nodes.sort();
                 nodes.dedup();
@@ -138,8 +152,11 @@ impl Registry for InProcessRegistry {
     }
 
     async fn online(&self, app: &str, user: &str) -> Result<bool, RegistryError> {
-        let m = self.maps.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(m.conns.contains_key(&(app.to_owned(), user.to_owned())))
+        Ok(self
+            .lock()
+            .conns
+            .get(app)
+            .is_some_and(|u| u.contains_key(user)))
     }
 
     async fn heartbeat(

@@ -100,6 +100,34 @@ fn bench_chat_and_room_on_standalone() {
     ]));
 }
 
+/// 2 of 20 listeners stop reading: the node cuts them off (a small frame queue and a 1 s
+/// heartbeat make it quick), and the 18 others still get everything.
+#[test]
+fn bench_room_with_slow_consumers_on_standalone() {
+    let v = bench(&[
+        "room",
+        "--listeners",
+        "20",
+        "--slow-percent",
+        "10",
+        "--pad-bytes",
+        "2000",
+        "--senders",
+        "2",
+        "--rate",
+        "10",
+        "--duration",
+        "6",
+        "--server-env",
+        "STARLING_GATEWAY__OUTBOUND_QUEUE=8",
+        "--server-env",
+        "STARLING_GATEWAY__HEARTBEAT_SECS=1",
+    ]);
+    assert_room(&v);
+    assert_eq!(v["params"]["slow_listeners"], 2, "{v}");
+    assert_eq!(v["slow_cut_off"], 2, "{v}");
+}
+
 #[test]
 fn bench_chat_and_room_on_a_cell() {
     let v = bench(&[

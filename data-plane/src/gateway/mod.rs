@@ -109,7 +109,10 @@ pub async fn connect(
         // Small buffers on purpose: an idle connection should cost kilobytes, not 100+ KiB.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
-        .max_write_buffer_size(1024 * 1024)
+        // What a client that stopped reading can pile up in the node, beyond the frame queue
+        // (whose frames are shared with other connections): 256 KiB, or two of the largest
+        // frames. Past it the write fails and the connection is dropped.
+        .max_write_buffer_size((2 * g.max_frame_bytes).max(256 * 1024))
         .max_message_size(g.max_frame_bytes)
         .max_frame_size(g.max_frame_bytes)
         .on_failed_upgrade(move |e| {
@@ -127,8 +130,11 @@ pub async fn connect(
         .into_response())
 }
 
-fn frame_text(f: &ServerFrame) -> Arc<str> {
-    Arc::from(serde_json::to_string(f).expect("server frames serialize"))
+/// At most this many queued frames are written before a flush.
+const WRITE_BATCH: usize = 64;
+
+fn frame_text(f: &ServerFrame) -> Utf8Bytes {
+    Utf8Bytes::from(serde_json::to_string(f).expect("server frames serialize"))
 }
 
 async fn run(
@@ -191,19 +197,29 @@ async fn run(
                         // Flush what is queued (e.g. the error that explains the close), briefly.
                         let flush = async {
                             while let Ok(Outbound::Frame(f)) = rx.try_recv() {
-                                if sink.send(Message::Text(Utf8Bytes::from(f.as_ref()))).await.is_err() {
+                                if sink.send(Message::Text(f)).await.is_err() {
                                     break;
                                 }
                             }
                         };
                         let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
                     }
-                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(text) }))).await;
+                    // A client that stopped reading cannot take even the close frame.
+                    let close = sink.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(text) })));
+                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
                     break;
                 }
                 out = rx.recv() => match out {
                     Some(Outbound::Frame(f)) => {
-                        if sink.send(Message::Text(Utf8Bytes::from(f.as_ref()))).await.is_err() {
+                        // Write what else is queued too, then flush once: one syscall for a
+                        // burst instead of one per frame.
+                        let mut ok = sink.feed(Message::Text(f)).await.is_ok();
+                        let mut more = WRITE_BATCH;
+                        while ok && more > 0 && let Ok(Outbound::Frame(f)) = rx.try_recv() {
+                            ok = sink.feed(Message::Text(f)).await.is_ok();
+                            more -= 1;
+                        }
+                        if !ok || sink.flush().await.is_err() {
                             break;
                         }
                     }
@@ -274,7 +290,15 @@ async fn run(
 
     node.hub.remove(&app, &user, &conn_id);
     drop(tx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // The writer may be stuck writing to a client that stopped reading: end it, which drops
+    // the socket, rather than leave it (and its buffers) behind.
+    let mut writer = writer;
+    if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
     metrics::gauge!("starling_ws_connections").decrement(1.0);
     node.messaging.metering.connection_closed(&app);
     let left = node

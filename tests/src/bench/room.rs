@@ -5,8 +5,13 @@
 //! messages per second; each message's text is its send time in µs. Every listener records
 //! receive time − send time of each `message.new` (into one of a few shared HdrHistograms, so
 //! ten thousand listeners do not each hold one) and which seqs it has seen: a seq seen twice is a
-//! duplicate. Deliveries expected = acked messages × listeners; the rest is missing (lost when
-//! the drain completed, else late).
+//! duplicate. Deliveries expected = acked messages × listeners that read; the rest is missing
+//! (lost when the drain completed, else late).
+//!
+//! With `slow`, that many listeners stop reading once joined (slow consumers, on sockets with a
+//! 4 KiB receive buffer): the server must cut them off (close 4008, or a heartbeat timeout) and
+//! keep its memory flat; the run reports server RSS at the start, peak and end, and how many
+//! slow sockets the server had closed by the end.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -42,6 +47,12 @@ pub struct RoomOpts {
     pub drain: Duration,
     /// New listener connections per second, at most.
     pub connect_rate: u32,
+    /// Listeners that stop reading right after joining (slow consumers): their sockets get a
+    /// 4 KiB receive buffer and are never read until the end, when the run checks that the
+    /// server cut them off.
+    pub slow: usize,
+    /// Padding added to each message (a `custom` field), in bytes.
+    pub pad_bytes: usize,
 }
 
 const SHARDS: usize = 32;
@@ -54,6 +65,8 @@ struct Shared {
     duplicates: AtomicU64,
     reordered: AtomicU64,
     closed: AtomicU64,
+    /// The first refusal's error frame, to say why.
+    first_refusal: Mutex<Option<String>>,
     last_delivery_us: AtomicU64,
     stopping: AtomicBool,
     latency: Vec<Mutex<Histogram<u64>>>,
@@ -72,15 +85,38 @@ fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     Some(&rest[..end])
 }
 
-/// Connects, subscribes to the room and waits for the subscription's ack.
-async fn join(url: String, cid: String) -> anyhow::Result<Ws> {
-    let (mut ws, _) = tokio::time::timeout(
-        Duration::from_secs(15),
-        tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true),
+/// Opens a WebSocket; with `rcvbuf`, on a socket whose kernel receive buffer is that small.
+async fn open(url: &str, rcvbuf: Option<u32>) -> anyhow::Result<Ws> {
+    let Some(size) = rcvbuf else {
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
+                .await
+                .map_err(|e| anyhow::anyhow!("connect failed: {}", connect_error(&e)))?;
+        return Ok(ws);
+    };
+    let hostport = url
+        .split_once("://")
+        .and_then(|(_, r)| r.split('/').next())
+        .context("no host:port in the gateway URL")?;
+    let addr: std::net::SocketAddr = hostport.parse().context("gateway address")?;
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.set_recv_buffer_size(size)?;
+    let tcp = sock.connect(addr).await?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        url,
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        Some(client_config()),
     )
     .await
-    .context("connect timed out")?
     .map_err(|e| anyhow::anyhow!("connect failed: {}", connect_error(&e)))?;
+    Ok(ws)
+}
+
+/// Connects, subscribes to the room and waits for the subscription's ack.
+async fn join(url: String, cid: String, rcvbuf: Option<u32>) -> anyhow::Result<Ws> {
+    let mut ws = tokio::time::timeout(Duration::from_secs(15), open(&url, rcvbuf))
+        .await
+        .context("connect timed out")??;
     let sub = json!({"type": "subscribe", "id": "join", "conversation_id": cid});
     ws.send(Message::Text(sub.to_string().into())).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -153,6 +189,19 @@ async fn listener(mut ws: Ws, shard: usize, sh: Arc<Shared>) {
     }
 }
 
+/// How a slow listener's connection ended, read after the run: cut off by the server (a close
+/// frame, an error or the end of the stream after what was buffered), or still open.
+async fn cut_off(mut ws: Ws) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return false,
+            Ok(Some(Ok(Message::Close(_)))) | Ok(Some(Err(_))) | Ok(None) => return true,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn sender(
     ws: Ws,
@@ -161,6 +210,7 @@ async fn sender(
     first: tokio::time::Instant,
     period: Duration,
     end: tokio::time::Instant,
+    pad: Arc<str>,
     sh: Arc<Shared>,
 ) {
     let (mut sink, mut stream) = ws.split();
@@ -173,6 +223,7 @@ async fn sender(
                     sh2.acked.fetch_add(1, Relaxed);
                 } else if t.contains("\"type\":\"error\"") {
                     sh2.refused.fetch_add(1, Relaxed);
+                    lock(&sh2.first_refusal).get_or_insert_with(|| t.to_owned());
                 }
             }
         }
@@ -183,10 +234,13 @@ async fn sender(
         && at < end
     {
         let cmid = format!("r{who}-{n}");
-        let frame = json!({
+        let mut frame = json!({
             "type": "send", "id": cmid, "conversation_id": cid,
             "client_msg_id": cmid, "text": now_us().to_string(),
         });
+        if !pad.is_empty() {
+            frame["custom"] = json!({ "pad": &*pad });
+        }
         if sink
             .send(Message::Text(frame.to_string().into()))
             .await
@@ -244,6 +298,7 @@ pub async fn run(server: &Server, o: &RoomOpts) -> anyhow::Result<Value> {
         duplicates: AtomicU64::new(0),
         reordered: AtomicU64::new(0),
         closed: AtomicU64::new(0),
+        first_refusal: Mutex::new(None),
         last_delivery_us: AtomicU64::new(0),
         stopping: AtomicBool::new(false),
         latency: (0..SHARDS).map(|_| Mutex::new(histogram())).collect(),
@@ -257,8 +312,9 @@ pub async fn run(server: &Server, o: &RoomOpts) -> anyhow::Result<Value> {
         let permit = gate.clone().acquire_owned().await?;
         let url = format!("{}/v1/connect?token={tok}", server.gateway(i));
         let cid = cid.clone();
+        let rcvbuf = (i < o.slow).then_some(4096);
         joins.push(tokio::spawn(async move {
-            let r = join(url, cid).await;
+            let r = join(url, cid, rcvbuf).await;
             drop(permit);
             r
         }));
@@ -267,16 +323,23 @@ pub async fn run(server: &Server, o: &RoomOpts) -> anyhow::Result<Value> {
         }
     }
     let mut readers = Vec::with_capacity(o.listeners);
+    let mut slow_ws = Vec::with_capacity(o.slow);
     for (i, j) in joins.into_iter().enumerate() {
         let ws = j.await?.with_context(|| format!("listener {i}"))?;
-        readers.push(tokio::spawn(listener(ws, i % SHARDS, sh.clone())));
+        if i < o.slow {
+            slow_ws.push(ws); // never read until the end
+        } else {
+            readers.push(tokio::spawn(listener(ws, i % SHARDS, sh.clone())));
+        }
     }
+    let fast = o.listeners - o.slow;
     let mut sender_ws = Vec::new();
     for (i, tok) in sender_tokens.iter().enumerate() {
         sender_ws.push(
             join(
                 format!("{}/v1/connect?token={tok}", server.gateway(i)),
                 cid.clone(),
+                None,
             )
             .await?,
         );
@@ -289,6 +352,9 @@ pub async fn run(server: &Server, o: &RoomOpts) -> anyhow::Result<Value> {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let pids = server.pids.clone();
+    let rss_start = stats::rss_kib_all(&pids);
+    let rss_peak = Arc::new(AtomicU64::new(rss_start.unwrap_or(0)));
+    let pad: Arc<str> = Arc::from("x".repeat(o.pad_bytes));
     let cpu_before = stats::cpu_secs_all(&pids);
     let mut server_cpu = CpuMeter::new(&pids);
     let mut client_cpu = CpuMeter::new(&[std::process::id()]);
@@ -302,11 +368,20 @@ pub async fn run(server: &Server, o: &RoomOpts) -> anyhow::Result<Value> {
         .enumerate()
         .map(|(i, ws)| {
             let first = t0 + period.mul_f64(i as f64 / o.senders as f64);
-            tokio::spawn(sender(ws, i, cid.clone(), first, period, end, sh.clone()))
+            tokio::spawn(sender(
+                ws,
+                i,
+                cid.clone(),
+                first,
+                period,
+                end,
+                pad.clone(),
+                sh.clone(),
+            ))
         })
         .collect();
     let progress = {
-        let (sh, pids) = (sh.clone(), pids.clone());
+        let (sh, pids, rss_peak) = (sh.clone(), pids.clone(), rss_peak.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.tick().await;
@@ -315,6 +390,8 @@ pub async fn run(server: &Server, o: &RoomOpts) -> anyhow::Result<Value> {
             loop {
                 tick.tick().await;
                 let d = sh.delivered.load(Relaxed);
+                let rss = stats::rss_kib_all(&pids);
+                rss_peak.fetch_max(rss.unwrap_or(0), Relaxed);
                 eprintln!(
                     "[room {:>4}s] sent {}  acked {}  delivered {d} (+{}/s)  dup {}  reordered {} | server cpu {}%  rss {} MiB",
                     t0.elapsed().as_secs(),
@@ -324,7 +401,7 @@ pub async fn run(server: &Server, o: &RoomOpts) -> anyhow::Result<Value> {
                     sh.duplicates.load(Relaxed),
                     sh.reordered.load(Relaxed),
                     cpu.tick().unwrap_or(f64::NAN),
-                    stats::rss_kib_all(&pids).map(mib).unwrap_or(f64::NAN),
+                    rss.map(mib).unwrap_or(f64::NAN),
                 );
                 last = d;
             }
@@ -335,7 +412,7 @@ pub async fn run(server: &Server, o: &RoomOpts) -> anyhow::Result<Value> {
     let (server_cpu_pct, client_cpu_pct, machine_cpu_pct) =
         (server_cpu.tick(), client_cpu.tick(), machine_cpu.tick());
     let drain_start = Instant::now();
-    let expected = || sh.acked.load(Relaxed) * o.listeners as u64;
+    let expected = || sh.acked.load(Relaxed) * fast as u64;
     while drain_start.elapsed() < o.drain {
         let answered = sh.acked.load(Relaxed) + sh.refused.load(Relaxed);
         if answered >= sh.sent.load(Relaxed) && sh.delivered.load(Relaxed) >= expected() {
@@ -355,12 +432,18 @@ pub async fn run(server: &Server, o: &RoomOpts) -> anyhow::Result<Value> {
     for r in &readers {
         r.abort();
     }
+    let rss_end = stats::rss_kib_all(&pids);
+    let slow_cut_off = futures::future::join_all(slow_ws.into_iter().map(cut_off))
+        .await
+        .into_iter()
+        .filter(|c| *c)
+        .count();
     let (sent, acked, delivered) = (
         sh.sent.load(Relaxed),
         sh.acked.load(Relaxed),
         sh.delivered.load(Relaxed),
     );
-    let expected = acked * o.listeners as u64;
+    let expected = acked * fast as u64;
     let mut latency = histogram();
     for h in &sh.latency {
         latency.add(&*lock(h)).ok();
@@ -379,10 +462,13 @@ pub async fn run(server: &Server, o: &RoomOpts) -> anyhow::Result<Value> {
             "target_rate_per_s": o.rate,
             "duration_s": o.duration.as_secs_f64(),
             "drain_limit_s": o.drain.as_secs_f64(),
+            "slow_listeners": o.slow,
+            "pad_bytes": o.pad_bytes,
         },
         "sent": sent,
         "acked": acked,
         "refused": sh.refused.load(Relaxed),
+        "first_refusal": lock(&sh.first_refusal).clone(),
         "deliveries_expected": expected,
         "delivered": delivered,
         "missing": expected.saturating_sub(delivered),
@@ -400,7 +486,11 @@ pub async fn run(server: &Server, o: &RoomOpts) -> anyhow::Result<Value> {
         "server_cpu_s_per_100k_deliveries": cpu_secs
             .filter(|_| delivered > 0)
             .map(|c| (c / delivered as f64 * 1e5 * 1000.0).round() / 1000.0),
-        "server_rss_kib_end": stats::rss_kib_all(&pids),
+        "server_rss_kib_start": rss_start,
+        "server_rss_kib_peak": rss_peak.load(Relaxed),
+        "server_rss_kib_end": rss_end,
+        // Slow listeners the server had cut off by the end (close frame, error or EOF).
+        "slow_cut_off": slow_cut_off,
     }))
 }
 
@@ -418,6 +508,9 @@ pub fn print_summary(v: &Value) {
         "sent / acked / refused",
         format!("{} / {} / {}", v["sent"], v["acked"], v["refused"]),
     );
+    if let Some(why) = v["first_refusal"].as_str() {
+        row("first refusal", why.to_owned());
+    }
     row(
         "deliveries expected / done / missing",
         format!(
@@ -459,4 +552,19 @@ pub fn print_summary(v: &Value) {
         "server CPU s per 100k deliveries",
         v["server_cpu_s_per_100k_deliveries"].to_string(),
     );
+    row(
+        "server RSS start / peak / end (MiB)",
+        format!(
+            "{:.1} / {:.1} / {:.1}",
+            v["server_rss_kib_start"].as_f64().unwrap_or(f64::NAN) / 1024.0,
+            v["server_rss_kib_peak"].as_f64().unwrap_or(f64::NAN) / 1024.0,
+            v["server_rss_kib_end"].as_f64().unwrap_or(f64::NAN) / 1024.0
+        ),
+    );
+    if p["slow_listeners"].as_u64().unwrap_or(0) > 0 {
+        row(
+            "slow listeners cut off by the server",
+            format!("{} of {}", v["slow_cut_off"], p["slow_listeners"]),
+        );
+    }
 }

@@ -105,6 +105,13 @@ struct RoomArgs {
     /// New listener connections per second, at most.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     connect_rate: u32,
+    /// Percentage of listeners that stop reading once joined (slow consumers): the server must
+    /// cut them off and keep its memory flat. Their deliveries are not expected.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=50))]
+    slow_percent: u32,
+    /// Bytes of padding in each message, to fill slow consumers' buffers sooner.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=60_000))]
+    pad_bytes: u32,
 }
 
 #[derive(Args, Debug)]
@@ -296,6 +303,8 @@ async fn run_scenario(server: &Server, scenario: &Scenario) -> anyhow::Result<Va
                     duration: Duration::from_secs(a.duration),
                     drain: Duration::from_secs(a.drain),
                     connect_rate: a.connect_rate,
+                    slow: (a.listeners as usize * a.slow_percent as usize).div_ceil(100),
+                    pad_bytes: a.pad_bytes as usize,
                 },
             )
             .await
