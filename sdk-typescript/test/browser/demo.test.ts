@@ -104,6 +104,8 @@ describe("demo page in Chromium", () => {
     await bob.press("#text", "Enter");
     for (let i = 1; i <= 3; i++) {
       await send(alice, `ping ${i}`);
+      // Bob answers what he saw: without this wait, under load his pong could commit first.
+      await expect.poll(() => texts(bob)).toHaveLength(2 + 2 * i);
       await send(bob, `pong ${i}`);
       await expect.poll(() => texts(alice)).toHaveLength(3 + 2 * i);
     }
