@@ -179,6 +179,9 @@ pub struct WebhookConfig {
     pub time_scale: f64,
     /// Deliveries in flight at once on this node.
     pub concurrency: usize,
+    /// Deliveries in flight at once to one endpoint on this node (at most `concurrency`): a
+    /// slow endpoint cannot take every slot from the others. Ordered endpoints get one.
+    pub endpoint_concurrency: usize,
     /// How often the node looks for due deliveries when it was not woken, in milliseconds.
     pub poll_interval_ms: u64,
     /// Longest timeout an app may give its pre-send hook, in milliseconds.
@@ -197,6 +200,7 @@ impl Default for WebhookConfig {
             disable_after_secs: 5 * 86_400,
             time_scale: 1.0,
             concurrency: 64,
+            endpoint_concurrency: 32,
             poll_interval_ms: 500,
             max_pre_send_timeout_ms: 5_000,
         }
@@ -236,6 +240,12 @@ impl WebhookConfig {
             return Err(ConfigError::field(
                 "gateway.webhooks.concurrency",
                 "must be 1..=4096",
+            ));
+        }
+        if !(1..=self.concurrency).contains(&self.endpoint_concurrency) {
+            return Err(ConfigError::field(
+                "gateway.webhooks.endpoint_concurrency",
+                "must be 1..=concurrency",
             ));
         }
         if !(10..=60_000).contains(&self.poll_interval_ms) {

@@ -101,7 +101,9 @@ impl Webhooks {
             // A redirect could lead anywhere; receivers answer, they do not send us on.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(cfg.attempt_timeout_ms.min(10_000)))
-            .pool_max_idle_per_host(32)
+            // Keep-alive: every connection a busy node opened to a receiver stays for reuse.
+            .pool_max_idle_per_host(cfg.concurrency)
+            .tcp_nodelay(true)
             .user_agent(concat!("Starling-Webhooks/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
