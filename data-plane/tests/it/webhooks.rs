@@ -49,6 +49,8 @@ pub struct Receiver {
     pub delay: Arc<Mutex<Duration>>,
     /// For a pre-send hook: the JSON answer, by the message text.
     pub answer: Arc<Mutex<Option<Answer>>>,
+    /// When not 0: every request whose number (from 0) is a multiple of it answers 500.
+    pub fail_every: Arc<Mutex<usize>>,
 }
 
 impl Receiver {
@@ -70,8 +72,14 @@ impl Receiver {
                         body,
                     };
                     let answer = me.answer.lock().unwrap().map(|f| f(&g.json()));
-                    me.got.lock().unwrap().push(g);
+                    let nth = {
+                        let mut got = me.got.lock().unwrap();
+                        got.push(g);
+                        got.len() - 1
+                    };
+                    let every = *me.fail_every.lock().unwrap();
                     let status = match *me.status.lock().unwrap() {
+                        _ if every > 0 && nth % every == 0 => AxStatus::INTERNAL_SERVER_ERROR,
                         0 => AxStatus::OK,
                         s => AxStatus::from_u16(s).unwrap(),
                     };
@@ -218,7 +226,83 @@ backend_tests!(
     dead_letters_replay_and_disabling,
     ssrf_guard_refuses_loopback_unless_allowed,
     pre_send_hook_accepts_rejects_rewrites_and_fails_as_told,
+    ordered_endpoint_gets_events_in_order_through_failures,
 );
+
+/// An ordered endpoint gets a conversation's messages in their order although the receiver
+/// fails every third request; an unordered endpoint beside it gets them all too.
+async fn ordered_endpoint_gets_events_in_order_through_failures(backend: Backend) {
+    let c = Cell::start_with(backend, fast).await;
+    let rx = Receiver::default();
+    *rx.fail_every.lock().unwrap() = 3;
+    let url = rx.start().await;
+    let other = Receiver::default();
+    let other_url = other.start().await;
+    let secret = generate_secret();
+    let mut app = c.app(Limits::default()).await;
+    let mut ordered = endpoint(&url, &secret);
+    ordered.event_types = vec!["message.created".into()];
+    ordered.ordered = true;
+    let mut loose = endpoint(&other_url, &secret);
+    loose.event_types = vec!["message.created".into()];
+    with_endpoints(&c, &mut app, vec![ordered.clone(), loose]).await;
+    let cid = chat(&c, &app).await;
+    let n: usize = 15;
+    // Sent as fast as they are acknowledged, across the cell's nodes where there are several.
+    for i in 0..n {
+        let (s, m) = send(&c, &app, &cid, &format!("m{i}")).await;
+        assert!(s.is_success(), "{m}");
+    }
+    let seq = |g: &Got| g.json()["data"]["message"]["seq"].as_i64().unwrap();
+    let got = rx
+        .wait("every message at the ordered endpoint", 60, |g| {
+            g.iter().enumerate().filter(|(i, _)| i % 3 != 0).count() >= n
+        })
+        .await;
+    let seqs: Vec<i64> = got.iter().map(seq).collect();
+    // Failures happened, and each was retried before anything later was sent.
+    assert!(got.len() > n, "some attempts failed: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] <= w[1]),
+        "requests in the messages' order, retries included: {seqs:?}"
+    );
+    let delivered: Vec<i64> = seqs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(_, s)| *s)
+        .collect();
+    let first = delivered[0];
+    assert_eq!(
+        delivered,
+        (first..first + n as i64).collect::<Vec<_>>(),
+        "each message delivered once, in order"
+    );
+    // Failed attempts were recorded against the ordered endpoint.
+    let a = c
+        .ok(
+            &app,
+            Method::GET,
+            &format!(
+                "/v1/webhooks/attempts?endpoint_id={}&limit=200",
+                ordered.id
+            ),
+            None,
+        )
+        .await;
+    let failed = a["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["ok"] == false && x["status_code"] == 500)
+        .count();
+    assert_eq!(failed, got.len() - n, "{a}");
+    // The unordered endpoint got every message as well.
+    other
+        .wait("every message at the other endpoint", 30, |g| g.len() >= n)
+        .await;
+    assert!(verify_officially(&secret, &got).iter().all(|b| *b));
+}
 
 async fn signed_events_verify_with_the_official_library(backend: Backend) {
     let c = Cell::start_with(backend, fast).await;
