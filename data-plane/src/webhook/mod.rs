@@ -224,8 +224,18 @@ pub(crate) fn signing_secrets(ep: &WebhookEndpointConfig) -> Vec<&str> {
         .collect()
 }
 
+/// A delivery id. Ordered endpoints get their deliveries in the order of these ids, so they
+/// are monotonic within the process (a plain ULID's random part may sort two ids of the same
+/// millisecond backwards); across nodes they follow the clocks.
 pub(crate) fn delivery_id() -> String {
-    format!("dlv_{}", ulid::Ulid::new().to_string().to_lowercase())
+    static GEN: Mutex<Option<ulid::Generator>> = Mutex::new(None);
+    let mut g = GEN.lock().unwrap_or_else(|p| p.into_inner());
+    let id = g
+        .get_or_insert_with(ulid::Generator::new)
+        .generate()
+        // Only when 2^80 ids were made in one millisecond.
+        .unwrap_or_else(|_| ulid::Ulid::new());
+    format!("dlv_{}", id.to_string().to_lowercase())
 }
 
 pub(crate) fn new_delivery(
