@@ -215,6 +215,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     )
     .await
     .context("starting the data plane")?;
+    // The server API manages webhook endpoints through the control plane in this process.
+    node.messaging.webhooks.set_admin(Arc::new(cp.clone()));
 
     let console = open_console(
         &cp,

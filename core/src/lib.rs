@@ -26,5 +26,6 @@ pub mod secret;
 pub mod telemetry;
 pub mod usage;
 pub mod webhook;
+pub mod webhook_admin;
 
 pub use error::{ApiError, ErrorCode};

@@ -7,6 +7,7 @@ mod billing;
 mod cell;
 mod console;
 mod image;
+mod webhooks;
 
 use std::time::Duration;
 

@@ -10,10 +10,16 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use starling_core::appconfig::{PreSendHookConfig, WebhookEndpointConfig, WebhookSecret};
+use starling_core::error::ApiError;
 use starling_core::http::{Page, PageParams};
 use starling_core::id::{AppId, TenantId, WebhookEndpointId};
 use starling_core::webhook::{check_url, event_type, generate_secret};
 use utoipa::ToSchema;
+
+pub use starling_core::webhook_admin::{
+    RotateWebhookSecretIn, WebhookAdmin, WebhookEndpointCreatedOut, WebhookEndpointIn,
+    WebhookEndpointOut, WebhookEndpointPatch, WebhookSecretOut,
+};
 
 use super::{ControlPlane, Result, invalid, not_found, paginate};
 use crate::entity::{pre_send_hook, webhook_endpoint};
@@ -21,104 +27,6 @@ use crate::store::app_scoped;
 
 /// Most endpoints per app.
 pub const MAX_ENDPOINTS_PER_APP: u64 = 20;
-
-/// A new webhook endpoint.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookEndpointIn {
-    /// Where events are POSTed (`https://…`; `http://` is accepted too).
-    #[schema(example = "https://example.com/starling/webhooks")]
-    pub url: String,
-    /// A note for humans, at most 256 characters.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// Event types to receive; omitted or empty: every type that is not opt-in.
-    #[serde(default)]
-    pub event_types: Option<Vec<String>>,
-    /// Whether it receives events (default `true`).
-    #[serde(default)]
-    pub enabled: Option<bool>,
-    /// Most deliveries per second, 1..=10000; unlimited when omitted.
-    #[serde(default)]
-    pub rate_limit_per_second: Option<u32>,
-    /// Deliver one event at a time, in the order they happened (default `false`): a failing
-    /// event then holds back the later ones until it succeeds or is dead-lettered.
-    #[serde(default)]
-    pub ordered: Option<bool>,
-}
-
-/// Changes to a webhook endpoint; omitted fields stay.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookEndpointPatch {
-    /// New URL.
-    pub url: Option<String>,
-    /// New description.
-    pub description: Option<String>,
-    /// New event types (empty: every type that is not opt-in).
-    pub event_types: Option<Vec<String>>,
-    /// Enable (also lifts an automatic disabling) or disable.
-    pub enabled: Option<bool>,
-    /// New rate limit; `null` removes it.
-    #[serde(default, deserialize_with = "starling_core::http::double_option")]
-    #[schema(value_type = Option<u32>)]
-    pub rate_limit_per_second: Option<Option<u32>>,
-    /// Ordered delivery on or off.
-    pub ordered: Option<bool>,
-}
-
-/// A webhook endpoint (without its secret).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WebhookEndpointOut {
-    /// Endpoint id.
-    pub id: WebhookEndpointId,
-    /// Its app.
-    pub app_id: AppId,
-    /// Where events go.
-    pub url: String,
-    /// A note for humans.
-    pub description: String,
-    /// Subscribed event types (empty: every type that is not opt-in).
-    pub event_types: Vec<String>,
-    /// Whether it receives events.
-    pub enabled: bool,
-    /// Most deliveries per second, if limited.
-    pub rate_limit_per_second: Option<u32>,
-    /// One event at a time, in order.
-    pub ordered: bool,
-    /// When it was made.
-    pub created_at: DateTime<Utc>,
-    /// When it last changed.
-    pub updated_at: DateTime<Utc>,
-}
-
-/// A new endpoint, with its signing secret.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WebhookEndpointCreatedOut {
-    /// The endpoint.
-    #[serde(flatten)]
-    pub endpoint: WebhookEndpointOut,
-    /// The signing secret (`whsec_…`); also readable later with `GET …/secret`.
-    pub secret: String,
-}
-
-/// An endpoint's signing secret.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WebhookSecretOut {
-    /// The current secret (`whsec_…`).
-    pub secret: String,
-    /// Until when the previous secret also signs (after a rotation).
-    pub previous_expires_at: Option<DateTime<Utc>>,
-}
-
-/// How to rotate an endpoint's secret.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RotateWebhookSecretIn {
-    /// How long the current secret keeps signing too, 0..=2592000 seconds (default 86400).
-    /// During the overlap each request carries both signatures.
-    pub overlap_seconds: Option<u64>,
-}
 
 /// The pre-send hook of an app.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -528,5 +436,66 @@ fn hook_out(m: pre_send_hook::Model) -> PreSendHookOut {
         fail_open: m.fail_open,
         secret: m.secret,
         updated_at: m.updated_at,
+    }
+}
+
+/// The endpoint functions above for the server API of a node in the same process (standalone):
+/// the app's tenant and id come from the node's API key.
+#[async_trait::async_trait]
+impl WebhookAdmin for ControlPlane {
+    async fn create_endpoint(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+        input: WebhookEndpointIn,
+    ) -> std::result::Result<WebhookEndpointCreatedOut, ApiError> {
+        Ok(self.create_webhook_endpoint(tenant, app, input).await?)
+    }
+
+    async fn get_endpoint(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+        id: &WebhookEndpointId,
+    ) -> std::result::Result<WebhookEndpointOut, ApiError> {
+        Ok(self.get_webhook_endpoint(tenant, app, id).await?)
+    }
+
+    async fn update_endpoint(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+        id: &WebhookEndpointId,
+        patch: WebhookEndpointPatch,
+    ) -> std::result::Result<WebhookEndpointOut, ApiError> {
+        Ok(self.update_webhook_endpoint(tenant, app, id, patch).await?)
+    }
+
+    async fn delete_endpoint(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+        id: &WebhookEndpointId,
+    ) -> std::result::Result<(), ApiError> {
+        Ok(self.delete_webhook_endpoint(tenant, app, id).await?)
+    }
+
+    async fn get_secret(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+        id: &WebhookEndpointId,
+    ) -> std::result::Result<WebhookSecretOut, ApiError> {
+        Ok(self.get_webhook_secret(tenant, app, id).await?)
+    }
+
+    async fn rotate_secret(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+        id: &WebhookEndpointId,
+        input: RotateWebhookSecretIn,
+    ) -> std::result::Result<WebhookSecretOut, ApiError> {
+        Ok(self.rotate_webhook_secret(tenant, app, id, input).await?)
     }
 }

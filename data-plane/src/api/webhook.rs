@@ -1,12 +1,19 @@
 //! `/v1/webhooks`: the app's webhook endpoints as the cell sees them, recorded events,
-//! deliveries and their attempts, dead letters, replays, and notices. Endpoints themselves are
-//! configured in the control plane (admin or console API) and reach the cell on the app-config
-//! feed.
+//! deliveries and their attempts, dead letters, replays, and notices. Endpoints live in the
+//! control plane and reach the cell on the app-config feed; the server API creates, changes and
+//! deletes them (and rotates their secrets) through the control plane's functions where the
+//! node runs in its process (standalone), and answers 503 elsewhere (see docs/WEBHOOKS.md).
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use starling_core::error::{ApiError, ErrorBody};
 use starling_core::http::{Json, Page, PageParams, Query};
+use starling_core::id::WebhookEndpointId;
+use starling_core::webhook_admin::{
+    RotateWebhookSecretIn, WebhookEndpointCreatedOut, WebhookEndpointIn, WebhookEndpointOut,
+    WebhookEndpointPatch, WebhookSecretOut,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -19,7 +26,14 @@ use crate::webhook::{
 
 pub(super) fn routes() -> OpenApiRouter<Arc<Node>> {
     OpenApiRouter::new()
-        .routes(routes!(list_webhook_endpoints))
+        .routes(routes!(list_webhook_endpoints, create_webhook_endpoint))
+        .routes(routes!(
+            get_webhook_endpoint,
+            update_webhook_endpoint,
+            delete_webhook_endpoint
+        ))
+        .routes(routes!(get_webhook_secret))
+        .routes(routes!(rotate_webhook_secret))
         .routes(routes!(list_webhook_events))
         .routes(routes!(get_webhook_event))
         .routes(routes!(list_webhook_deliveries))
@@ -38,6 +52,121 @@ async fn list_webhook_endpoints(
 ) -> Result<Json<Vec<EndpointStatusOut>>, ApiError> {
     Ok(Json(
         n.messaging.webhook_endpoints(p.app_id.as_str()).await?,
+    ))
+}
+
+fn endpoint_id(s: &str) -> Result<WebhookEndpointId, ApiError> {
+    WebhookEndpointId::parse(s).map_err(|_| ApiError::not_found("webhook endpoint", s))
+}
+
+/// Add a webhook endpoint to the app; the answer holds its signing secret
+#[utoipa::path(post, path = "/v1/webhooks/endpoints", tag = "webhooks", request_body = WebhookEndpointIn,
+    responses((status = 201, description = "Created", body = WebhookEndpointCreatedOut), (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = 503, description = "This node runs without the control plane (a cell node): use the admin or console API", body = ErrorBody)))]
+async fn create_webhook_endpoint(
+    State(n): State<Arc<Node>>,
+    p: Principal,
+    Json(input): Json<WebhookEndpointIn>,
+) -> Result<(StatusCode, Json<WebhookEndpointCreatedOut>), ApiError> {
+    let admin = n.messaging.webhooks.admin()?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            admin
+                .create_endpoint(&p.tenant_id, &p.app_id, input)
+                .await?,
+        ),
+    ))
+}
+
+/// Get one webhook endpoint's configuration (without its secret)
+#[utoipa::path(get, path = "/v1/webhooks/endpoints/{endpoint_id}", tag = "webhooks",
+    params(("endpoint_id" = String, Path, description = "Endpoint id")),
+    responses((status = 200, description = "Success", body = WebhookEndpointOut), (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = 503, description = "This node runs without the control plane (a cell node): use the admin or console API", body = ErrorBody)))]
+async fn get_webhook_endpoint(
+    State(n): State<Arc<Node>>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<WebhookEndpointOut>, ApiError> {
+    let admin = n.messaging.webhooks.admin()?;
+    Ok(Json(
+        admin
+            .get_endpoint(&p.tenant_id, &p.app_id, &endpoint_id(&id)?)
+            .await?,
+    ))
+}
+
+/// Change a webhook endpoint; omitted fields stay (`enabled: true` also lifts an automatic disabling)
+#[utoipa::path(patch, path = "/v1/webhooks/endpoints/{endpoint_id}", tag = "webhooks", request_body = WebhookEndpointPatch,
+    params(("endpoint_id" = String, Path, description = "Endpoint id")),
+    responses((status = 200, description = "Success", body = WebhookEndpointOut), (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = 503, description = "This node runs without the control plane (a cell node): use the admin or console API", body = ErrorBody)))]
+async fn update_webhook_endpoint(
+    State(n): State<Arc<Node>>,
+    p: Principal,
+    Path(id): Path<String>,
+    Json(patch): Json<WebhookEndpointPatch>,
+) -> Result<Json<WebhookEndpointOut>, ApiError> {
+    let admin = n.messaging.webhooks.admin()?;
+    Ok(Json(
+        admin
+            .update_endpoint(&p.tenant_id, &p.app_id, &endpoint_id(&id)?, patch)
+            .await?,
+    ))
+}
+
+/// Remove a webhook endpoint; deliveries still due to it are dropped
+#[utoipa::path(delete, path = "/v1/webhooks/endpoints/{endpoint_id}", tag = "webhooks",
+    params(("endpoint_id" = String, Path, description = "Endpoint id")),
+    responses((status = 204, description = "Deleted"), (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = 503, description = "This node runs without the control plane (a cell node): use the admin or console API", body = ErrorBody)))]
+async fn delete_webhook_endpoint(
+    State(n): State<Arc<Node>>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let admin = n.messaging.webhooks.admin()?;
+    admin
+        .delete_endpoint(&p.tenant_id, &p.app_id, &endpoint_id(&id)?)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Get a webhook endpoint's signing secret
+#[utoipa::path(get, path = "/v1/webhooks/endpoints/{endpoint_id}/secret", tag = "webhooks",
+    params(("endpoint_id" = String, Path, description = "Endpoint id")),
+    responses((status = 200, description = "Success", body = WebhookSecretOut), (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = 503, description = "This node runs without the control plane (a cell node): use the admin or console API", body = ErrorBody)))]
+async fn get_webhook_secret(
+    State(n): State<Arc<Node>>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<WebhookSecretOut>, ApiError> {
+    let admin = n.messaging.webhooks.admin()?;
+    Ok(Json(
+        admin
+            .get_secret(&p.tenant_id, &p.app_id, &endpoint_id(&id)?)
+            .await?,
+    ))
+}
+
+/// Rotate a webhook endpoint's signing secret; the old one keeps signing beside it for the overlap
+#[utoipa::path(post, path = "/v1/webhooks/endpoints/{endpoint_id}/secret/rotate", tag = "webhooks", request_body = RotateWebhookSecretIn,
+    params(("endpoint_id" = String, Path, description = "Endpoint id")),
+    responses((status = 200, description = "Success", body = WebhookSecretOut), (status = "4XX", description = "Client error", body = ErrorBody),
+        (status = 503, description = "This node runs without the control plane (a cell node): use the admin or console API", body = ErrorBody)))]
+async fn rotate_webhook_secret(
+    State(n): State<Arc<Node>>,
+    p: Principal,
+    Path(id): Path<String>,
+    Json(input): Json<RotateWebhookSecretIn>,
+) -> Result<Json<WebhookSecretOut>, ApiError> {
+    let admin = n.messaging.webhooks.admin()?;
+    Ok(Json(
+        admin
+            .rotate_secret(&p.tenant_id, &p.app_id, &endpoint_id(&id)?, input)
+            .await?,
     ))
 }
 

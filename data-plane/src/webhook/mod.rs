@@ -35,6 +35,7 @@ use starling_core::error::ApiError;
 use starling_core::http::{Page, PageParams};
 use starling_core::id::{AppId, EventId};
 use starling_core::webhook::subscribed;
+use starling_core::webhook_admin::WebhookAdmin;
 use utoipa::ToSchema;
 
 use crate::entity::{
@@ -54,6 +55,7 @@ pub struct Webhooks {
     client: reqwest::Client,
     wake: tokio::sync::Notify,
     limiters: Mutex<HashMap<String, (u32, Arc<Limiter>)>>,
+    admin: std::sync::OnceLock<Arc<dyn WebhookAdmin>>,
 }
 
 /// An outbound request's outcome.
@@ -112,6 +114,24 @@ impl Webhooks {
             client,
             wake: tokio::sync::Notify::new(),
             limiters: Mutex::new(HashMap::new()),
+            admin: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Lets the server API manage endpoints through the control plane's functions (a node in
+    /// the control plane's process). Only the first call counts.
+    pub fn set_admin(&self, admin: Arc<dyn WebhookAdmin>) {
+        let _ = self.admin.set(admin);
+    }
+
+    /// The control plane's endpoint functions, when this node has them.
+    pub fn admin(&self) -> Result<&Arc<dyn WebhookAdmin>> {
+        self.admin.get().ok_or_else(|| {
+            ApiError::new(
+                starling_core::error::ErrorCode::Unavailable,
+                "this node runs without the control plane: manage webhook endpoints through the \
+                 admin API or the console (docs/WEBHOOKS.md)",
+            )
         })
     }
 

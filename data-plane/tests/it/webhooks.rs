@@ -283,10 +283,7 @@ async fn ordered_endpoint_gets_events_in_order_through_failures(backend: Backend
         .ok(
             &app,
             Method::GET,
-            &format!(
-                "/v1/webhooks/attempts?endpoint_id={}&limit=200",
-                ordered.id
-            ),
+            &format!("/v1/webhooks/attempts?endpoint_id={}&limit=200", ordered.id),
             None,
         )
         .await;
@@ -302,6 +299,19 @@ async fn ordered_endpoint_gets_events_in_order_through_failures(backend: Backend
         .wait("every message at the other endpoint", 30, |g| g.len() >= n)
         .await;
     assert!(verify_officially(&secret, &got).iter().all(|b| *b));
+    // These nodes run without the control plane (like a cell's): endpoint writes through the
+    // server API are refused clearly, pointing to the admin API and the console.
+    let (s, v) = c
+        .api(
+            &app,
+            Method::POST,
+            "/v1/webhooks/endpoints",
+            Some(json!({"url": "https://example.com/h"})),
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["code"], "unavailable", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("admin API"), "{v}");
 }
 
 async fn signed_events_verify_with_the_official_library(backend: Backend) {
