@@ -152,6 +152,17 @@ impl Directory {
             .cloned()
     }
 
+    /// The ids of the apps this node knows.
+    pub fn app_ids(&self) -> Vec<String> {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .apps
+            .keys()
+            .map(|a| a.to_string())
+            .collect()
+    }
+
     fn check_active(c: &AppConfig) -> Result<(), ApiError> {
         match c.suspended.as_deref() {
             None => Ok(()),

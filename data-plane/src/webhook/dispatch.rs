@@ -207,9 +207,16 @@ impl Dispatcher {
             .add(webhook_delivery::Column::LeaseUntil.is_null())
             .add(webhook_delivery::Column::LeaseUntil.lt(now));
         let (full, mut room) = self.endpoint_room();
-        // Across apps: the dispatcher is cell infrastructure; each delivery is then handled
-        // within its own app (and only for apps this node serves).
+        // Across the apps this node serves: the dispatcher is cell infrastructure; each
+        // delivery is then handled within its own app. Rows of apps it does not know (deleted,
+        // or another cell's in a shared database) are left alone and never fill a batch, or
+        // they would starve every other app's deliveries.
+        let apps = m.directory.app_ids();
+        if apps.is_empty() {
+            return Ok(0);
+        }
         let mut q = webhook_delivery::Entity::find()
+            .filter(webhook_delivery::Column::AppId.is_in(apps))
             .filter(webhook_delivery::Column::Status.eq("pending"))
             .filter(webhook_delivery::Column::NextAttemptAt.lte(now))
             .filter(free.clone());
