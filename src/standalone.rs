@@ -177,10 +177,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let base = format!("http://{local}");
 
     let feed: Arc<dyn ConfigFeed> = Arc::new(InProcessFeed::new());
+    let directory = Arc::new(Directory::new(KeyHasher::new(&key_hash_secret)));
     let cp = server::open(&db_url, cfg.database.max_connections, &key_hash_secret)
         .await
         .with_context(|| format!("opening the database {}", redact_url(&db_url)))?
-        .with_feed(feed.clone());
+        .with_feed(Arc::new(AppliedFeed {
+            inner: feed.clone(),
+            directory: directory.clone(),
+        }));
     cp.ensure_local_cluster(Some(format!("ws://{local}")))
         .await
         .map_err(|e| anyhow::anyhow!("registering the local cluster: {e}"))?;
@@ -191,7 +195,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     cp.consume_usage(usage.clone()).await?;
 
     // The data plane, in the same process: in-process feed, bus and registry.
-    let directory = Arc::new(Directory::new(KeyHasher::new(&key_hash_secret)));
     directory.follow(feed).await?;
     let published = cp
         .publish_all()
@@ -480,4 +483,35 @@ pub async fn run_data_plane(
     })
     .await?;
     Ok(())
+}
+
+/// The control plane's side of the in-process feed: a change is applied to the node's directory
+/// before the admin call that made it returns, so a key or an app just created works on the very
+/// next request (following the feed alone would apply it a moment later, on another task). The
+/// directory ignores the same update when the feed delivers it again (versions).
+struct AppliedFeed {
+    inner: Arc<dyn ConfigFeed>,
+    directory: Arc<Directory>,
+}
+
+#[async_trait::async_trait]
+impl ConfigFeed for AppliedFeed {
+    async fn publish(
+        &self,
+        update: starling_core::appconfig::ConfigUpdate,
+    ) -> Result<(), starling_core::appconfig::FeedError> {
+        self.directory.apply(update.clone());
+        self.inner.publish(update).await
+    }
+
+    async fn snapshot(
+        &self,
+    ) -> Result<Vec<starling_core::appconfig::ConfigUpdate>, starling_core::appconfig::FeedError>
+    {
+        self.inner.snapshot().await
+    }
+
+    fn updates(&self) -> tokio::sync::broadcast::Receiver<starling_core::appconfig::ConfigUpdate> {
+        self.inner.updates()
+    }
 }
