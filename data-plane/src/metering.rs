@@ -53,6 +53,33 @@ pub struct Metering {
 const MAX_PENDING: usize = 100_000;
 
 /// The `quota_exceeded` refusal for limit `name`.
+/// A monthly quota counter that reached one of the thresholds customers are told about by the
+/// `usage.threshold_reached` webhook: 80 % (rounded up) and 100 % of the limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crossing {
+    /// `messages` or `monthly_active_users`.
+    pub metric: &'static str,
+    /// The threshold reached (a count).
+    pub threshold: u64,
+    /// The limit it is a share of.
+    pub limit: u64,
+    /// The first instant of the month it counts in.
+    pub period_start: DateTime<Utc>,
+}
+
+impl Crossing {
+    /// The crossing that count `n` makes, if it is exactly a threshold.
+    pub fn of(metric: &'static str, limit: u64, n: u64, now: DateTime<Utc>) -> Option<Self> {
+        let eighty = (limit * 8).div_ceil(10).max(1);
+        (n == eighty || n == limit).then(|| Crossing {
+            metric,
+            threshold: n,
+            limit,
+            period_start: starling_core::clock::parse_period(&period_of(now)).unwrap_or(now),
+        })
+    }
+}
+
 pub fn quota_error(name: &str, limit: u64, now: DateTime<Utc>) -> ApiError {
     let resets = next_month_start(now);
     let mut e = ApiError::new(
@@ -141,10 +168,12 @@ impl Metering {
         cfg.soft_limits.iter().any(|s| s == name)
     }
 
-    /// Takes one message from the app's monthly quota, or refuses with `quota_exceeded`.
-    pub async fn admit_message(&self, cfg: &AppConfig) -> Result<(), ApiError> {
+    /// Takes one message from the app's monthly quota, or refuses with `quota_exceeded`. Tells
+    /// when this message is the one that reached 80 % or 100 % of the limit (the shared counter
+    /// hands each count to exactly one caller, so each threshold is reported once per period).
+    pub async fn admit_message(&self, cfg: &AppConfig) -> Result<Option<Crossing>, ApiError> {
         let Some(limit) = cfg.limits.messages_per_month else {
-            return Ok(());
+            return Ok(None);
         };
         let now = self.clock.now();
         let soft = Self::is_soft(cfg, "messages_per_month");
@@ -155,7 +184,7 @@ impl Metering {
                     tracing::warn!(app_id = %cfg.app_id, used = n, limit, "soft quota messages_per_month passed");
                     metrics::counter!("starling_quota_soft_exceeded_total", "limit" => "messages_per_month").increment(1);
                 }
-                Ok(())
+                Ok(Crossing::of("messages", limit, n, now))
             }
             Ok(Taken::Refused(_)) => {
                 metrics::counter!("starling_quota_refused_total", "limit" => "messages_per_month")
@@ -165,16 +194,21 @@ impl Metering {
             Err(e) => {
                 // Availability first, as with rate limits: a counter outage lets traffic through.
                 tracing::warn!(error = %e, "quota counters unavailable; message allowed");
-                Ok(())
+                Ok(None)
             }
         }
     }
 
     /// Counts `user` as active this month, or refuses with `quota_exceeded` when the app is at
     /// its `monthly_active_users` limit and the user was not active yet.
-    pub async fn admit_user(&self, cfg: &AppConfig, user: &str) -> Result<(), ApiError> {
+    /// Like [`Metering::admit_message`], tells when this user reached a threshold.
+    pub async fn admit_user(
+        &self,
+        cfg: &AppConfig,
+        user: &str,
+    ) -> Result<Option<Crossing>, ApiError> {
         let Some(limit) = cfg.limits.monthly_active_users else {
-            return Ok(());
+            return Ok(None);
         };
         let now = self.clock.now();
         let soft = Self::is_soft(cfg, "monthly_active_users");
@@ -189,7 +223,7 @@ impl Metering {
                     tracing::warn!(app_id = %cfg.app_id, used = n, limit, "soft quota monthly_active_users passed");
                     metrics::counter!("starling_quota_soft_exceeded_total", "limit" => "monthly_active_users").increment(1);
                 }
-                Ok(())
+                Ok(Crossing::of("monthly_active_users", limit, n, now))
             }
             Ok(Taken::Refused(_)) => {
                 metrics::counter!("starling_quota_refused_total", "limit" => "monthly_active_users").increment(1);
@@ -197,7 +231,7 @@ impl Metering {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "quota counters unavailable; user allowed");
-                Ok(())
+                Ok(None)
             }
         }
     }
@@ -283,6 +317,25 @@ impl Metering {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn thresholds_are_80_percent_rounded_up_and_the_limit() {
+        let now = chrono::Utc::now();
+        let at = |limit, n| Crossing::of("messages", limit, n, now).map(|c| c.threshold);
+        assert_eq!(at(10, 7), None);
+        assert_eq!(at(10, 8), Some(8));
+        assert_eq!(at(10, 9), None);
+        assert_eq!(at(10, 10), Some(10));
+        assert_eq!(at(10, 11), None, "past the limit (soft): nothing more");
+        assert_eq!(at(5, 4), Some(4));
+        assert_eq!(
+            at(1, 1),
+            Some(1),
+            "one event when both thresholds are the same count"
+        );
+        let c = Crossing::of("messages", 10, 8, now).unwrap();
+        assert_eq!(c.period_start.format("%d %H:%M").to_string(), "01 00:00");
+    }
+
     use super::*;
     use chrono::TimeZone;
     use starling_core::clock::ManualClock;

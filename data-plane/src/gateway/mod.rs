@@ -62,8 +62,12 @@ pub async fn connect(
     node.messaging
         .active_user(p.app_id.as_str(), &p.user_id)
         .await?;
-    if let Some(cfg) = node.messaging.directory.app(&p.app_id) {
-        node.messaging.metering.admit_user(&cfg, &p.user_id).await?;
+    if let Some(cfg) = node.messaging.directory.app(&p.app_id)
+        && let Some(c) = node.messaging.metering.admit_user(&cfg, &p.user_id).await?
+    {
+        node.messaging
+            .threshold_reached(cfg.app_id.as_str(), &c)
+            .await;
     }
 
     let conn_id = ConnectionId::generate().into_string();

@@ -45,10 +45,37 @@ impl Messaging {
         else {
             return Ok(());
         };
-        if let Actor::User(u) = actor {
-            self.metering.admit_user(&cfg, u).await?;
+        let user = match actor {
+            Actor::User(u) => self.metering.admit_user(&cfg, u).await?,
+            Actor::Server => None,
+        };
+        let message = self.metering.admit_message(&cfg).await?;
+        for c in [user, message].into_iter().flatten() {
+            self.threshold_reached(app, &c).await;
         }
-        self.metering.admit_message(&cfg).await
+        Ok(())
+    }
+
+    /// Tells the app's webhooks that a quota counter reached a threshold.
+    pub(crate) async fn threshold_reached(&self, app: &str, c: &crate::metering::Crossing) {
+        tracing::info!(
+            app_id = app,
+            metric = c.metric,
+            threshold = c.threshold,
+            limit = c.limit,
+            "usage threshold reached"
+        );
+        self.emit_after(
+            app,
+            "usage.threshold_reached",
+            &crate::webhook::catalog::UsageThresholdData {
+                metric: c.metric.to_owned(),
+                threshold: c.threshold as i64,
+                value: c.threshold as i64,
+                period_start: c.period_start,
+            },
+        )
+        .await;
     }
 }
 

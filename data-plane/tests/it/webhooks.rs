@@ -227,7 +227,55 @@ backend_tests!(
     ssrf_guard_refuses_loopback_unless_allowed,
     pre_send_hook_accepts_rejects_rewrites_and_fails_as_told,
     ordered_endpoint_gets_events_in_order_through_failures,
+    usage_thresholds_reach_the_endpoints_once_each,
 );
+
+/// An app allowed 5 messages a month: the 4th message (80 %) and the 5th (100 %) each send one
+/// `usage.threshold_reached`; the refused 6th sends nothing more.
+async fn usage_thresholds_reach_the_endpoints_once_each(backend: Backend) {
+    let c = Cell::start_with(backend, fast).await;
+    let rx = Receiver::default();
+    let url = rx.start().await;
+    let secret = generate_secret();
+    let mut app = c
+        .app(Limits {
+            messages_per_month: Some(5),
+            ..Default::default()
+        })
+        .await;
+    with_endpoints(&c, &mut app, vec![endpoint(&url, &secret)]).await;
+    let cid = chat(&c, &app).await;
+    for i in 1..=5 {
+        let (s, m) = send(&c, &app, &cid, &format!("message {i}")).await;
+        assert!(s.is_success(), "{m}");
+    }
+    let (s, m) = send(&c, &app, &cid, "one too many").await;
+    assert_eq!(s.as_u16(), 429, "{m}");
+    let thresholds = |g: &[Got]| -> Vec<(i64, i64)> {
+        g.iter()
+            .map(|x| x.json())
+            .filter(|v| v["type"] == "usage.threshold_reached")
+            .map(|v| {
+                assert_eq!(v["data"]["metric"], "messages", "{v}");
+                assert!(v["data"]["period_start"].is_string(), "{v}");
+                (
+                    v["data"]["threshold"].as_i64().unwrap(),
+                    v["data"]["value"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let got = rx
+        .wait("both thresholds", 30, |g| thresholds(g).len() >= 2)
+        .await;
+    let mut t = thresholds(&got);
+    t.sort();
+    assert_eq!(t, vec![(4, 4), (5, 5)]);
+    assert!(verify_officially(&secret, &got).iter().all(|b| *b));
+    // Nothing more comes (each threshold once).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(thresholds(&rx.all()).len(), 2);
+}
 
 /// An ordered endpoint gets a conversation's messages in their order although the receiver
 /// fails every third request; an unordered endpoint beside it gets them all too.
