@@ -45,12 +45,14 @@ impl Messaging {
         else {
             return Ok(());
         };
-        let user = match actor {
-            Actor::User(u) => self.metering.admit_user(&cfg, u).await?,
-            Actor::Server => None,
-        };
-        let message = self.metering.admit_message(&cfg).await?;
-        for c in [user, message].into_iter().flatten() {
+        // Each crossing is told as soon as it is counted: a refusal of the message after the
+        // user was counted must not swallow the user's threshold.
+        if let Actor::User(u) = actor
+            && let Some(c) = self.metering.admit_user(&cfg, u).await?
+        {
+            self.threshold_reached(app, &c).await;
+        }
+        if let Some(c) = self.metering.admit_message(&cfg).await? {
             self.threshold_reached(app, &c).await;
         }
         Ok(())
