@@ -75,7 +75,7 @@ impl Crossing {
             metric,
             threshold: n,
             limit,
-            period_start: starling_core::clock::parse_period(&period_of(now)).unwrap_or(now),
+            period_start: starling_core::clock::month_start(now),
         })
     }
 }

@@ -94,11 +94,7 @@ async fn open(url: &str, rcvbuf: Option<u32>) -> anyhow::Result<Ws> {
                 .map_err(|e| anyhow::anyhow!("connect failed: {}", connect_error(&e)))?;
         return Ok(ws);
     };
-    let hostport = url
-        .split_once("://")
-        .and_then(|(_, r)| r.split('/').next())
-        .context("no host:port in the gateway URL")?;
-    let addr: std::net::SocketAddr = hostport.parse().context("gateway address")?;
+    let addr = starling_e2e::url_addr(url);
     let sock = tokio::net::TcpSocket::new_v4()?;
     sock.set_recv_buffer_size(size)?;
     let tcp = sock.connect(addr).await?;
