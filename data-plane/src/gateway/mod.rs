@@ -16,12 +16,13 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use starling_core::error::{ApiError, ErrorCode};
 use starling_core::id::ConnectionId;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::directory::UserPrincipal;
 use crate::hub::{CloseReason, ConnHandle, Outbound};
@@ -111,7 +112,9 @@ pub async fn connect(
     let (node2, p2, conn2) = (node.clone(), p.clone(), conn_id.clone());
     Ok(ws
         // Small buffers on purpose: an idle connection should cost kilobytes, not 100+ KiB.
-        .read_buffer_size(4 * 1024)
+        // The read buffer is also the most read per syscall; clients send small frames, and a
+        // large one just takes a few more reads.
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(4 * 1024)
         // What a client that stopped reading can pile up in the node, beyond the frame queue
         // (whose frames are shared with other connections): 256 KiB, or two of the largest
@@ -134,6 +137,10 @@ pub async fn connect(
         .into_response())
 }
 
+/// Bytes read from a client socket at once (tungstenite keeps a buffer of this size per
+/// connection).
+const READ_BUFFER: usize = 1024;
+
 /// At most this many queued frames are written before a flush.
 const WRITE_BATCH: usize = 64;
 
@@ -151,8 +158,8 @@ async fn run(
     let app = p.app_id.to_string();
     let user = p.user_id.clone();
     let g = node.gateway.clone();
-    let (tx, mut rx) = mpsc::channel::<Outbound>(g.outbound_queue);
-    let (close_tx, mut close_rx) = watch::channel(CloseReason::Open);
+    let (tx, rx) = flume::bounded::<Outbound>(g.outbound_queue);
+    let (close_tx, close_rx) = watch::channel(CloseReason::Open);
     let close_tx = Arc::new(close_tx);
     node.hub.add(
         &app,
@@ -174,70 +181,17 @@ async fn run(
         max_frame_bytes: g.max_frame_bytes,
     };
     let _ = tx.try_send(Outbound::Frame(frame_text(&hello)));
+    // Heavy futures are boxed so that they do not sit inline in this task's state for the
+    // connection's whole life: an idle connection then costs ~1 KiB of task instead of ~10 KiB.
     if user_conns == 1 {
-        node.announce_presence(&app, &user, true, None).await;
+        Box::pin(node.announce_presence(&app, &user, true, None)).await;
     }
 
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let heartbeat = Duration::from_secs(g.heartbeat_secs);
 
-    // Writer: queued frames, heartbeats, and the close when asked.
     let writer_close = close_tx.clone();
-    let writer = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(heartbeat);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                biased;
-                changed = close_rx.changed() => {
-                    let reason = if changed.is_ok() { *close_rx.borrow() } else { CloseReason::Shutdown };
-                    let (code, text) = match reason {
-                        CloseReason::SlowConsumer => (4008, "slow consumer: frames were not read in time"),
-                        CloseReason::Shutdown => (1001, "node shutting down"),
-                        CloseReason::HeartbeatTimeout => (4002, "heartbeat timeout"),
-                        CloseReason::Open => continue,
-                    };
-                    if reason != CloseReason::SlowConsumer {
-                        // Flush what is queued (e.g. the error that explains the close), briefly.
-                        let flush = async {
-                            while let Ok(Outbound::Frame(f)) = rx.try_recv() {
-                                if sink.send(Message::Text(f)).await.is_err() {
-                                    break;
-                                }
-                            }
-                        };
-                        let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
-                    }
-                    // A client that stopped reading cannot take even the close frame.
-                    let close = sink.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(text) })));
-                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
-                    break;
-                }
-                out = rx.recv() => match out {
-                    Some(Outbound::Frame(f)) => {
-                        // Write what else is queued too, then flush once: one syscall for a
-                        // burst instead of one per frame.
-                        let mut ok = sink.feed(Message::Text(f)).await.is_ok();
-                        let mut more = WRITE_BATCH;
-                        while ok && more > 0 && let Ok(Outbound::Frame(f)) = rx.try_recv() {
-                            ok = sink.feed(Message::Text(f)).await.is_ok();
-                            more -= 1;
-                        }
-                        if !ok || sink.flush().await.is_err() {
-                            break;
-                        }
-                    }
-                    None => break,
-                },
-                _ = tick.tick() => {
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = writer_close.send(CloseReason::Shutdown);
-    });
+    let writer = tokio::spawn(write_loop(sink, rx, close_rx, heartbeat, writer_close));
 
     // Reader: frames from the client, in order; replies go through the same queue.
     let mut close_watch = close_tx.subscribe();
@@ -269,7 +223,11 @@ async fn run(
                 let span =
                     tracing::info_span!("ws_frame", app_id = %p.app_id, user_id = %p.user_id);
                 Some(
-                    tracing::Instrument::instrument(handle_text(&node, &p, t.as_str()), span).await,
+                    Box::pin(tracing::Instrument::instrument(
+                        handle_text(&node, &p, t.as_str()),
+                        span,
+                    ))
+                    .await,
                 )
             }
             Message::Binary(_) => Some(ServerFrame::Error {
@@ -283,20 +241,94 @@ async fn run(
         if let Some(r) = reply {
             match tx.try_send(Outbound::Frame(frame_text(&r))) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
+                Err(flume::TrySendError::Full(_)) => {
                     let _ = close_tx.send(CloseReason::SlowConsumer);
                     break;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => break,
+                Err(flume::TrySendError::Disconnected(_)) => break,
             }
         }
     }
 
     node.hub.remove(&app, &user, &conn_id);
     drop(tx);
+    Box::pin(finish(node, app, user, conn_id, writer)).await;
+}
+
+/// The writer of one connection: queued frames, heartbeats, and the close when asked.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    rx: flume::Receiver<Outbound>,
+    mut close_rx: watch::Receiver<CloseReason>,
+    heartbeat: Duration,
+    writer_close: Arc<watch::Sender<CloseReason>>,
+) {
+    let mut tick = tokio::time::interval(heartbeat);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            biased;
+            changed = close_rx.changed() => {
+                let reason = if changed.is_ok() { *close_rx.borrow() } else { CloseReason::Shutdown };
+                let (code, text) = match reason {
+                    CloseReason::SlowConsumer => (4008, "slow consumer: frames were not read in time"),
+                    CloseReason::Shutdown => (1001, "node shutting down"),
+                    CloseReason::HeartbeatTimeout => (4002, "heartbeat timeout"),
+                    CloseReason::Open => continue,
+                };
+                if reason != CloseReason::SlowConsumer {
+                    // Flush what is queued (e.g. the error that explains the close), briefly.
+                    let flush = async {
+                        while let Ok(Outbound::Frame(f)) = rx.try_recv() {
+                            if sink.send(Message::Text(f)).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), flush).await;
+                }
+                // A client that stopped reading cannot take even the close frame.
+                let close = sink.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(text) })));
+                let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                break;
+            }
+            out = rx.recv_async() => match out {
+                Ok(Outbound::Frame(f)) => {
+                    // Write what else is queued too, then flush once: one syscall for a
+                    // burst instead of one per frame.
+                    let mut ok = sink.feed(Message::Text(f)).await.is_ok();
+                    let mut more = WRITE_BATCH;
+                    while ok && more > 0 && let Ok(Outbound::Frame(f)) = rx.try_recv() {
+                        ok = sink.feed(Message::Text(f)).await.is_ok();
+                        more -= 1;
+                    }
+                    if !ok || sink.flush().await.is_err() {
+                        break;
+                    }
+                }
+                Err(flume::RecvError::Disconnected) => break,
+            },
+            _ = tick.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = writer_close.send(CloseReason::Shutdown);
+}
+
+/// After the reader stopped: ends the writer, unregisters the connection and, for the user's
+/// last one, announces them offline.
+async fn finish(
+    node: Arc<Node>,
+    app: String,
+    user: String,
+    conn_id: String,
+    mut writer: tokio::task::JoinHandle<()>,
+) {
     // The writer may be stuck writing to a client that stopped reading: end it, which drops
     // the socket, rather than leave it (and its buffers) behind.
-    let mut writer = writer;
     if tokio::time::timeout(Duration::from_secs(5), &mut writer)
         .await
         .is_err()
@@ -488,5 +520,27 @@ impl Node {
             }
             Err(e) => tracing::warn!(error = %e.message, "presence audience lookup failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_size<A, B, C, D, E, F: std::future::Future>(
+        _: impl FnOnce(A, B, C, D, E) -> F,
+    ) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Each open connection keeps its reader's and writer's state for its whole life, so both
+    /// must stay small: the per-frame work (a message send is ~9 KiB of future) is boxed and
+    /// lives only while a frame is handled.
+    #[test]
+    fn an_idle_connection_keeps_little_task_state() {
+        let reader = future_size(run);
+        let writer = future_size(write_loop);
+        assert!(reader <= 2048, "the reader's state is {reader} bytes");
+        assert!(writer <= 1024, "the writer's state is {writer} bytes");
     }
 }
