@@ -157,7 +157,7 @@ async fn run(
 ) {
     let app = p.app_id.to_string();
     let user = p.user_id.clone();
-    let g = node.gateway.clone();
+    let g = &node.gateway;
     let (tx, rx) = flume::bounded::<Outbound>(g.outbound_queue);
     let (close_tx, close_rx) = watch::channel(CloseReason::Open);
     let close_tx = Arc::new(close_tx);
@@ -173,17 +173,18 @@ async fn run(
     metrics::gauge!("starling_ws_connections").increment(1.0);
     node.messaging.metering.connection_opened(&app, &user);
 
-    let hello = ServerFrame::Hello {
+    let hello = frame_text(&ServerFrame::Hello {
         connection_id: conn_id.clone(),
         user_id: user.clone(),
         app_id: app.clone(),
         heartbeat_ms: g.heartbeat_secs * 1000,
         max_frame_bytes: g.max_frame_bytes,
-    };
-    let _ = tx.try_send(Outbound::Frame(frame_text(&hello)));
+    });
+    let _ = tx.try_send(Outbound::Frame(hello));
     // Heavy futures are boxed so that they do not sit inline in this task's state for the
     // connection's whole life: an idle connection then costs ~1 KiB of task instead of ~10 KiB.
     if user_conns == 1 {
+        let _permit = node.presence_gate.acquire().await;
         Box::pin(node.announce_presence(&app, &user, true, None)).await;
     }
 
@@ -252,6 +253,9 @@ async fn run(
 
     node.hub.remove(&app, &user, &conn_id);
     drop(tx);
+    // The socket's read half goes now: with the writer's half (dropped when it ends), the
+    // socket closes before the bookkeeping below, which may wait for the presence gate.
+    drop(stream);
     Box::pin(finish(node, app, user, conn_id, writer)).await;
 }
 
@@ -337,6 +341,7 @@ async fn finish(
     }
     metrics::gauge!("starling_ws_connections").decrement(1.0);
     node.messaging.metering.connection_closed(&app);
+    let _permit = node.presence_gate.acquire().await;
     let left = node
         .messaging
         .registry
@@ -540,6 +545,7 @@ mod tests {
     fn an_idle_connection_keeps_little_task_state() {
         let reader = future_size(run);
         let writer = future_size(write_loop);
+        eprintln!("reader {reader} bytes, writer {writer} bytes");
         assert!(reader <= 2048, "the reader's state is {reader} bytes");
         assert!(writer <= 1024, "the writer's state is {writer} bytes");
     }
