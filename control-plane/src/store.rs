@@ -18,8 +18,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
 
 /// Applies every pending migration.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::up(db, None).await
+    starling_core::db::migrate_locked::<Migrator>(db, MIGRATION_LOCK).await
 }
+
+/// The advisory lock key of the control plane's migrations ("StarDP"/"StarCP" in ASCII).
+const MIGRATION_LOCK: i64 = 0x5374_6172_4350;
 
 /// Names of the migrations applied so far and still pending.
 pub async fn migration_status(

@@ -25,6 +25,26 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     Ok(db)
 }
 
+/// Applies every pending migration of `M`. On PostgreSQL this runs in one transaction under an
+/// advisory lock (`lock_key`, one per migrator): nodes of a cell that start together on a fresh
+/// database would otherwise create the same tables at once, and all but one would fail to
+/// start (`duplicate key value violates unique constraint "pg_type_typname_nsp_index"`). The
+/// others wait, then find nothing pending.
+pub async fn migrate_locked<M: sea_orm_migration::MigratorTrait>(
+    db: &DatabaseConnection,
+    lock_key: i64,
+) -> Result<(), DbErr> {
+    use sea_orm::TransactionTrait;
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return M::up(db, None).await;
+    }
+    let txn = db.begin().await?;
+    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({lock_key})"))
+        .await?;
+    M::up(&txn, None).await?;
+    txn.commit().await
+}
+
 /// One page of `select` in the order of `key` (a unique text column: a time-sortable id, or a
 /// user id), after the position the page's cursor names. Every list of both APIs goes through it.
 pub async fn paginate<E, T>(

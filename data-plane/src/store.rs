@@ -2,7 +2,6 @@
 //! query starts from [`scoped`], so another app's rows are never reachable.
 
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Select};
-use sea_orm_migration::MigratorTrait;
 
 use crate::entity::{
     conversation, member, message, outbox, reaction, user, webhook_attempt, webhook_delivery,
@@ -12,8 +11,11 @@ use crate::migration::Migrator;
 
 /// Applies every pending data-plane migration.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::up(db, None).await
+    starling_core::db::migrate_locked::<Migrator>(db, MIGRATION_LOCK).await
 }
+
+/// The advisory lock key of the data plane's migrations ("StarDP"/"StarCP" in ASCII).
+const MIGRATION_LOCK: i64 = 0x5374_6172_4450;
 
 /// A table whose rows belong to an app.
 pub trait AppOwned: EntityTrait {

@@ -7,6 +7,7 @@ mod harness;
 mod asyncapi;
 mod conformance;
 mod messaging;
+mod migrate;
 mod outbox;
 mod quota;
 mod robustness;
