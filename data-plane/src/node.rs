@@ -29,15 +29,18 @@ pub struct Node {
     /// Per-key request rate limits of the server API.
     pub rate_limits: Arc<dyn RateLimiter>,
     /// Bounds how many connections do their database work of coming online or going offline
-    /// (presence, last seen) at once. When thousands of clients drop together, the others
-    /// wait with a few hundred bytes of state each instead of each holding a pending query
-    /// (~10 KiB), which is what made a mass disconnect grow the node's memory by ~12 KiB per
-    /// connection.
+    /// (presence, last seen) at once ([`PRESENCE_CONCURRENCY`]). When thousands of clients
+    /// connect or drop together, the others wait with a few hundred bytes of state each
+    /// instead of each holding a pending query (~10 KiB), which is what made a mass
+    /// disconnect grow the node's memory by ~12 KiB per connection, and the handshakes and
+    /// sends still find free database connections.
     pub presence_gate: tokio::sync::Semaphore,
 }
 
-/// Connections doing their online/offline database work at once, per node.
-pub const PRESENCE_CONCURRENCY: usize = 32;
+/// Connections doing their online/offline database work at once, per node: well below the
+/// database pool (20 by default, 8 on SQLite), so that handshakes and sends still get
+/// connections while a wave of presence work drains.
+pub const PRESENCE_CONCURRENCY: usize = 8;
 
 impl Node {
     /// Migrates the database, takes this node's inbox on the bus and starts pushing its
