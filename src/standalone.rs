@@ -467,6 +467,16 @@ pub async fn run_data_plane(
     )
     .await
     .context("starting the node")?;
+    // The server API manages webhook endpoints through the control plane's internal routes.
+    if let Some(url) = &cfg.gateway.control_plane_url {
+        let client = starling_data_plane::webhook::admin_client::ControlPlaneClient::new(
+            url,
+            node.messaging.directory.internal_api_token(),
+        )
+        .context("gateway.control_plane_url: building the HTTP client")?;
+        node.messaging.webhooks.set_admin(Arc::new(client));
+        tracing::info!(control_plane = %url, "webhook endpoints managed through the control plane");
+    }
     let app = node
         .router()
         .merge(node.ops_router(_telemetry.metrics.clone()))

@@ -602,6 +602,15 @@ mod tests {
                 .to_string()
                 .contains("database.url")
         );
+        for bad in ["cp:7400", "ftp://cp", "http://", "http://u:p@cp:7400"] {
+            let mut c = ControlPlaneConfig::default();
+            c.gateway.control_plane_url = Some(bad.into());
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("gateway.control_plane_url"), "{bad}: {e}");
+        }
+        let mut c = ControlPlaneConfig::default();
+        c.gateway.control_plane_url = Some("https://cp.internal:7400/starling".into());
+        c.validate().expect("an https base URL with a path is fine");
     }
 }
 
@@ -647,6 +656,7 @@ mod doc_tests {
         };
         cfg.telemetry.otlp_endpoint = Some(String::new());
         cfg.pulsar.url = Some(String::new());
+        cfg.gateway.control_plane_url = Some(String::new());
         cfg.console.graphiql = Some(false);
         cfg.console.introspection = Some(false);
         cfg.billing.stripe_secret_key = Some(String::new());

@@ -152,6 +152,10 @@ pub struct GatewayConfig {
     /// Milliseconds between usage reports from this node to the control plane (and so how
     /// fresh the usage figures are).
     pub usage_flush_ms: u64,
+    /// The control plane's base URL (`http://host:7400`), for a node of a cell: the server API
+    /// manages webhook endpoints through its internal routes. Unset: those calls answer 503
+    /// (standalone has the control plane in its process and ignores this).
+    pub control_plane_url: Option<String>,
     /// `[gateway.webhooks]`: delivering events to customers' endpoints.
     pub webhooks: WebhookConfig,
 }
@@ -279,6 +283,7 @@ impl Default for GatewayConfig {
             max_connections_per_user: 10,
             max_token_ttl_secs: 30 * 24 * 3600,
             registry_ttl_secs: 30,
+            control_plane_url: None,
             webhooks: WebhookConfig::default(),
             usage_flush_ms: 60_000,
         }
@@ -299,6 +304,20 @@ impl GatewayConfig {
                 "gateway.node_id",
                 "must be 1..=64 of a-z, A-Z, 0-9, '-', '_'",
             ));
+        }
+        if let Some(u) = &self.control_plane_url {
+            let ok = reqwest::Url::parse(u).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.username().is_empty()
+            });
+            if !ok {
+                return Err(ConfigError::field(
+                    "gateway.control_plane_url",
+                    "must be an http:// or https:// base URL (e.g. http://control-plane:7400)",
+                ));
+            }
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_frame_bytes) {
             return Err(ConfigError::field(

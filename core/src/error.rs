@@ -9,7 +9,9 @@ use serde::Serialize;
 
 /// A machine-readable error code. The same code means the same thing over REST, GraphQL and
 /// WebSocket; each transport maps it with its own function ([`ErrorCode::http_status`] here).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The body is not valid JSON, or not JSON at all.
@@ -70,6 +72,11 @@ impl ErrorCode {
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
+    }
+
+    /// The code of its wire form (`"not_found"`), as another Starling service answered it.
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
     }
 
     /// The code as it appears on the wire.
@@ -239,6 +246,21 @@ impl From<sea_orm::DbErr> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_parse_back_from_their_wire_form() {
+        use ErrorCode::*;
+        for c in [
+            NotFound,
+            ValidationFailed,
+            Unavailable,
+            IdempotencyKeyInUse,
+            Internal,
+        ] {
+            assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(ErrorCode::parse("nope"), None);
+    }
 
     #[test]
     fn codes_and_statuses_are_consistent() {

@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::id::{AppId, TenantId, WebhookEndpointId};
 
 /// A new webhook endpoint.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookEndpointIn {
     /// Where events are POSTed (`https://…`; `http://` is accepted too).
@@ -37,7 +37,7 @@ pub struct WebhookEndpointIn {
 }
 
 /// Changes to a webhook endpoint; omitted fields stay.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookEndpointPatch {
     /// New URL.
@@ -49,7 +49,11 @@ pub struct WebhookEndpointPatch {
     /// Enable (also lifts an automatic disabling) or disable.
     pub enabled: Option<bool>,
     /// New rate limit; `null` removes it.
-    #[serde(default, deserialize_with = "crate::http::double_option")]
+    #[serde(
+        default,
+        deserialize_with = "crate::http::double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<u32>)]
     pub rate_limit_per_second: Option<Option<u32>>,
     /// Ordered delivery on or off.
@@ -101,7 +105,7 @@ pub struct WebhookSecretOut {
 }
 
 /// How to rotate an endpoint's secret.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateWebhookSecretIn {
     /// How long the current secret keeps signing too, 0..=2592000 seconds (default 86400).
@@ -157,4 +161,36 @@ pub trait WebhookAdmin: Send + Sync + 'static {
         id: &WebhookEndpointId,
         input: RotateWebhookSecretIn,
     ) -> Result<WebhookSecretOut, ApiError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node forwards a patch to the control plane as JSON: "unchanged" and "removed" must
+    /// stay apart on the way.
+    #[test]
+    fn a_patch_keeps_absent_and_null_apart_through_json() {
+        for (patch, want) in [
+            (WebhookEndpointPatch::default(), None),
+            (
+                WebhookEndpointPatch {
+                    rate_limit_per_second: Some(None),
+                    ..Default::default()
+                },
+                Some(None),
+            ),
+            (
+                WebhookEndpointPatch {
+                    rate_limit_per_second: Some(Some(7)),
+                    ..Default::default()
+                },
+                Some(Some(7)),
+            ),
+        ] {
+            let json = serde_json::to_string(&patch).unwrap();
+            let back: WebhookEndpointPatch = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.rate_limit_per_second, want, "{json}");
+        }
+    }
 }

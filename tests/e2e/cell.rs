@@ -93,7 +93,7 @@ async fn call(
 /// with one tenant, one app placed on the cell, and one API key known to every node.
 struct CellFixture {
     _dir: tempfile::TempDir,
-    _cp: Proc,
+    cp_proc: Proc,
     procs: Vec<Proc>,
     nodes: Vec<String>,
     cp: String,
@@ -174,6 +174,7 @@ impl CellFixture {
                 ),
             ]
         };
+        let cp_addr = format!("127.0.0.1:{}", free_port());
         let spawn = |args: &[&str], listen: &str| {
             let mut env = common(listen);
             if let Some(ep) = &otlp {
@@ -182,6 +183,11 @@ impl CellFixture {
                 env.push(("STARLING_TELEMETRY__SERVICE_NAME".into(), name.into()));
             }
             if args[0] == "data-plane" {
+                // The server API's webhook endpoint calls go to the control plane.
+                env.push((
+                    "STARLING_GATEWAY__CONTROL_PLANE_URL".into(),
+                    format!("http://{cp_addr}"),
+                ));
                 for (k, v) in env.iter_mut() {
                     if k == "STARLING_DATABASE__URL"
                         && let Some(u) = &node_db
@@ -199,7 +205,6 @@ impl CellFixture {
                 env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             Proc::spawn(args, &pairs, dir.path())
         };
-        let cp_addr = format!("127.0.0.1:{}", free_port());
         let cp_proc = spawn(&["control-plane"], &cp_addr);
         let cp = format!("http://{cp_addr}");
         wait_healthy(&format!("{cp}/readyz"), Duration::from_secs(60))
@@ -268,7 +273,7 @@ impl CellFixture {
         }
         CellFixture {
             _dir: dir,
-            _cp: cp_proc,
+            cp_proc,
             procs,
             nodes,
             cp,
@@ -1388,34 +1393,8 @@ async fn webhooks_from_a_cell_survive_a_receiver_outage() {
     );
 
     // Verified with the official library (PyPI standardwebhooks).
-    let python = env("STARLING_TEST_PYTHON");
-    let items: Vec<Value> = got
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(h, b)| json!({"headers": h, "body": b}))
-        .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("items.json");
-    std::fs::write(&path, serde_json::to_vec(&items).unwrap()).unwrap();
-    let o = std::process::Command::new(&python)
-        .args([
-            "-c",
-            "import json,sys\nfrom standardwebhooks.webhooks import Webhook\nwh=Webhook(sys.argv[1])\nn=0\nfor it in json.load(open(sys.argv[2])):\n    wh.verify(it['body'], it['headers'])\n    n+=1\nprint(n)",
-            &secret,
-            path.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "verification failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout).trim(),
-        items.len().to_string()
-    );
+    let all = got.lock().unwrap().clone();
+    verify_officially(&secret, &all);
 
     // Replay one event through the other node: it arrives again with its id.
     let eid = serde_json::from_str::<Value>(&got.lock().unwrap()[0].1).unwrap()["id"]
@@ -1446,4 +1425,389 @@ async fn webhooks_from_a_cell_survive_a_receiver_outage() {
         drop(g);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Checks every request's signature with the official Standard Webhooks library (PyPI
+/// `standardwebhooks`, `STARLING_TEST_PYTHON`) under `secret`; panics on the first that fails.
+fn verify_officially(secret: &str, got: &[(std::collections::HashMap<String, String>, String)]) {
+    let python = env("STARLING_TEST_PYTHON");
+    let items: Vec<Value> = got
+        .iter()
+        .map(|(h, b)| json!({"headers": h, "body": b}))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("items.json");
+    std::fs::write(&path, serde_json::to_vec(&items).unwrap()).unwrap();
+    let o = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import json,sys\nfrom standardwebhooks.webhooks import Webhook\nwh=Webhook(sys.argv[1])\nn=0\nfor it in json.load(open(sys.argv[2])):\n    wh.verify(it['body'], it['headers'])\n    n+=1\nprint(n)",
+            secret,
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "verification failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        items.len().to_string()
+    );
+}
+
+/// One request a test receiver got: path, headers, body.
+type Hit = (String, std::collections::HashMap<String, String>, String);
+
+/// A real HTTP receiver on loopback that records every POST and answers 200.
+async fn record_hooks() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Hit>>>) {
+    use std::sync::{Arc, Mutex};
+    let got: Arc<Mutex<Vec<Hit>>> = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().fallback(axum::routing::post(
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| {
+            let g = g.clone();
+            async move {
+                let h = headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                    .collect();
+                g.lock().unwrap().push((uri.path().to_owned(), h, body));
+                "ok"
+            }
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+/// A customer's backend manages its webhook endpoint through the server API of a cell's nodes
+/// (which call the control plane's internal routes): create, events arrive signed (official
+/// library), update and rotate take effect, another tenant's key sees and changes nothing
+/// (404), the control plane refuses a wrong internal token (401), delete; and with the control
+/// plane down the nodes answer 503 `unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_api_manages_webhook_endpoints_on_a_cell_node() {
+    use reqwest::Method;
+    let mut f = CellFixture::start(2).await;
+    let c = reqwest::Client::new();
+    let (rx, got) = record_hooks().await;
+    let (n0, n1) = (f.nodes[0].clone(), f.nodes[1].clone());
+    let v1 = |node: &str| format!("{node}/v1/webhooks/endpoints");
+
+    // A second tenant with an app on the same cell and its own key.
+    let (st, a) = call(
+        &c,
+        Method::GET,
+        &format!("{}/admin/v1/tenants/{}/apps/{}", f.cp, f.tenant, f.app),
+        OPERATOR,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{a}");
+    let (st, t2) = call(
+        &c,
+        Method::POST,
+        &format!("{}/admin/v1/tenants", f.cp),
+        OPERATOR,
+        Some(json!({"name": "Other"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{t2}");
+    let t2 = t2["id"].as_str().unwrap().to_owned();
+    let (st, a2) = call(&c, Method::POST, &format!("{}/admin/v1/tenants/{t2}/apps", f.cp), OPERATOR, Some(json!({"name": "Other chat", "cluster_id": a["cluster_id"], "quota_overrides": {"api_requests_per_second": 100000}}))).await;
+    assert_eq!(st, 201, "{a2}");
+    let a2 = a2["id"].as_str().unwrap().to_owned();
+    let (st, k2) = call(
+        &c,
+        Method::POST,
+        &format!("{}/admin/v1/tenants/{t2}/apps/{a2}/api-keys", f.cp),
+        OPERATOR,
+        Some(json!({"name": "other backend"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{k2}");
+    let key2 = k2["secret"].as_str().unwrap().to_owned();
+
+    // Bad input comes back from the control plane as it answered: 422 naming the field.
+    let (st, e) = call(
+        &c,
+        Method::POST,
+        &v1(&n0),
+        &f.key,
+        Some(json!({"url": "ftp://x"})),
+    )
+    .await;
+    assert_eq!(
+        (st, e["code"].as_str(), e["field"].as_str()),
+        (422, Some("validation_failed"), Some("url")),
+        "{e}"
+    );
+
+    let (st, ep) = call(
+        &c,
+        Method::POST,
+        &v1(&n0),
+        &f.key,
+        Some(json!({"url": format!("{rx}/one"), "event_types": ["message.created"]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{ep}");
+    let id = ep["id"].as_str().unwrap().to_owned();
+    let secret = ep["secret"].as_str().unwrap().to_owned();
+    assert_eq!(ep["app_id"], f.app.as_str(), "{ep}");
+    // The control plane has it (the admin API sees it), and both nodes get it on the feed.
+    let (st, adm) = call(
+        &c,
+        Method::GET,
+        &format!(
+            "{}/admin/v1/tenants/{}/apps/{}/webhook-endpoints/{id}",
+            f.cp, f.tenant, f.app
+        ),
+        OPERATOR,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, adm["url"].clone()),
+        (200, json!(format!("{rx}/one"))),
+        "{adm}"
+    );
+    let on_every_node = |want_url: Option<String>| {
+        let (c, nodes, key, id) = (c.clone(), f.nodes.clone(), f.key.clone(), id.clone());
+        async move {
+            for node in &nodes {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let (_, l) = call(
+                        &c,
+                        Method::GET,
+                        &format!("{node}/v1/webhooks/endpoints"),
+                        &key,
+                        None,
+                    )
+                    .await;
+                    let mine = l
+                        .as_array()
+                        .and_then(|a| a.iter().find(|e| e["id"] == id.as_str()).cloned());
+                    let ok = match (&want_url, &mine) {
+                        (Some(u), Some(e)) => e["url"] == u.as_str(),
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    if ok {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{node} never saw the endpoint as {want_url:?}: {l}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    };
+    on_every_node(Some(format!("{rx}/one"))).await;
+
+    // Events sent on either node arrive, signed with the secret the server API gave.
+    let (cid, _, _) = f.alice_and_bob().await;
+    let send = |node: String, text: String| {
+        let (c, key, cid) = (c.clone(), f.key.clone(), cid.clone());
+        async move {
+            let (st, m) = call(
+                &c,
+                Method::POST,
+                &format!("{node}/v1/conversations/{cid}/messages"),
+                &key,
+                Some(json!({"sender_id": "alice", "text": text})),
+            )
+            .await;
+            assert_eq!(st, 201, "{m}");
+            m["message"]["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let arrived = |path: &'static str, mid: String| {
+        let got = got.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let hit = got
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(p, _, b)| {
+                        p == path
+                            && serde_json::from_str::<Value>(b)
+                                .ok()
+                                .and_then(|v| {
+                                    v["data"]["message"]["id"].as_str().map(str::to_owned)
+                                })
+                                .as_deref()
+                                == Some(mid.as_str())
+                    })
+                    .cloned();
+                if let Some(h) = hit {
+                    return h;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "message {mid} never reached {path}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let m1 = send(n0.clone(), "one".into()).await;
+    let m2 = send(n1.clone(), "two".into()).await;
+    let h1 = arrived("/one", m1).await;
+    let h2 = arrived("/one", m2).await;
+    verify_officially(&secret, &[(h1.1, h1.2), (h2.1, h2.2)]);
+
+    // Update through the other node: events go to the new URL.
+    let (st, u) = call(
+        &c,
+        Method::PATCH,
+        &format!("{}/{id}", v1(&n1)),
+        &f.key,
+        Some(json!({"url": format!("{rx}/two"), "rate_limit_per_second": 50})),
+    )
+    .await;
+    assert_eq!(
+        (st, u["url"].clone(), u["rate_limit_per_second"].clone()),
+        (200, json!(format!("{rx}/two")), json!(50)),
+        "{u}"
+    );
+    let (st, g) = call(&c, Method::GET, &format!("{}/{id}", v1(&n0)), &f.key, None).await;
+    assert_eq!(
+        (st, g["url"].clone()),
+        (200, json!(format!("{rx}/two"))),
+        "{g}"
+    );
+    on_every_node(Some(format!("{rx}/two"))).await;
+    let m3 = send(n0.clone(), "three".into()).await;
+    let h3 = arrived("/two", m3).await;
+    verify_officially(&secret, &[(h3.1, h3.2)]);
+
+    // Rotate: the new secret signs from now on (the old one beside it for the overlap).
+    let (st, r) = call(
+        &c,
+        Method::POST,
+        &format!("{}/{id}/secret/rotate", v1(&n1)),
+        &f.key,
+        Some(json!({"overlap_seconds": 60})),
+    )
+    .await;
+    assert_eq!(st, 200, "{r}");
+    let new = r["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, secret);
+    assert!(r["previous_expires_at"].is_string(), "{r}");
+    let (st, s) = call(
+        &c,
+        Method::GET,
+        &format!("{}/{id}/secret", v1(&n0)),
+        &f.key,
+        None,
+    )
+    .await;
+    assert_eq!((st, s["secret"].as_str()), (200, Some(new.as_str())), "{s}");
+    // Wait until the nodes sign with the new secret too (it travels on the feed).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = send(n1.clone(), "after rotation".into()).await;
+        let h = arrived("/two", m).await;
+        let sigs = h.1.get("webhook-signature").cloned().unwrap_or_default();
+        if sigs.split(' ').count() == 2 {
+            verify_officially(&new, &[(h.1.clone(), h.2.clone())]);
+            verify_officially(&secret, &[(h.1, h.2)]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rotated secret never signed: {sigs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Another tenant's key, on either node: not found, whatever it tries; nothing changed.
+    for node in [&n0, &n1] {
+        let one = format!("{}/{id}", v1(node));
+        for (m, url, body) in [
+            (Method::GET, one.clone(), None),
+            (Method::PATCH, one.clone(), Some(json!({"enabled": false}))),
+            (Method::DELETE, one.clone(), None),
+            (Method::GET, format!("{one}/secret"), None),
+            (
+                Method::POST,
+                format!("{one}/secret/rotate"),
+                Some(json!({})),
+            ),
+        ] {
+            let (st, e) = call(&c, m.clone(), &url, &key2, body).await;
+            assert_eq!(
+                (st, e["code"].as_str()),
+                (404, Some("not_found")),
+                "{m} {url}: {e}"
+            );
+        }
+    }
+    let (_, g) = call(&c, Method::GET, &format!("{}/{id}", v1(&n0)), &f.key, None).await;
+    assert_eq!(g["enabled"], true, "{g}");
+    let (_, s) = call(
+        &c,
+        Method::GET,
+        &format!("{}/{id}/secret", v1(&n0)),
+        &f.key,
+        None,
+    )
+    .await;
+    assert_eq!(s["secret"].as_str(), Some(new.as_str()), "{s}");
+
+    // The control plane's internal routes: a wrong token, or none, is refused.
+    let internal = format!(
+        "{}/internal/v1/tenants/{}/apps/{}/webhook-endpoints/{id}",
+        f.cp, f.tenant, f.app
+    );
+    for bearer in ["sin_wrong", OPERATOR, f.key.as_str()] {
+        let (st, e) = call(&c, Method::GET, &internal, bearer, None).await;
+        assert_eq!((st, e["code"].as_str()), (401, Some("unauthorized")), "{e}");
+    }
+    let r = c.get(&internal).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Delete through a node: gone at the control plane and, over the feed, on every node.
+    let (st, _) = call(
+        &c,
+        Method::DELETE,
+        &format!("{}/{id}", v1(&n1)),
+        &f.key,
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    let (st, e) = call(&c, Method::GET, &format!("{}/{id}", v1(&n0)), &f.key, None).await;
+    assert_eq!((st, e["code"].as_str()), (404, Some("not_found")), "{e}");
+    on_every_node(None).await;
+
+    // The control plane down: the nodes say so with a retryable 503, never a 500.
+    f.cp_proc.terminate(Duration::from_secs(20)).unwrap();
+    let (st, e) = call(
+        &c,
+        Method::POST,
+        &v1(&n0),
+        &f.key,
+        Some(json!({"url": format!("{rx}/three")})),
+    )
+    .await;
+    assert_eq!((st, e["code"].as_str()), (503, Some("unavailable")), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("control plane"),
+        "{e}"
+    );
+    // What the node answers itself keeps working.
+    let (st, _) = call(&c, Method::GET, &v1(&n0), &f.key, None).await;
+    assert_eq!(st, 200);
 }

@@ -10,6 +10,7 @@ mod app;
 mod billing;
 mod cluster;
 mod idempotency;
+pub mod internal;
 mod plan;
 mod tenant;
 mod usage;
@@ -129,6 +130,7 @@ pub fn router(state: AdminState) -> Router {
             "/stripe/webhook",
             axum::routing::post(billing::stripe_webhook).with_state(state.clone()),
         )
+        .merge(internal::router(state.cp.clone()))
         .merge(api.with_state(state))
 }
 

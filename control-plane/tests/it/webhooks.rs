@@ -8,7 +8,11 @@ use starling_core::secret::KeyHasher;
 use crate::backend_tests;
 use crate::harness::{Server, assert_error};
 
-backend_tests!(endpoint_lifecycle, pre_send_hook_lifecycle);
+backend_tests!(
+    endpoint_lifecycle,
+    pre_send_hook_lifecycle,
+    internal_routes_for_cell_nodes
+);
 
 async fn endpoint_lifecycle(s: Server) {
     let t = s.tenant().await;
@@ -202,4 +206,163 @@ async fn pre_send_hook_lifecycle(s: Server) {
     s.ok(Method::DELETE, &path, None).await;
     let got = s.call(Method::GET, &path, None).await;
     assert_error(&got, 404, "not_found", None);
+}
+
+/// What a cell node calls for its server API (`/internal/v1/tenants/{t}/apps/{a}/webhook-
+/// endpoints…`): only with the internal token, every function scoped by tenant and app.
+async fn internal_routes_for_cell_nodes(s: Server) {
+    use reqwest::StatusCode;
+    use serde_json::Value;
+    let token =
+        starling_core::secret::internal_api_token(&KeyHasher::new(crate::harness::KEY_HASH_SECRET));
+    let (t1, t2) = (s.tenant().await, s.tenant().await);
+    let (a1, a2) = (s.app(&t1).await, s.app(&t2).await);
+    let call = |m: Method, path: String, bearer: Option<String>, body: Option<Value>| {
+        let c = s.client.clone();
+        let url = format!("{}/internal/v1/tenants{path}", s.base);
+        async move {
+            let mut r = c.request(m, url);
+            if let Some(b) = bearer {
+                r = r.bearer_auth(b);
+            }
+            if let Some(b) = body {
+                r = r.json(&b);
+            }
+            let r = r.send().await.unwrap();
+            let st = r.status();
+            let text = r.text().await.unwrap();
+            (
+                st,
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let base1 = format!("/{t1}/apps/{a1}/webhook-endpoints");
+    let ok = Some(json!({"url": "https://example.com/h", "event_types": ["message.created"]}));
+
+    // No token, a wrong one, the operator's: refused, nothing made.
+    for bearer in [
+        None,
+        Some("sin_wrong".to_owned()),
+        Some(crate::harness::TOKEN.to_owned()),
+    ] {
+        let got = call(Method::POST, base1.clone(), bearer.clone(), ok.clone()).await;
+        assert_error(&got, 401, "unauthorized", None);
+    }
+    let listed = s
+        .ok(
+            Method::GET,
+            &format!("/admin/v1/tenants/{t1}/apps/{a1}/webhook-endpoints"),
+            None,
+        )
+        .await;
+    assert_eq!(listed["data"], json!([]), "{listed}");
+
+    let tok = || Some(token.clone());
+    // Bad input names its field, as on the admin API.
+    let got = call(
+        Method::POST,
+        base1.clone(),
+        tok(),
+        Some(json!({"url": "ftp://x"})),
+    )
+    .await;
+    assert_error(&got, 422, "validation_failed", Some("url"));
+    let (st, e) = call(Method::POST, base1.clone(), tok(), ok.clone()).await;
+    assert_eq!(st, StatusCode::CREATED, "{e}");
+    let id = e["id"].as_str().unwrap().to_owned();
+    assert!(e["secret"].as_str().unwrap().starts_with("whsec_"), "{e}");
+    assert_eq!(e["app_id"], a1.as_str());
+    // The admin API sees the same endpoint.
+    let got = s
+        .ok(
+            Method::GET,
+            &format!("/admin/v1/tenants/{t1}/apps/{a1}/webhook-endpoints/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(got["url"], "https://example.com/h");
+
+    let one = format!("{base1}/{id}");
+    let (st, u) = call(
+        Method::PATCH,
+        one.clone(),
+        tok(),
+        Some(json!({"rate_limit_per_second": 5, "enabled": false})),
+    )
+    .await;
+    assert_eq!(
+        (st, u["rate_limit_per_second"].clone(), u["enabled"].clone()),
+        (StatusCode::OK, json!(5), json!(false)),
+        "{u}"
+    );
+    let (st, u) = call(
+        Method::PATCH,
+        one.clone(),
+        tok(),
+        Some(json!({"rate_limit_per_second": null})),
+    )
+    .await;
+    assert_eq!(
+        (st, u["rate_limit_per_second"].clone()),
+        (StatusCode::OK, Value::Null),
+        "{u}"
+    );
+    let (st, sec) = call(Method::GET, format!("{one}/secret"), tok(), None).await;
+    assert_eq!(st, StatusCode::OK, "{sec}");
+    let (st, r) = call(
+        Method::POST,
+        format!("{one}/secret/rotate"),
+        tok(),
+        Some(json!({"overlap_seconds": 60})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_ne!(r["secret"], sec["secret"]);
+    assert!(r["previous_expires_at"].is_string(), "{r}");
+
+    // Another tenant, or another tenant's app, or this app under another tenant: not found.
+    for prefix in [
+        format!("/{t2}/apps/{a2}/webhook-endpoints"),
+        format!("/{t2}/apps/{a1}/webhook-endpoints"),
+        format!("/{t1}/apps/{a2}/webhook-endpoints"),
+    ] {
+        let other = format!("{prefix}/{id}");
+        for (m, path, body) in [
+            (Method::GET, other.clone(), None),
+            (Method::PATCH, other.clone(), Some(json!({"enabled": true}))),
+            (Method::DELETE, other.clone(), None),
+            (Method::GET, format!("{other}/secret"), None),
+            (
+                Method::POST,
+                format!("{other}/secret/rotate"),
+                Some(json!({})),
+            ),
+        ] {
+            let got = call(m.clone(), path.clone(), tok(), body).await;
+            assert_error(&got, 404, "not_found", None);
+        }
+    }
+    let got = call(
+        Method::POST,
+        format!("/{t2}/apps/{a1}/webhook-endpoints"),
+        tok(),
+        ok.clone(),
+    )
+    .await;
+    assert_error(&got, 404, "not_found", None);
+    // Nothing changed.
+    let (_, g) = call(Method::GET, one.clone(), tok(), None).await;
+    assert_eq!(g["enabled"], false, "{g}");
+
+    let (st, _) = call(Method::DELETE, one.clone(), tok(), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let got = call(Method::GET, one.clone(), tok(), None).await;
+    assert_error(&got, 404, "not_found", None);
+    // Not part of the operator's API document.
+    let doc = s.ok(Method::GET, "/admin/v1/openapi.json", None).await;
+    assert!(
+        !doc.to_string().contains("/internal/"),
+        "internal routes in the admin OpenAPI"
+    );
 }

@@ -1,8 +1,9 @@
 //! `/v1/webhooks`: the app's webhook endpoints as the cell sees them, recorded events,
 //! deliveries and their attempts, dead letters, replays, and notices. Endpoints live in the
 //! control plane and reach the cell on the app-config feed; the server API creates, changes and
-//! deletes them (and rotates their secrets) through the control plane's functions where the
-//! node runs in its process (standalone), and answers 503 elsewhere (see docs/WEBHOOKS.md).
+//! deletes them (and rotates their secrets) through the control plane's functions: directly
+//! where the node runs in its process (standalone), over its internal HTTP routes on a cell's
+//! node (`gateway.control_plane_url`, [`crate::webhook::admin_client`]); see docs/WEBHOOKS.md.
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -62,7 +63,7 @@ fn endpoint_id(s: &str) -> Result<WebhookEndpointId, ApiError> {
 /// Add a webhook endpoint to the app; the answer holds its signing secret
 #[utoipa::path(post, path = "/v1/webhooks/endpoints", tag = "webhooks", request_body = WebhookEndpointIn,
     responses((status = 201, description = "Created", body = WebhookEndpointCreatedOut), (status = "4XX", description = "Client error", body = ErrorBody),
-        (status = 503, description = "This node runs without the control plane (a cell node): use the admin or console API", body = ErrorBody)))]
+        (status = 503, description = "The control plane, where endpoints live, is unreachable, or this node is not given its URL (`gateway.control_plane_url`)", body = ErrorBody)))]
 async fn create_webhook_endpoint(
     State(n): State<Arc<Node>>,
     p: Principal,
@@ -83,7 +84,7 @@ async fn create_webhook_endpoint(
 #[utoipa::path(get, path = "/v1/webhooks/endpoints/{endpoint_id}", tag = "webhooks",
     params(("endpoint_id" = String, Path, description = "Endpoint id")),
     responses((status = 200, description = "Success", body = WebhookEndpointOut), (status = "4XX", description = "Client error", body = ErrorBody),
-        (status = 503, description = "This node runs without the control plane (a cell node): use the admin or console API", body = ErrorBody)))]
+        (status = 503, description = "The control plane, where endpoints live, is unreachable, or this node is not given its URL (`gateway.control_plane_url`)", body = ErrorBody)))]
 async fn get_webhook_endpoint(
     State(n): State<Arc<Node>>,
     p: Principal,
@@ -101,7 +102,7 @@ async fn get_webhook_endpoint(
 #[utoipa::path(patch, path = "/v1/webhooks/endpoints/{endpoint_id}", tag = "webhooks", request_body = WebhookEndpointPatch,
     params(("endpoint_id" = String, Path, description = "Endpoint id")),
     responses((status = 200, description = "Success", body = WebhookEndpointOut), (status = "4XX", description = "Client error", body = ErrorBody),
-        (status = 503, description = "This node runs without the control plane (a cell node): use the admin or console API", body = ErrorBody)))]
+        (status = 503, description = "The control plane, where endpoints live, is unreachable, or this node is not given its URL (`gateway.control_plane_url`)", body = ErrorBody)))]
 async fn update_webhook_endpoint(
     State(n): State<Arc<Node>>,
     p: Principal,
@@ -120,7 +121,7 @@ async fn update_webhook_endpoint(
 #[utoipa::path(delete, path = "/v1/webhooks/endpoints/{endpoint_id}", tag = "webhooks",
     params(("endpoint_id" = String, Path, description = "Endpoint id")),
     responses((status = 204, description = "Deleted"), (status = "4XX", description = "Client error", body = ErrorBody),
-        (status = 503, description = "This node runs without the control plane (a cell node): use the admin or console API", body = ErrorBody)))]
+        (status = 503, description = "The control plane, where endpoints live, is unreachable, or this node is not given its URL (`gateway.control_plane_url`)", body = ErrorBody)))]
 async fn delete_webhook_endpoint(
     State(n): State<Arc<Node>>,
     p: Principal,
@@ -137,7 +138,7 @@ async fn delete_webhook_endpoint(
 #[utoipa::path(get, path = "/v1/webhooks/endpoints/{endpoint_id}/secret", tag = "webhooks",
     params(("endpoint_id" = String, Path, description = "Endpoint id")),
     responses((status = 200, description = "Success", body = WebhookSecretOut), (status = "4XX", description = "Client error", body = ErrorBody),
-        (status = 503, description = "This node runs without the control plane (a cell node): use the admin or console API", body = ErrorBody)))]
+        (status = 503, description = "The control plane, where endpoints live, is unreachable, or this node is not given its URL (`gateway.control_plane_url`)", body = ErrorBody)))]
 async fn get_webhook_secret(
     State(n): State<Arc<Node>>,
     p: Principal,
@@ -155,7 +156,7 @@ async fn get_webhook_secret(
 #[utoipa::path(post, path = "/v1/webhooks/endpoints/{endpoint_id}/secret/rotate", tag = "webhooks", request_body = RotateWebhookSecretIn,
     params(("endpoint_id" = String, Path, description = "Endpoint id")),
     responses((status = 200, description = "Success", body = WebhookSecretOut), (status = "4XX", description = "Client error", body = ErrorBody),
-        (status = 503, description = "This node runs without the control plane (a cell node): use the admin or console API", body = ErrorBody)))]
+        (status = 503, description = "The control plane, where endpoints live, is unreachable, or this node is not given its URL (`gateway.control_plane_url`)", body = ErrorBody)))]
 async fn rotate_webhook_secret(
     State(n): State<Arc<Node>>,
     p: Principal,

@@ -12,7 +12,10 @@
 //! - [`guard`]: the SSRF guard every outbound request passes.
 //! - [`presend`]: the synchronous pre-send hook.
 //! - [`catalog`]: event types, payloads and their JSON Schemas.
+//! - [`admin_client`]: the control plane's endpoint functions over HTTP, for the server API of
+//!   a cell's node.
 
+pub mod admin_client;
 pub mod catalog;
 pub mod dispatch;
 pub mod guard;
@@ -118,8 +121,9 @@ impl Webhooks {
         })
     }
 
-    /// Lets the server API manage endpoints through the control plane's functions (a node in
-    /// the control plane's process). Only the first call counts.
+    /// Lets the server API manage endpoints through the control plane's functions: in its
+    /// process (standalone) or over HTTP ([`admin_client`], a cell's node with
+    /// `gateway.control_plane_url`). Only the first call counts.
     pub fn set_admin(&self, admin: Arc<dyn WebhookAdmin>) {
         let _ = self.admin.set(admin);
     }
@@ -129,8 +133,8 @@ impl Webhooks {
         self.admin.get().ok_or_else(|| {
             ApiError::new(
                 starling_core::error::ErrorCode::Unavailable,
-                "this node runs without the control plane: manage webhook endpoints through the \
-                 admin API or the console (docs/WEBHOOKS.md)",
+                "this node has no control plane to manage webhook endpoints with (set \
+                 gateway.control_plane_url): use the admin API or the console (docs/WEBHOOKS.md)",
             )
         })
     }

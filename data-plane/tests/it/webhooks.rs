@@ -360,6 +360,66 @@ async fn ordered_endpoint_gets_events_in_order_through_failures(backend: Backend
     assert_eq!(s, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert_eq!(v["code"], "unavailable", "{v}");
     assert!(v["message"].as_str().unwrap().contains("admin API"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("gateway.control_plane_url"),
+        "{v}"
+    );
+}
+
+/// A node given a control plane that does not answer: the server API's endpoint calls say so
+/// with a retryable 503 `unavailable` naming the control plane, never a 500; the reads the node
+/// answers itself keep working.
+#[tokio::test]
+async fn an_unreachable_control_plane_is_unavailable_not_an_error() {
+    use starling_data_plane::webhook::admin_client::ControlPlaneClient;
+    let c = Cell::start(Backend::Sqlite).await;
+    // A port nobody listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let url = format!("http://{closed}");
+    let client =
+        ControlPlaneClient::new(&url, c.node.messaging.directory.internal_api_token()).unwrap();
+    c.node.messaging.webhooks.set_admin(Arc::new(client));
+    let app = c.app(Limits::default()).await;
+    for (m, path, body) in [
+        (
+            Method::POST,
+            "/v1/webhooks/endpoints".to_owned(),
+            Some(json!({"url": "https://example.com/h"})),
+        ),
+        (
+            Method::GET,
+            "/v1/webhooks/endpoints/ep_01jdxk3n5q0000000000000000".to_owned(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/webhooks/endpoints/ep_01jdxk3n5q0000000000000000/secret/rotate".to_owned(),
+            Some(json!({})),
+        ),
+    ] {
+        let (s, v) = c.api(&app, m.clone(), &path, body).await;
+        assert_eq!(
+            s,
+            reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            "{m} {path}: {v}"
+        );
+        assert_eq!(v["code"], "unavailable", "{v}");
+        let msg = v["message"].as_str().unwrap();
+        assert!(
+            msg.contains(&url) && msg.contains("unreachable"),
+            "the message names the control plane: {v}"
+        );
+    }
+    let (s, v) = c
+        .api(&app, Method::GET, "/v1/webhooks/endpoints", None)
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK, "{v}");
 }
 
 async fn signed_events_verify_with_the_official_library(backend: Backend) {

@@ -283,3 +283,14 @@ variable "otlp_endpoint" {
     error_message = "otlp_endpoint must be an http:// or https:// URL."
   }
 }
+
+variable "control_plane_url" {
+  description = "The control plane's base URL as the gateway pods reach it (STARLING_GATEWAY__CONTROL_PLANE_URL), e.g. http://starling-control-plane.starling.svc:7400: the server API's webhook endpoint calls go there. Null: those calls answer 503 and endpoints are managed through the admin API or the console."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.control_plane_url == null || can(regex("^https?://[^/?#@]+", coalesce(var.control_plane_url, "x")))
+    error_message = "control_plane_url must be an http:// or https:// base URL."
+  }
+}
