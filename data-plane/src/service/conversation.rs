@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -231,15 +231,23 @@ impl Messaging {
             .await?)
     }
 
-    async fn member_count(&self, app: &str, cid: &str) -> Result<i64> {
+    async fn member_count(conn: &impl ConnectionTrait, app: &str, cid: &str) -> Result<i64> {
         Ok(scoped::<member::Entity>(app)
             .filter(member::Column::ConversationId.eq(cid))
-            .count(&self.db)
+            .count(conn)
             .await? as i64)
     }
 
     pub(crate) async fn conversation_out(&self, m: conversation::Model) -> Result<ConversationOut> {
-        let member_count = self.member_count(&m.app_id, &m.id).await?;
+        Self::conversation_out_on(&self.db, m).await
+    }
+
+    /// [`Messaging::conversation_out`] on `conn` (a transaction sees its own changes).
+    async fn conversation_out_on(
+        conn: &impl ConnectionTrait,
+        m: conversation::Model,
+    ) -> Result<ConversationOut> {
+        let member_count = Self::member_count(conn, &m.app_id, &m.id).await?;
         Ok(ConversationOut {
             id: m.id,
             kind: m.kind,
@@ -332,13 +340,13 @@ impl Messaging {
         let now = now();
         let id = ConversationId::generate().into_string();
         let txn = self.db.begin().await?;
-        let c = conversation::ActiveModel {
+        let inserted = conversation::ActiveModel {
             app_id: Set(app.to_owned()),
             id: Set(id.clone()),
             kind: Set(input.kind.as_str().into()),
             name: Set(name),
             metadata: Set(input.metadata.unwrap_or_else(|| json!({}))),
-            direct_key: Set(direct_key),
+            direct_key: Set(direct_key.clone()),
             post_policy: Set(match input.post_policy.unwrap_or(PostPolicy::Members) {
                 PostPolicy::Members => "members".into(),
                 PostPolicy::Admins => "admins".into(),
@@ -349,7 +357,27 @@ impl Messaging {
             updated_at: Set(now),
         }
         .insert(&txn)
-        .await?;
+        .await;
+        let c = match (inserted, &direct_key) {
+            (Ok(c), _) => c,
+            // Two creations of the same pair raced: the other one won; return it.
+            (Err(e), Some(key))
+                if matches!(
+                    e.sql_err(),
+                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+                ) =>
+            {
+                drop(txn);
+                tracing::debug!(error = %e, "direct conversation raced");
+                let existing = scoped::<conversation::Entity>(app)
+                    .filter(conversation::Column::DirectKey.eq(key))
+                    .one(&self.db)
+                    .await?
+                    .ok_or_else(|| ApiError::from(e))?;
+                return Ok((self.conversation_out(existing).await?, false));
+            }
+            (Err(e), _) => return Err(e.into()),
+        };
         for u in &members {
             let role =
                 if input.kind != Kind::Direct && input.created_by.as_deref() == Some(u.as_str()) {
@@ -359,25 +387,21 @@ impl Messaging {
                 };
             new_member(app, &id, u, role, 0, now).insert(&txn).await?;
         }
-        match txn.commit().await {
-            Ok(()) => {}
-            // Two creations of the same pair raced: the other one won; return it.
-            Err(e) if input.kind == Kind::Direct => {
-                tracing::debug!(error = %e, "direct conversation raced");
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let out = self.conversation_out(c).await?;
-        self.emit_after(
+        // The events commit with the conversation (or vanish with it).
+        let out = Self::conversation_out_on(&txn, c).await?;
+        self.emit(
+            &txn,
             app,
             "conversation.created",
             &ConversationData {
                 conversation: out.clone(),
             },
         )
-        .await;
-        for m in self.members_of(app, &id).await? {
-            self.emit_after(
+        .await?;
+        let added = Self::members_of(&txn, app, &id).await?;
+        for m in &added {
+            self.emit(
+                &txn,
                 app,
                 "member.added",
                 &MemberData {
@@ -385,7 +409,10 @@ impl Messaging {
                     member: m.clone(),
                 },
             )
-            .await;
+            .await?;
+        }
+        self.commit_events(txn).await?;
+        for m in added {
             self.deliver(
                 app,
                 &members,
@@ -399,11 +426,15 @@ impl Messaging {
         Ok((out, true))
     }
 
-    async fn members_of(&self, app: &str, cid: &str) -> Result<Vec<MemberOut>> {
+    async fn members_of(
+        conn: &impl ConnectionTrait,
+        app: &str,
+        cid: &str,
+    ) -> Result<Vec<MemberOut>> {
         Ok(scoped::<member::Entity>(app)
             .filter(member::Column::ConversationId.eq(cid))
             .order_by_asc(member::Column::UserId)
-            .all(&self.db)
+            .all(conn)
             .await?
             .into_iter()
             .map(member_out)
@@ -439,16 +470,19 @@ impl Messaging {
             });
         }
         a.updated_at = Set(now());
-        let c = a.update(&self.db).await?;
-        let out = self.conversation_out(c).await?;
-        self.emit_after(
+        let txn = self.db.begin().await?;
+        let c = a.update(&txn).await?;
+        let out = Self::conversation_out_on(&txn, c).await?;
+        self.emit(
+            &txn,
             app,
             "conversation.updated",
             &ConversationData {
                 conversation: out.clone(),
             },
         )
-        .await;
+        .await?;
+        self.commit_events(txn).await?;
         let to = self.recipients(app, id).await?;
         self.deliver(
             app,
@@ -504,7 +538,7 @@ impl Messaging {
             },
         )
         .await?;
-        txn.commit().await?;
+        self.commit_events(txn).await?;
         self.deliver(
             app,
             &to,
@@ -556,15 +590,18 @@ impl Messaging {
         }
         let role = input.role.unwrap_or(Role::Member);
         let now = now();
+        // Every new member or none, each with its event.
+        let txn = self.db.begin().await?;
         let mut added = Vec::new();
         for u in &new {
             let m = new_member(app, id, u, role, c.last_seq, now)
-                .insert(&self.db)
+                .insert(&txn)
                 .await?;
             added.push(member_out(m));
         }
         for m in &added {
-            self.emit_after(
+            self.emit(
+                &txn,
                 app,
                 "member.added",
                 &MemberData {
@@ -572,8 +609,9 @@ impl Messaging {
                     member: m.clone(),
                 },
             )
-            .await;
+            .await?;
         }
+        self.commit_events(txn).await?;
         let to = self.recipients(app, id).await?;
         for m in &added {
             self.deliver(
@@ -612,13 +650,15 @@ impl Messaging {
             return Err(ApiError::not_found("member", user));
         }
         let to = self.recipients(app, id).await?;
+        let txn = self.db.begin().await?;
         member::Entity::delete_many()
             .filter(member::Column::AppId.eq(app))
             .filter(member::Column::ConversationId.eq(id))
             .filter(member::Column::UserId.eq(user))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
-        self.emit_after(
+        self.emit(
+            &txn,
             app,
             "member.removed",
             &MemberRemovedData {
@@ -626,7 +666,8 @@ impl Messaging {
                 user_id: user.to_owned(),
             },
         )
-        .await;
+        .await?;
+        self.commit_events(txn).await?;
         self.deliver(
             app,
             &to,
@@ -663,9 +704,11 @@ impl Messaging {
         if let Some(b) = patch.banned {
             a.banned = Set(b);
         }
-        let out = member_out(a.update(&self.db).await?);
+        let txn = self.db.begin().await?;
+        let out = member_out(a.update(&txn).await?);
         if patch.role.is_some_and(|r| r.as_str() != old_role) {
-            self.emit_after(
+            self.emit(
+                &txn,
                 app,
                 "member.role_changed",
                 &MemberData {
@@ -673,8 +716,9 @@ impl Messaging {
                     member: out.clone(),
                 },
             )
-            .await;
+            .await?;
         }
+        self.commit_events(txn).await?;
         let mut to = self.recipients(app, id).await?;
         if !to.contains(&out.user_id) {
             to.push(out.user_id.clone());

@@ -203,6 +203,15 @@ impl Messaging {
         app: &str,
         ids: &[String],
     ) -> Result<HashMap<String, BTreeMap<String, i64>>> {
+        Self::reactions_on(&self.db, app, ids).await
+    }
+
+    /// [`Messaging::reactions_of`] on `conn` (a transaction sees its own changes).
+    async fn reactions_on(
+        conn: &impl sea_orm::ConnectionTrait,
+        app: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, BTreeMap<String, i64>>> {
         let mut out: HashMap<String, BTreeMap<String, i64>> = HashMap::new();
         if ids.is_empty() {
             return Ok(out);
@@ -213,7 +222,7 @@ impl Messaging {
             .column(reaction::Column::MessageId)
             .column(reaction::Column::Emoji)
             .into_tuple()
-            .all(&self.db)
+            .all(conn)
             .await?;
         for (mid, emoji) in rows {
             *out.entry(mid).or_default().entry(emoji).or_default() += 1;
@@ -597,16 +606,24 @@ impl Messaging {
         a.text = Set(text);
         a.custom = Set(custom);
         a.edited_at = Set(Some(now()));
-        let m = a.update(&self.db).await?;
-        let out = self.out(app, m).await?;
-        self.emit_after(
+        // The webhook event commits with the edit.
+        let txn = self.db.begin().await?;
+        let m = a.update(&txn).await?;
+        let reactions = Self::reactions_on(&txn, app, std::slice::from_ref(&m.id))
+            .await?
+            .remove(&m.id)
+            .unwrap_or_default();
+        let out = message_out(m, reactions);
+        self.emit(
+            &txn,
             app,
             "message.updated",
             &MessageData {
                 message: out.clone(),
             },
         )
-        .await;
+        .await?;
+        self.commit_events(txn).await?;
         let to = self.recipients(app, cid).await?;
         self.deliver(
             app,
@@ -646,21 +663,25 @@ impl Messaging {
         a.attachments = Set(json!([]));
         a.mentions = Set(json!([]));
         a.deleted_at = Set(Some(now()));
-        let m = a.update(&self.db).await?;
+        // The tombstone, its reactions' removal and the webhook event: all or nothing.
+        let txn = self.db.begin().await?;
+        let m = a.update(&txn).await?;
         reaction::Entity::delete_many()
             .filter(reaction::Column::AppId.eq(app))
             .filter(reaction::Column::MessageId.eq(mid))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
         let out = message_out(m, BTreeMap::new());
-        self.emit_after(
+        self.emit(
+            &txn,
             app,
             "message.deleted",
             &MessageData {
                 message: out.clone(),
             },
         )
-        .await;
+        .await?;
+        self.commit_events(txn).await?;
         let to = self.recipients(app, cid).await?;
         self.deliver(
             app,
@@ -692,49 +713,36 @@ impl Messaging {
         if m.deleted_at.is_some() {
             return Err(ApiError::conflict(format!("message {mid} was deleted")));
         }
+        // The reaction, the counts the event shows, and the event: one transaction.
+        let txn = self.db.begin().await?;
         if remove {
             reaction::Entity::delete_many()
                 .filter(reaction::Column::AppId.eq(app))
                 .filter(reaction::Column::MessageId.eq(mid))
                 .filter(reaction::Column::UserId.eq(user))
                 .filter(reaction::Column::Emoji.eq(emoji))
-                .exec(&self.db)
+                .exec(&txn)
                 .await?;
         } else {
-            let exists = scoped::<reaction::Entity>(app)
-                .filter(reaction::Column::MessageId.eq(mid))
-                .filter(reaction::Column::UserId.eq(user))
-                .filter(reaction::Column::Emoji.eq(emoji))
-                .one(&self.db)
-                .await?
-                .is_some();
-            if !exists {
-                let r = reaction::ActiveModel {
-                    app_id: Set(app.to_owned()),
-                    message_id: Set(mid.to_owned()),
-                    user_id: Set(user.to_owned()),
-                    emoji: Set(emoji.to_owned()),
-                    created_at: Set(now()),
-                }
-                .insert(&self.db)
-                .await;
-                match r {
-                    Ok(_) => {}
-                    Err(e)
-                        if matches!(
-                            e.sql_err(),
-                            Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                        ) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            // Already there (or added concurrently): nothing to do, and no failed statement
+            // to abort the transaction.
+            reaction::Entity::insert(reaction::ActiveModel {
+                app_id: Set(app.to_owned()),
+                message_id: Set(mid.to_owned()),
+                user_id: Set(user.to_owned()),
+                emoji: Set(emoji.to_owned()),
+                created_at: Set(now()),
+            })
+            .on_conflict_do_nothing()
+            .exec_without_returning(&txn)
+            .await?;
         }
-        let counts = self
-            .reactions_of(app, &[mid.to_owned()])
+        let counts = Self::reactions_on(&txn, app, &[mid.to_owned()])
             .await?
             .remove(mid)
             .unwrap_or_default();
-        self.emit_after(
+        self.emit(
+            &txn,
             app,
             if remove {
                 "reaction.removed"
@@ -749,7 +757,8 @@ impl Messaging {
                 reactions: counts.clone(),
             },
         )
-        .await;
+        .await?;
+        self.commit_events(txn).await?;
         let to = self.recipients(app, cid).await?;
         let (conversation_id, message_id, user_id, emoji) = (
             cid.to_owned(),
@@ -861,24 +870,31 @@ impl Messaging {
         if seq <= m.last_read_seq {
             return Ok(m.last_read_seq);
         }
-        member::Entity::update_many()
+        let update = member::Entity::update_many()
             .col_expr(member::Column::LastReadSeq, Expr::value(seq))
             .filter(member::Column::AppId.eq(app))
             .filter(member::Column::ConversationId.eq(cid))
             .filter(member::Column::UserId.eq(user))
-            .filter(member::Column::LastReadSeq.lt(seq))
-            .exec(&self.db)
+            .filter(member::Column::LastReadSeq.lt(seq));
+        // Read receipts are opt-in webhooks: only pay for a transaction when one is wanted.
+        if self.wants(app, "read_receipt.updated") {
+            let txn = self.db.begin().await?;
+            update.exec(&txn).await?;
+            self.emit(
+                &txn,
+                app,
+                "read_receipt.updated",
+                &ReadReceiptData {
+                    conversation_id: cid.to_owned(),
+                    user_id: user.to_owned(),
+                    seq,
+                },
+            )
             .await?;
-        self.emit_after(
-            app,
-            "read_receipt.updated",
-            &ReadReceiptData {
-                conversation_id: cid.to_owned(),
-                user_id: user.to_owned(),
-                seq,
-            },
-        )
-        .await;
+            self.commit_events(txn).await?;
+        } else {
+            update.exec(&self.db).await?;
+        }
         let to = self.recipients(app, cid).await?;
         self.deliver(
             app,

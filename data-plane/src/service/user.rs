@@ -131,10 +131,14 @@ impl Messaging {
             check_object("metadata", m, 8 * 1024)?;
         }
         let now = now();
+        let online = self.online(app, id).await;
         let existing = scoped::<user::Entity>(app)
             .filter(user::Column::Id.eq(id))
             .one(&self.db)
             .await?;
+        // The change and its webhook event commit together. (The read stays outside: on
+        // SQLite a transaction that reads first cannot always upgrade to writing.)
+        let txn = self.db.begin().await?;
         let (m, created) = match existing {
             Some(u) => {
                 let mut a: user::ActiveModel = u.into();
@@ -148,7 +152,7 @@ impl Messaging {
                     a.metadata = Set(m);
                 }
                 a.updated_at = Set(now);
-                (a.update(&self.db).await?, false)
+                (a.update(&txn).await?, false)
             }
             None => {
                 let a = user::ActiveModel {
@@ -165,12 +169,12 @@ impl Messaging {
                     created_at: Set(now),
                     updated_at: Set(now),
                 };
-                (a.insert(&self.db).await?, true)
+                (a.insert(&txn).await?, true)
             }
         };
-        let online = self.online(app, id).await;
         let out = user_out(m, online);
-        self.emit_after(
+        self.emit(
+            &txn,
             app,
             if created {
                 "user.created"
@@ -179,7 +183,8 @@ impl Messaging {
             },
             &UserData { user: out.clone() },
         )
-        .await;
+        .await?;
+        self.commit_events(txn).await?;
         Ok((out, created))
     }
 
@@ -238,10 +243,13 @@ impl Messaging {
         let mut a: user::ActiveModel = u.into();
         a.status = Set(if active { "active" } else { "deactivated" }.into());
         a.updated_at = Set(now());
-        let m = a.update(&self.db).await?;
-        let out = user_out(m, self.online(app, id).await);
-        self.emit_after(app, "user.updated", &UserData { user: out.clone() })
-            .await;
+        let online = self.online(app, id).await;
+        let txn = self.db.begin().await?;
+        let m = a.update(&txn).await?;
+        let out = user_out(m, online);
+        self.emit(&txn, app, "user.updated", &UserData { user: out.clone() })
+            .await?;
+        self.commit_events(txn).await?;
         Ok(out)
     }
 
@@ -264,10 +272,13 @@ impl Messaging {
         a.banned_until = Set(ban.until);
         a.ban_reason = Set(ban.reason);
         a.updated_at = Set(now());
-        let m = a.update(&self.db).await?;
-        let out = user_out(m, self.online(app, id).await);
-        self.emit_after(app, "user.banned", &UserData { user: out.clone() })
-            .await;
+        let online = self.online(app, id).await;
+        let txn = self.db.begin().await?;
+        let m = a.update(&txn).await?;
+        let out = user_out(m, online);
+        self.emit(&txn, app, "user.banned", &UserData { user: out.clone() })
+            .await?;
+        self.commit_events(txn).await?;
         Ok(out)
     }
 
@@ -279,10 +290,13 @@ impl Messaging {
         a.banned_until = Set(None);
         a.ban_reason = Set(None);
         a.updated_at = Set(now());
-        let m = a.update(&self.db).await?;
-        let out = user_out(m, self.online(app, id).await);
-        self.emit_after(app, "user.updated", &UserData { user: out.clone() })
-            .await;
+        let online = self.online(app, id).await;
+        let txn = self.db.begin().await?;
+        let m = a.update(&txn).await?;
+        let out = user_out(m, online);
+        self.emit(&txn, app, "user.updated", &UserData { user: out.clone() })
+            .await?;
+        self.commit_events(txn).await?;
         Ok(out)
     }
 
@@ -341,7 +355,7 @@ impl Messaging {
             },
         )
         .await?;
-        txn.commit().await?;
+        self.commit_events(txn).await?;
         Ok(())
     }
 

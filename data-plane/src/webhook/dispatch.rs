@@ -641,7 +641,9 @@ impl Messaging {
         if already || now - since < limit {
             return Ok(());
         }
-        // Only one node disables it (and writes the notice and the event).
+        // Only one node disables it (and writes the notice and the event), all in one
+        // transaction: a disabled endpoint always has its notice and its event.
+        let txn = self.db.begin().await?;
         let r = webhook_endpoint_state::Entity::update_many()
             .col_expr(
                 webhook_endpoint_state::Column::DisabledAt,
@@ -654,7 +656,7 @@ impl Messaging {
                     .add(webhook_endpoint_state::Column::DisabledAt.is_null())
                     .add(webhook_endpoint_state::Column::DisabledAt.lte(ep.enabled_at)),
             )
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
         if r.rows_affected == 0 {
             return Ok(());
@@ -688,9 +690,10 @@ impl Messaging {
             )),
             created_at: Set(now),
         }
-        .insert(&self.db)
+        .insert(&txn)
         .await?;
-        self.emit_after(
+        self.emit(
+            &txn,
             app,
             "webhook.endpoint_disabled",
             &EndpointDisabledData {
@@ -700,7 +703,8 @@ impl Messaging {
                 reason,
             },
         )
-        .await;
+        .await?;
+        self.commit_events(txn).await?;
         Ok(())
     }
 }

@@ -469,6 +469,14 @@ impl Messaging {
             .unwrap_or_default()
     }
 
+    /// Whether an enabled endpoint of `app` wants `event_type` now (a hot path may skip the
+    /// transaction an event would need when none does).
+    pub(crate) fn wants(&self, app: &str, event_type: &str) -> bool {
+        self.endpoints_of(app)
+            .iter()
+            .any(|e| e.enabled && subscribed(&e.event_types, event_type))
+    }
+
     /// Records an event of `app` for every enabled endpoint subscribed to `event_type`, on
     /// `conn` (the transaction of the change, where there is one). Nothing is written when no
     /// endpoint wants it.
@@ -512,6 +520,15 @@ impl Messaging {
             .exec(conn)
             .await?;
         metrics::counter!("starling_webhook_events_total").increment(1);
+        self.webhooks.wake();
+        Ok(())
+    }
+
+    /// Commits the transaction of a change that recorded events with [`Messaging::emit`], then
+    /// wakes the dispatcher: woken before the commit, it could look before the rows are visible
+    /// and wait for its next poll.
+    pub(crate) async fn commit_events(&self, txn: sea_orm::DatabaseTransaction) -> Result<()> {
+        txn.commit().await?;
         self.webhooks.wake();
         Ok(())
     }

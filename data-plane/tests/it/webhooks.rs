@@ -228,6 +228,7 @@ backend_tests!(
     pre_send_hook_accepts_rejects_rewrites_and_fails_as_told,
     ordered_endpoint_gets_events_in_order_through_failures,
     usage_thresholds_reach_the_endpoints_once_each,
+    a_change_and_its_event_commit_together,
 );
 
 /// An app allowed 5 messages a month: the 4th message (80 %) and the 5th (100 %) each send one
@@ -1102,4 +1103,179 @@ async fn bench_webhooks() {
         p(&with, 0.5).saturating_sub(p(&without, 0.5)),
         p(&with, 0.99).saturating_sub(p(&without, 0.99)),
     );
+}
+
+/// Makes every insert of an event of `app` fail (a database trigger), or lifts that again:
+/// the way to see what happens to a change whose event cannot be written.
+async fn refuse_events(c: &Cell, backend: Backend, app: &str, on: bool) {
+    use sea_orm::ConnectionTrait;
+    let db = &c.node.messaging.db;
+    let name = format!(
+        "refuse_{}",
+        app.replace(|ch: char| !ch.is_ascii_alphanumeric(), "_")
+    );
+    let stmts: Vec<String> = match (backend, on) {
+        (Backend::Sqlite, true) => vec![format!(
+            "CREATE TRIGGER {name} BEFORE INSERT ON webhook_event WHEN NEW.app_id = '{app}' \
+             BEGIN SELECT RAISE(ABORT, 'webhook events refused by the test'); END"
+        )],
+        (Backend::Sqlite, false) => vec![format!("DROP TRIGGER {name}")],
+        (_, true) => vec![
+            format!(
+                "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'webhook events refused by the test'; END $$"
+            ),
+            format!(
+                "CREATE TRIGGER {name} BEFORE INSERT ON webhook_event FOR EACH ROW \
+                 WHEN (NEW.app_id = '{app}') EXECUTE FUNCTION {name}()"
+            ),
+        ],
+        (_, false) => vec![
+            format!("DROP TRIGGER {name} ON webhook_event"),
+            format!("DROP FUNCTION {name}()"),
+        ],
+    };
+    for s in stmts {
+        db.execute_unprepared(&s).await.unwrap();
+    }
+}
+
+/// The change and its webhook event commit together: while the event cannot be written, the
+/// change is refused and nothing of it stays (conversation, user, message edit, reaction,
+/// members); once it can, both are there.
+async fn a_change_and_its_event_commit_together(backend: Backend) {
+    let c = Cell::start_with(backend, fast).await;
+    let rx = Receiver::default();
+    let url = rx.start().await;
+    let mut app = c.app(Limits::default()).await;
+    with_endpoints(&c, &mut app, vec![endpoint(&url, &generate_secret())]).await;
+    let cid = chat(&c, &app).await;
+    c.user(&app, "carol").await;
+    let (st, m) = send(&c, &app, &cid, "first").await;
+    assert_eq!(st, 201, "{m}");
+    let mid = m["message"]["id"].as_str().unwrap().to_owned();
+    let before = events_of(&c, &app).await.len();
+    let app_id = app.cfg.app_id.to_string();
+
+    refuse_events(&c, backend, &app_id, true).await;
+    let changes = [
+        (
+            Method::PATCH,
+            format!("/v1/conversations/{cid}"),
+            json!({"name": "renamed"}),
+        ),
+        (
+            Method::PUT,
+            "/v1/users/bob".to_owned(),
+            json!({"name": "Robert"}),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/conversations/{cid}/messages/{mid}"),
+            json!({"text": "edited"}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/conversations/{cid}/messages/{mid}/reactions"),
+            json!({"user_id": "bob", "emoji": "👍"}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/conversations/{cid}/members"),
+            json!({"user_ids": ["carol"]}),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/conversations/{cid}/members/bob"),
+            json!({"role": "admin"}),
+        ),
+    ];
+    for (m, path, body) in &changes {
+        let (st, v) = c.api(&app, m.clone(), path, Some(body.clone())).await;
+        assert_eq!(
+            st,
+            reqwest::StatusCode::INTERNAL_SERVER_ERROR,
+            "{m} {path} must fail when its event cannot be written: {v}"
+        );
+    }
+    // Nothing of those changes stays.
+    let conv = c
+        .ok(&app, Method::GET, &format!("/v1/conversations/{cid}"), None)
+        .await;
+    assert_eq!(conv["name"], "hooks", "{conv}");
+    assert_eq!(conv["member_count"], 2, "{conv}");
+    let bob = c.ok(&app, Method::GET, "/v1/users/bob", None).await;
+    assert_eq!(bob["name"], "bob", "{bob}");
+    let msgs = c
+        .ok(
+            &app,
+            Method::GET,
+            &format!("/v1/conversations/{cid}/messages"),
+            None,
+        )
+        .await;
+    let msg = &msgs["messages"][0];
+    assert_eq!(
+        (msg["text"].clone(), msg["reactions"].clone()),
+        (json!("first"), json!({})),
+        "{msg}"
+    );
+    let members = c
+        .ok(
+            &app,
+            Method::GET,
+            &format!("/v1/conversations/{cid}/members"),
+            None,
+        )
+        .await;
+    let roles: Vec<(String, String)> = members["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["user_id"].as_str().unwrap().to_owned(),
+                m["role"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        roles,
+        vec![
+            ("alice".into(), "owner".into()),
+            ("bob".into(), "member".into())
+        ]
+    );
+    assert_eq!(events_of(&c, &app).await.len(), before);
+
+    // Events can be written again: every change goes through, each with its event.
+    refuse_events(&c, backend, &app_id, false).await;
+    for (m, path, body) in &changes {
+        let (st, v) = c.api(&app, m.clone(), path, Some(body.clone())).await;
+        assert!(st.is_success(), "{m} {path}: {st} {v}");
+    }
+    let mut types: Vec<String> = events_of(&c, &app).await[before..]
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    types.sort();
+    assert_eq!(
+        types,
+        [
+            "conversation.updated",
+            "member.added",
+            "member.role_changed",
+            "message.updated",
+            "reaction.added",
+            "user.updated",
+        ],
+        "one event per change"
+    );
+}
+
+async fn events_of(c: &Cell, app: &TestApp) -> Vec<Value> {
+    let v = c
+        .ok(app, Method::GET, "/v1/webhooks/events?limit=200", None)
+        .await;
+    v["data"].as_array().unwrap().clone()
 }
