@@ -611,6 +611,16 @@ mod tests {
         let mut c = ControlPlaneConfig::default();
         c.gateway.control_plane_url = Some("https://cp.internal:7400/starling".into());
         c.validate().expect("an https base URL with a path is fine");
+        // Retention shorter than the retry schedule would delete dead letters unseen.
+        let mut c = ControlPlaneConfig::default();
+        c.gateway.webhooks.retention_secs = 86_400;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("gateway.webhooks.retention_secs"), "{e}");
+        c.gateway.webhooks.retention_secs = 0;
+        c.validate().expect("0 keeps events for good");
+        c.gateway.webhooks.prune_interval_secs = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("gateway.webhooks.prune_interval_secs"), "{e}");
     }
 }
 

@@ -190,6 +190,12 @@ pub struct WebhookConfig {
     pub poll_interval_ms: u64,
     /// Longest timeout an app may give its pre-send hook, in milliseconds.
     pub max_pre_send_timeout_ms: u64,
+    /// How long events and their deliveries and attempts are kept once nothing is due for them
+    /// any more (every delivery delivered, dead-lettered or skipped), in seconds; `0` keeps
+    /// them for good. Not scaled by `time_scale`.
+    pub retention_secs: u64,
+    /// How often a delivering node deletes what is past `retention_secs`, in seconds.
+    pub prune_interval_secs: u64,
 }
 
 impl Default for WebhookConfig {
@@ -207,6 +213,8 @@ impl Default for WebhookConfig {
             endpoint_concurrency: 32,
             poll_interval_ms: 500,
             max_pre_send_timeout_ms: 5_000,
+            retention_secs: 30 * 86_400,
+            prune_interval_secs: 3_600,
         }
     }
 }
@@ -262,6 +270,24 @@ impl WebhookConfig {
             return Err(ConfigError::field(
                 "gateway.webhooks.max_pre_send_timeout_ms",
                 "must be 10..=30000",
+            ));
+        }
+        // Shorter than the retry schedule would delete dead letters before anyone saw them.
+        let schedule: u64 = self.retry_schedule_secs.iter().sum();
+        if self.retention_secs != 0 && self.retention_secs < schedule.max(3_600) {
+            return Err(ConfigError::field(
+                "gateway.webhooks.retention_secs",
+                format!(
+                    "must be 0 (keep for good) or at least the whole retry schedule and an hour \
+                     ({} s)",
+                    schedule.max(3_600)
+                ),
+            ));
+        }
+        if !(1..=86_400).contains(&self.prune_interval_secs) {
+            return Err(ConfigError::field(
+                "gateway.webhooks.prune_interval_secs",
+                "must be 1..=86400",
             ));
         }
         Ok(())

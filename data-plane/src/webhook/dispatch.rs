@@ -137,6 +137,7 @@ pub async fn run(m: Messaging) {
     let cfg = m.webhooks.cfg.clone();
     let (tx, rx) = mpsc::channel(cfg.concurrency * 4);
     tokio::spawn(record(m.clone(), rx));
+    tokio::spawn(super::retention::run(m.clone()));
     let d = Arc::new(Dispatcher {
         m,
         permits: Arc::new(Semaphore::new(cfg.concurrency)),

@@ -11,6 +11,7 @@
 //!   default), then dead-letters them; endpoints failing for days are disabled.
 //! - [`guard`]: the SSRF guard every outbound request passes.
 //! - [`presend`]: the synchronous pre-send hook.
+//! - [`retention`]: old events, deliveries and attempts are deleted after a retention period.
 //! - [`catalog`]: event types, payloads and their JSON Schemas.
 //! - [`admin_client`]: the control plane's endpoint functions over HTTP, for the server API of
 //!   a cell's node.
@@ -20,6 +21,7 @@ pub mod catalog;
 pub mod dispatch;
 pub mod guard;
 pub mod presend;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;

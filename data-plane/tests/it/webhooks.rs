@@ -229,6 +229,7 @@ backend_tests!(
     ordered_endpoint_gets_events_in_order_through_failures,
     usage_thresholds_reach_the_endpoints_once_each,
     a_change_and_its_event_commit_together,
+    old_finished_events_are_pruned,
 );
 
 /// An app allowed 5 messages a month: the 4th message (80 %) and the 5th (100 %) each send one
@@ -1278,4 +1279,125 @@ async fn events_of(c: &Cell, app: &TestApp) -> Vec<Value> {
         .ok(app, Method::GET, "/v1/webhooks/events?limit=200", None)
         .await;
     v["data"].as_array().unwrap().clone()
+}
+
+/// Events older than the retention whose deliveries are all finished go, with their
+/// deliveries and attempts, on the node's periodic pass; an old event with a delivery still
+/// pending, and recent ones, stay.
+async fn old_finished_events_are_pruned(backend: Backend) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use starling_data_plane::entity::{webhook_delivery, webhook_event};
+    let c = Cell::start_with(backend, |g| {
+        fast(g);
+        g.webhooks.prune_interval_secs = 1;
+    })
+    .await;
+    let rx = Receiver::default();
+    let url = rx.start().await;
+    let mut app = c.app(Limits::default()).await;
+    let mut ep = endpoint(&url, &generate_secret());
+    ep.event_types = vec!["message.created".into()];
+    with_endpoints(&c, &mut app, vec![ep]).await;
+    let cid = chat(&c, &app).await;
+    for i in 0..4 {
+        let (st, v) = send(&c, &app, &cid, &format!("m{i}")).await;
+        assert_eq!(st, 201, "{v}");
+    }
+    rx.wait("4 events", 30, |g| g.len() >= 4).await;
+    let ids: Vec<String> = events_of(&c, &app)
+        .await
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 4);
+    let app_id = app.cfg.app_id.to_string();
+    let db = &c.node.messaging.db;
+    // Wait until every delivery is recorded as delivered (outcomes are written in batches).
+    for _ in 0..200 {
+        let v = c
+            .ok(&app, Method::GET, "/v1/webhooks/deliveries?limit=50", None)
+            .await;
+        if v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["status"] == "delivered")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Three events are 31 days old; the third's delivery is pending again (as after a replay
+    // or a retry far ahead); the fourth is recent.
+    let old = Utc::now() - chrono::Duration::days(31);
+    webhook_event::Entity::update_many()
+        .col_expr(webhook_event::Column::CreatedAt, Expr::value(old))
+        .filter(webhook_event::Column::AppId.eq(&app_id))
+        .filter(webhook_event::Column::Id.is_in(ids[..3].to_vec()))
+        .exec(db)
+        .await
+        .unwrap();
+    webhook_delivery::Entity::update_many()
+        .col_expr(webhook_delivery::Column::Status, Expr::value("pending"))
+        .col_expr(
+            webhook_delivery::Column::NextAttemptAt,
+            Expr::value(Utc::now() + chrono::Duration::days(1)),
+        )
+        .filter(webhook_delivery::Column::AppId.eq(&app_id))
+        .filter(webhook_delivery::Column::EventId.eq(&ids[2]))
+        .exec(db)
+        .await
+        .unwrap();
+    let count = |path: String| {
+        let (c, app) = (&c, &app);
+        async move {
+            let v = c.ok(app, Method::GET, &path, None).await;
+            v["data"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(
+        count(format!("/v1/webhooks/attempts?event_id={}", ids[0])).await,
+        1
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: Vec<String> = events_of(&c, &app)
+            .await
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect();
+        if left.len() == 2 {
+            assert_eq!(left, vec![ids[2].clone(), ids[3].clone()]);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "old events never pruned: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &ids[..2] {
+        assert_eq!(
+            count(format!("/v1/webhooks/deliveries?event_id={id}")).await,
+            0
+        );
+        assert_eq!(
+            count(format!("/v1/webhooks/attempts?event_id={id}")).await,
+            0
+        );
+    }
+    for id in &ids[2..] {
+        assert_eq!(
+            count(format!("/v1/webhooks/deliveries?event_id={id}")).await,
+            1
+        );
+        assert_eq!(
+            count(format!("/v1/webhooks/attempts?event_id={id}")).await,
+            1
+        );
+    }
+    // Nothing else is old enough: a direct pass finds nothing.
+    let cutoff = Utc::now() - chrono::Duration::days(30);
+    assert_eq!(c.node.messaging.prune_webhooks(cutoff).await.unwrap(), 0);
 }
