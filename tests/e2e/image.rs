@@ -242,6 +242,10 @@ async fn image_processes_start_from_terraform_env_only() {
         ("STARLING_GATEWAY__MAX_CONNECTIONS_PER_USER", "10".into()),
         ("STARLING_GATEWAY__MAX_FRAME_BYTES", "65536".into()),
         ("STARLING_GATEWAY__OUTBOUND_QUEUE", "256".into()),
+        (
+            "STARLING_GATEWAY__CONTROL_PLANE_URL",
+            format!("http://127.0.0.1:{cp_port}"),
+        ),
     ] {
         samples.insert(k, v);
     }
@@ -358,6 +362,31 @@ async fn image_processes_start_from_terraform_env_only() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // The node manages webhook endpoints through the control plane it was given.
+    let (st, ep) = call(
+        Method::POST,
+        &format!("{node_base}/v1/webhooks/endpoints"),
+        key,
+        Some(json!({"url": "https://example.com/hooks"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{ep}");
+    let (st, got) = call(
+        Method::GET,
+        &format!(
+            "{cp_base}/admin/v1/tenants/{t}/apps/{a}/webhook-endpoints/{}",
+            ep["id"].as_str().unwrap()
+        ),
+        OPERATOR,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, got["url"].as_str()),
+        (200, Some("https://example.com/hooks")),
+        "{got}"
+    );
 
     // The probe fails where it should: an unknown path, and a port where nothing listens.
     let (ok, out) = healthcheck(&["--path", "/nope"], &node_env);
