@@ -128,6 +128,35 @@ fn image_env(module: &str, samples: &BTreeMap<&str, String>) -> Vec<(String, Str
     env.into_iter().collect()
 }
 
+/// Starts `starling <command>` with the environment `env_for(port)` on a free port and waits
+/// until it is ready. Another process can take a free port before the server binds it (this
+/// machine runs many tests and services at once): then it tries another, up to three times.
+async fn spawn_on_free_port(
+    command: &str,
+    dir: &Path,
+    mut env_for: impl FnMut(u16) -> Vec<(String, String)>,
+) -> (Proc, u16, Vec<(String, String)>) {
+    for attempt in 1..=3 {
+        let port = free_port();
+        let env = env_for(port);
+        let mut p = spawn(&[command], &env, dir);
+        // A taken port shows within seconds: the process binds before anything else.
+        if p.wait(Duration::from_secs(5)).is_ok() {
+            let err = p.stderr().join("\n");
+            if attempt < 3 && err.contains("Address already in use") {
+                eprintln!("{command}: port {port} was taken meanwhile; trying another");
+                continue;
+            }
+            panic!("{command} exited at start:\n{err}");
+        }
+        if let Err(e) = wait_healthy(&format!("http://127.0.0.1:{port}/readyz"), START).await {
+            panic!("{e}\n{command} stderr:\n{}", p.stderr().join("\n"));
+        }
+        return (p, port, env);
+    }
+    unreachable!("the loop returns or panics")
+}
+
 fn spawn(args: &[&str], env: &[(String, String)], dir: &Path) -> Proc {
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Proc::spawn(args, &pairs, dir)
@@ -209,7 +238,6 @@ async fn image_processes_start_from_terraform_env_only() {
         "persistent://starling-e2e/image-{}/starling-",
         ulid::Ulid::new().to_string().to_lowercase()
     );
-    let (cp_port, node_port) = (free_port(), free_port());
     let mut samples: BTreeMap<&str, String> = BTreeMap::new();
     for (k, v) in [
         ("STARLING_DATABASE__URL", env("TEST_DATABASE_URL")),
@@ -242,10 +270,6 @@ async fn image_processes_start_from_terraform_env_only() {
         ("STARLING_GATEWAY__MAX_CONNECTIONS_PER_USER", "10".into()),
         ("STARLING_GATEWAY__MAX_FRAME_BYTES", "65536".into()),
         ("STARLING_GATEWAY__OUTBOUND_QUEUE", "256".into()),
-        (
-            "STARLING_GATEWAY__CONTROL_PLANE_URL",
-            format!("http://127.0.0.1:{cp_port}"),
-        ),
     ] {
         samples.insert(k, v);
     }
@@ -256,25 +280,26 @@ async fn image_processes_start_from_terraform_env_only() {
         "STARLING_DATABASE__URL",
         env("TEST_DATABASE_URL").replacen("postgres://", "postgresql://", 1),
     );
-    samples.insert("STARLING_SERVER__LISTEN", format!("0.0.0.0:{cp_port}"));
-    let cp_env = image_env("control-plane", &samples);
-    samples.insert("STARLING_SERVER__LISTEN", format!("0.0.0.0:{node_port}"));
-    let node_env = image_env("data-plane-cell", &samples);
-    assert!(
-        node_env
-            .iter()
-            .any(|(k, _)| k == "STARLING_GATEWAY__NODE_ID"),
-        "the cell module gives each node its own id"
+    // `migrate` listens nowhere: the ports are picked right before each server binds them.
+    samples.insert("STARLING_SERVER__LISTEN", "0.0.0.0:7400".into());
+    samples.insert(
+        "STARLING_GATEWAY__CONTROL_PLANE_URL",
+        "http://127.0.0.1:7400".into(),
     );
-
     let cp_dir = tempfile::tempdir().unwrap();
-    let mut m = spawn(&["migrate"], &cp_env, cp_dir.path());
+    let mut m = spawn(
+        &["migrate"],
+        &image_env("control-plane", &samples),
+        cp_dir.path(),
+    );
     assert!(m.wait(START).unwrap().success(), "{:?}", m.stderr());
-    let mut cp = spawn(&["control-plane"], &cp_env, cp_dir.path());
+    let (mut cp, cp_port, cp_env) = spawn_on_free_port("control-plane", cp_dir.path(), |port| {
+        samples.insert("STARLING_SERVER__LISTEN", format!("0.0.0.0:{port}"));
+        image_env("control-plane", &samples)
+    })
+    .await;
     let cp_base = format!("http://127.0.0.1:{cp_port}");
-    if let Err(e) = wait_healthy(&format!("{cp_base}/readyz"), START).await {
-        panic!("{e}\ncontrol-plane stderr:\n{}", cp.stderr().join("\n"));
-    }
+    samples.insert("STARLING_GATEWAY__CONTROL_PLANE_URL", cp_base.clone());
     let (ok, out) = healthcheck(&[], &cp_env);
     assert!(ok, "healthcheck of the control plane: {out}");
     assert!(
@@ -283,11 +308,19 @@ async fn image_processes_start_from_terraform_env_only() {
     );
 
     let node_dir = tempfile::tempdir().unwrap();
-    let mut node = spawn(&["data-plane"], &node_env, node_dir.path());
+    let (mut node, node_port, node_env) =
+        spawn_on_free_port("data-plane", node_dir.path(), |port| {
+            samples.insert("STARLING_SERVER__LISTEN", format!("0.0.0.0:{port}"));
+            image_env("data-plane-cell", &samples)
+        })
+        .await;
+    assert!(
+        node_env
+            .iter()
+            .any(|(k, _)| k == "STARLING_GATEWAY__NODE_ID"),
+        "the cell module gives each node its own id"
+    );
     let node_base = format!("http://127.0.0.1:{node_port}");
-    if let Err(e) = wait_healthy(&format!("{node_base}/readyz"), START).await {
-        panic!("{e}\ndata-plane stderr:\n{}", node.stderr().join("\n"));
-    }
     let (ok, out) = healthcheck(&["--path", "/healthz"], &node_env);
     assert!(ok, "healthcheck of the node: {out}");
     let ready: Value = reqwest::get(format!("{node_base}/readyz"))
