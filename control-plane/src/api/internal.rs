@@ -18,10 +18,10 @@ use axum::http::StatusCode;
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use axum::routing::{get, post};
-use starling_core::error::{ApiError, ErrorCode};
+use starling_core::error::ApiError;
 use starling_core::http::Json;
 use starling_core::id::WebhookEndpointId;
-use starling_core::secret::{constant_time_eq, internal_api_token};
+use starling_core::secret::internal_api_token;
 use starling_core::webhook_admin::{
     RotateWebhookSecretIn, WebhookAdmin, WebhookEndpointCreatedOut, WebhookEndpointIn,
     WebhookEndpointOut, WebhookEndpointPatch, WebhookSecretOut,
@@ -71,18 +71,11 @@ async fn authenticate(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if presented.is_empty() || !constant_time_eq(presented, &s.token) {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "the internal API needs the internal token (derived from auth.key_hash_secret)",
-        ));
-    }
+    starling_core::http::require_internal_token(
+        req.headers(),
+        &s.token,
+        "the internal token (derived from auth.key_hash_secret)",
+    )?;
     Ok(next.run(req).await)
 }
 

@@ -12,9 +12,8 @@ use axum::extract::{Path, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
-use starling_core::error::{ApiError, ErrorCode};
+use starling_core::error::ApiError;
 use starling_core::http::{Json, Page, PageParams, Query};
-use starling_core::secret::constant_time_eq;
 
 use crate::node::Node;
 use crate::protocol::{MessageOut, UserConversationOut, UserOut};
@@ -50,20 +49,11 @@ async fn authenticate(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let presented = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if presented.is_empty()
-        || !constant_time_eq(presented, &node.messaging.directory.internal_api_token())
-    {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "the internal API needs the control plane's internal token",
-        ));
-    }
+    starling_core::http::require_internal_token(
+        req.headers(),
+        &node.messaging.directory.internal_api_token(),
+        "the control plane's internal token",
+    )?;
     Ok(next.run(req).await)
 }
 
