@@ -243,14 +243,7 @@ impl Messaging {
         let mut a: user::ActiveModel = u.into();
         a.status = Set(if active { "active" } else { "deactivated" }.into());
         a.updated_at = Set(now());
-        let online = self.online(app, id).await;
-        let txn = self.db.begin().await?;
-        let m = a.update(&txn).await?;
-        let out = user_out(m, online);
-        self.emit(&txn, app, "user.updated", &UserData { user: out.clone() })
-            .await?;
-        self.commit_events(txn).await?;
-        Ok(out)
+        self.save_user(app, id, a, "user.updated").await
     }
 
     /// Bans a user from the whole app (until a time, or for good).
@@ -272,14 +265,7 @@ impl Messaging {
         a.banned_until = Set(ban.until);
         a.ban_reason = Set(ban.reason);
         a.updated_at = Set(now());
-        let online = self.online(app, id).await;
-        let txn = self.db.begin().await?;
-        let m = a.update(&txn).await?;
-        let out = user_out(m, online);
-        self.emit(&txn, app, "user.banned", &UserData { user: out.clone() })
-            .await?;
-        self.commit_events(txn).await?;
-        Ok(out)
+        self.save_user(app, id, a, "user.banned").await
     }
 
     /// Lifts an app-wide ban.
@@ -290,14 +276,7 @@ impl Messaging {
         a.banned_until = Set(None);
         a.ban_reason = Set(None);
         a.updated_at = Set(now());
-        let online = self.online(app, id).await;
-        let txn = self.db.begin().await?;
-        let m = a.update(&txn).await?;
-        let out = user_out(m, online);
-        self.emit(&txn, app, "user.updated", &UserData { user: out.clone() })
-            .await?;
-        self.commit_events(txn).await?;
-        Ok(out)
+        self.save_user(app, id, a, "user.updated").await
     }
 
     /// Deletes a user and their data (GDPR): the user, their memberships and reactions; their
@@ -357,6 +336,24 @@ impl Messaging {
         .await?;
         self.commit_events(txn).await?;
         Ok(())
+    }
+
+    /// Saves a changed user and its webhook event in one transaction.
+    async fn save_user(
+        &self,
+        app: &str,
+        id: &str,
+        a: user::ActiveModel,
+        event: &str,
+    ) -> Result<crate::protocol::UserOut> {
+        let online = self.online(app, id).await;
+        let txn = self.db.begin().await?;
+        let m = a.update(&txn).await?;
+        let out = user_out(m, online);
+        self.emit(&txn, app, event, &UserData { user: out.clone() })
+            .await?;
+        self.commit_events(txn).await?;
+        Ok(out)
     }
 
     /// Records when a user was last connected.
