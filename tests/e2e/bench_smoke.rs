@@ -61,6 +61,8 @@ fn assert_room(v: &Value) {
     }
 }
 
+/// Over two client processes (sources 127.0.0.2 and 127.0.0.3), whose handshake histograms
+/// are merged.
 #[test]
 fn bench_idle_on_standalone() {
     let v = bench(&[
@@ -71,9 +73,87 @@ fn bench_idle_on_standalone() {
         "0",
         "--hold",
         "1",
+        "--procs",
+        "2",
     ]);
     assert_eq!(v["opened"], 50, "{v}");
     assert_eq!(v["failed"], 0, "{v}");
+    assert_eq!(v["params"]["client_processes"], 2, "{v}");
+    assert_eq!(v["handshake"]["count"], 50, "one histogram of both: {v}");
+}
+
+/// Every client drops and comes back within the window while messages keep coming: each
+/// catches up by `sync` and ends with every seq of its conversation.
+fn assert_storm(v: &Value, clients: u64, group: u64) {
+    assert_eq!(v["opened"], clients, "{v}");
+    assert_eq!(v["failed"], 0, "{v}");
+    let s = &v["storm"];
+    assert_eq!(s["back"], clients, "{v}");
+    assert_eq!(s["synced"], clients, "{v}");
+    assert_eq!(s["not_back"], 0, "{v}");
+    assert_eq!(s["reconnect_handshake"]["count"], clients, "{v}");
+    assert!(s["time_to_all_back_s"].as_f64().unwrap() > 0.0, "{v}");
+    let m = &v["messages"];
+    let acked = m["acked"].as_u64().unwrap();
+    assert!(acked > 0, "{v}");
+    assert_eq!(m["acked"], m["sent"], "{v}");
+    assert_eq!(m["refused"], 0, "{v}");
+    // Every message reaches every member of its group, by push or by sync.
+    assert_eq!(m["deliveries_expected"], acked * group, "{v}");
+    assert_eq!(
+        m["pushed"].as_u64().unwrap() + m["recovered_by_sync"].as_u64().unwrap(),
+        acked * group,
+        "{v}"
+    );
+    assert!(
+        m["recovered_by_sync"].as_u64().unwrap() > 0,
+        "messages sent while clients were away come back by sync: {v}"
+    );
+    assert_eq!(m["lost"], 0, "{v}");
+    assert_eq!(v["sockets_closed_early"], 0, "{v}");
+}
+
+#[test]
+fn bench_reconnect_storm_on_standalone() {
+    let v = bench(&[
+        "storm",
+        "--clients",
+        "40",
+        "--group-size",
+        "4",
+        "--window",
+        "2",
+        "--rate",
+        "20",
+        "--drain",
+        "20",
+        "--procs",
+        "2",
+    ]);
+    assert_storm(&v, 40, 4);
+}
+
+#[test]
+fn bench_reconnect_storm_on_a_cell() {
+    let v = bench(&[
+        "storm",
+        "--clients",
+        "30",
+        "--group-size",
+        "3",
+        "--window",
+        "2",
+        "--rate",
+        "20",
+        "--drain",
+        "30",
+        "--procs",
+        "2",
+        "--cell",
+        "2",
+    ]);
+    assert_eq!(v["server"]["gateways"].as_array().unwrap().len(), 2, "{v}");
+    assert_storm(&v, 30, 3);
 }
 
 #[test]

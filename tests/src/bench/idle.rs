@@ -5,6 +5,10 @@
 //! 1,000 and at N connections (each after a settle pause), after holding them, and after closing
 //! them. The cost per connection is the slope between 1,000 and N, which leaves out what the
 //! first connections warm up (allocator arenas, maps growing, lazily built state).
+//!
+//! The connections are held by `--procs` worker processes ([`super::worker`]), connection `i`
+//! by worker `i % procs` from its own source address, and go to gateway `i % gateways` (the
+//! nodes of a cell). The server's RSS is the sum over its processes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +16,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use std::net::IpAddr;
+
+use anyhow::{Context, bail};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
@@ -21,8 +27,10 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::client::{connect_hello, histogram_to_json, merge_histogram_json};
 use super::server::{Server, bulk};
 use super::stats::{self, CpuMeter, MachineCpu, histogram, mib, summary};
+use super::worker::{Commands, Out, Pool, source_ip, sum};
 
 /// Options of the idle scenario.
 #[derive(Debug, Clone)]
@@ -90,43 +98,18 @@ pub fn connect_error(e: &tokio_tungstenite::tungstenite::Error) -> String {
 
 async fn hold_one(
     url: String,
+    source: Option<IpAddr>,
     tally: Arc<Tally>,
     mut stop: watch::Receiver<bool>,
     permit: OwnedSemaphorePermit,
 ) {
     let t0 = Instant::now();
-    let connected = tokio::time::timeout(Duration::from_secs(15), async {
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async_with_config(url, Some(client_config()), true)
-                .await
-                .map_err(|e| connect_error(&e))?;
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
-                    if v["type"] == "hello" {
-                        return Ok(ws);
-                    }
-                }
-                Some(Ok(Message::Close(c))) => {
-                    return Err(format!(
-                        "closed before hello ({})",
-                        c.map(|c| u16::from(c.code)).unwrap_or(1005)
-                    ));
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(connect_error(&e)),
-                None => return Err("closed before hello".into()),
-            }
-        }
-    })
-    .await;
+    let connected = connect_hello(&url, source).await;
     // The permit bounds handshakes in flight, not connections held.
     drop(permit);
     let mut ws = match connected {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(why)) => return tally.fail(why),
-        Err(_) => return tally.fail("no hello within 15 s".into()),
+        Ok(ws) => ws,
+        Err(why) => return tally.fail(why),
     };
     let us = t0.elapsed().as_micros() as u64;
     if let Some(h) = tally
@@ -156,20 +139,120 @@ async fn hold_one(
     }
 }
 
-/// Runs the idle scenario and returns its results.
-pub async fn run(server: &Server, o: &IdleOpts) -> anyhow::Result<Value> {
-    let n = o.connections;
+/// The idle scenario's worker process: holds its share of the connections. Commands: `open`
+/// (`upto`: open connections until this many were tried; answered by `opened` once each has an
+/// outcome) and `close` (close them all; answered by `result`, with the handshake histogram).
+pub async fn worker(job: &Value, mut cmds: Commands, out: Out) -> anyhow::Result<()> {
+    let urls: Vec<String> = job["targets"]
+        .as_array()
+        .context("targets")?
+        .iter()
+        .filter_map(|t| t["url"].as_str().map(str::to_owned))
+        .collect();
+    let source: Option<IpAddr> = job["source"].as_str().map(str::parse).transpose()?;
+    let rate = job["connect_rate"].as_f64().context("connect_rate")?;
+    let in_flight = job["in_flight"].as_u64().context("in_flight")? as usize;
     if let Some(limit) = stats::open_files_limit()
-        && (n as u64) + 256 > limit
+        && (urls.len() as u64) + 64 > limit
     {
         bail!(
-            "{n} connections need more open files than this process may have ({limit}); \
-             spread them over several client processes (issue #5)"
+            "{} connections need more open files than a worker may have ({limit}): use more --procs",
+            urls.len()
         );
     }
+    let tally = Arc::new(Tally {
+        handshake: Mutex::new(Some(histogram())),
+        ..Default::default()
+    });
+    let progress = {
+        let (tally, out) = (tally.clone(), out.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                out.emit(json!({
+                    "event": "progress",
+                    "opened": tally.opened.load(Relaxed),
+                    "failed": tally.failed.load(Relaxed),
+                    "dropped": tally.dropped.load(Relaxed),
+                }));
+            }
+        })
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let gate = Arc::new(Semaphore::new(in_flight.max(1)));
+    let mut tasks: Vec<JoinHandle<()>> = Vec::with_capacity(urls.len());
+    while let Some(cmd) = cmds.next().await? {
+        match cmd["cmd"].as_str() {
+            Some("open") => {
+                let target = (cmd["upto"].as_u64().context("upto")? as usize).min(urls.len());
+                // A fresh schedule per step: ticks missed meanwhile must not come as a burst.
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+                while tasks.len() < target {
+                    tick.tick().await;
+                    let permit = gate.clone().acquire_owned().await?;
+                    let url = urls[tasks.len()].clone();
+                    let (tally, stop) = (tally.clone(), stop_rx.clone());
+                    tasks.push(tokio::spawn(hold_one(url, source, tally, stop, permit)));
+                }
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while tally.attempts() < target as u64 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                out.emit(json!({
+                    "event": "opened",
+                    "opened": tally.opened.load(Relaxed),
+                    "failed": tally.failed.load(Relaxed),
+                    "rss_kib": stats::rss_kib(std::process::id()),
+                }));
+            }
+            Some("close") => break,
+            other => bail!("unknown command {other:?}"),
+        }
+    }
+    let dropped = tally.dropped.load(Relaxed);
+    let _ = stop_tx.send(true);
+    let close_deadline = Instant::now() + Duration::from_secs(30);
+    for t in tasks {
+        let left = close_deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, t).await.is_err() {
+            break;
+        }
+    }
+    progress.abort();
+    let handshake = tally
+        .handshake
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_else(histogram);
+    let failures = tally
+        .failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    out.emit(json!({
+        "event": "result",
+        "opened": tally.opened.load(Relaxed),
+        "failed": tally.failed.load(Relaxed),
+        "dropped": dropped,
+        "failures": failures,
+        "handshake": histogram_to_json(&handshake),
+    }));
+    Ok(())
+}
+
+/// How many of the first `target` connections (dealt round-robin) worker `w` of `procs` holds.
+pub fn share(target: usize, procs: usize, w: usize) -> usize {
+    target / procs + usize::from(w < target % procs)
+}
+
+/// Runs the idle scenario over `procs` worker processes and returns its results.
+pub async fn run(server: &Server, o: &IdleOpts, procs: usize) -> anyhow::Result<Value> {
+    let n = o.connections;
     let api = server.create_app("idle").await?;
     let users = n.div_ceil(o.per_user);
-    let ids: Vec<String> = (0..users).map(|i| format!("idle-{i:05}")).collect();
+    let ids: Vec<String> = (0..users).map(|i| format!("idle-{i:06}")).collect();
     let t = Instant::now();
     eprintln!("setting up {users} users and tokens …");
     bulk(ids.clone(), 16, |id| {
@@ -184,39 +267,7 @@ pub async fn run(server: &Server, o: &IdleOpts) -> anyhow::Result<Value> {
     .await?;
     eprintln!("set up in {:.1} s", t.elapsed().as_secs_f64());
 
-    let pids = server.pids.clone();
-    let rss = || stats::memory_kib_all(&pids);
-    tokio::time::sleep(o.settle).await;
-    let rss_0 = rss();
-
-    let tally = Arc::new(Tally {
-        handshake: Mutex::new(Some(histogram())),
-        ..Default::default()
-    });
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let started = Instant::now();
-    let progress = {
-        let tally = tally.clone();
-        let pids = pids.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            let mut cpu = CpuMeter::new(&pids);
-            loop {
-                tick.tick().await;
-                eprintln!(
-                    "[idle {:>4}s] open {:>5}/{n}  failed {}  dropped {}  server rss {} MiB  cpu {}%",
-                    started.elapsed().as_secs(),
-                    tally.opened.load(Relaxed),
-                    tally.failed.load(Relaxed),
-                    tally.dropped.load(Relaxed),
-                    stats::rss_kib_all(&pids).map(mib).unwrap_or(f64::NAN),
-                    cpu.tick().unwrap_or(f64::NAN),
-                );
-            }
-        })
-    };
-
+    // Connection i goes to worker i % procs and to gateway i % gateways.
     let url = |i: usize| {
         format!(
             "{}/v1/connect?token={}",
@@ -224,12 +275,52 @@ pub async fn run(server: &Server, o: &IdleOpts) -> anyhow::Result<Value> {
             tokens[i / o.per_user]
         )
     };
-    let gate = Arc::new(Semaphore::new(o.in_flight));
-    let mut tasks: Vec<JoinHandle<()>> = Vec::with_capacity(n);
+    let mut jobs = Vec::with_capacity(procs);
+    for w in 0..procs {
+        let targets: Vec<Value> = (w..n)
+            .step_by(procs)
+            .map(|i| json!({"url": url(i)}))
+            .collect();
+        jobs.push(json!({
+            "scenario": "idle",
+            "source": source_ip(w)?.to_string(),
+            "targets": targets,
+            "connect_rate": f64::from(o.rate) / procs as f64,
+            "in_flight": o.in_flight.div_ceil(procs),
+        }));
+    }
+    let mut pool = Pool::start(jobs).await?;
+    eprintln!(
+        "{procs} worker process(es), pids {:?}, source addresses 127.0.0.2 … 127.0.0.{}",
+        pool.pids(),
+        procs + 1
+    );
+
+    let pids = server.pids.clone();
+    let rss = || stats::memory_kib_all(&pids);
+    tokio::time::sleep(o.settle).await;
+    let rss_0 = rss();
+
+    let started = Instant::now();
+    let mut cpu = CpuMeter::new(&pids);
+    let mut print_progress = |p: &[Value]| {
+        let s = |k: &str| p.iter().filter_map(|v| v[k].as_u64()).sum::<u64>();
+        eprintln!(
+            "[idle {:>4}s] open {:>6}/{n}  failed {}  dropped {}  server rss {} MiB  cpu {}%",
+            started.elapsed().as_secs(),
+            s("opened"),
+            s("failed"),
+            s("dropped"),
+            stats::rss_kib_all(&pids).map(mib).unwrap_or(f64::NAN),
+            cpu.tick().unwrap_or(f64::NAN),
+        );
+    };
+
     let mut connect_time = Duration::ZERO;
     let mut machine_cpu = MachineCpu::new();
     let mut server_cpu = CpuMeter::new(&pids);
     let mut samples = Vec::new();
+    let mut client_rss_at_n = None;
     let steps: Vec<usize> = if n > FIRST_STEP {
         vec![FIRST_STEP, n]
     } else {
@@ -237,41 +328,41 @@ pub async fn run(server: &Server, o: &IdleOpts) -> anyhow::Result<Value> {
     };
     for target in steps {
         let t = Instant::now();
-        // A fresh schedule per step: ticks missed while settling must not come as a burst.
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(o.rate)));
-        while tasks.len() < target {
-            tick.tick().await;
-            let permit = gate.clone().acquire_owned().await?;
-            let (tally, stop, url) = (tally.clone(), stop_rx.clone(), url(tasks.len()));
-            tasks.push(tokio::spawn(hold_one(url, tally, stop, permit)));
+        for w in 0..procs {
+            pool.send(w, &json!({"cmd": "open", "upto": share(target, procs, w)}))
+                .await?;
         }
-        // Wait until every attempt so far has an outcome.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tally.attempts() < target as u64 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Opening at `rate`, plus 30 s for the last handshakes.
+        let limit = Duration::from_secs_f64(target as f64 / f64::from(o.rate) + 60.0);
+        let opened = pool.gather("opened", limit, &mut print_progress).await?;
         connect_time += t.elapsed();
+        client_rss_at_n = Some(sum(&opened, "rss_kib"));
         tokio::time::sleep(o.settle).await;
-        samples.push((target, tally.opened.load(Relaxed), rss()));
+        samples.push((target, sum(&opened, "opened"), rss()));
     }
-    let opened = tally.opened.load(Relaxed);
+    let opened = samples.last().map_or(0, |s| s.1);
     let (server_cpu_pct, machine_cpu_pct) = (server_cpu.tick(), machine_cpu.tick());
-    let client_rss_at_n = stats::rss_kib(std::process::id());
     eprintln!("holding {opened} connections for {} s …", o.hold.as_secs());
-    tokio::time::sleep(o.hold).await;
+    pool.pump(o.hold, &mut print_progress).await?;
     let rss_hold = rss();
-    let dropped = tally.dropped.load(Relaxed);
-    let _ = stop_tx.send(true);
-    let close_deadline = Instant::now() + Duration::from_secs(30);
-    for t in tasks {
-        let left = close_deadline.saturating_duration_since(Instant::now());
-        if tokio::time::timeout(left, t).await.is_err() {
-            break;
-        }
-    }
+    pool.broadcast(&json!({"cmd": "close"})).await?;
+    let results = pool
+        .gather("result", Duration::from_secs(60), &mut print_progress)
+        .await?;
+    pool.finish().await;
     tokio::time::sleep(o.settle).await;
     let rss_closed = rss();
-    progress.abort();
+
+    let mut handshake = histogram();
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &results {
+        merge_histogram_json(&mut handshake, &r["handshake"]);
+        for (k, v) in r["failures"].as_object().into_iter().flatten() {
+            *failures.entry(k.clone()).or_default() += v.as_u64().unwrap_or(0);
+        }
+    }
+    let dropped = sum(&results, "dropped");
+    let failed = sum(&results, "failed");
 
     let mem_at = |k: usize| samples.iter().find(|s| s.0 == k).and_then(|s| s.2);
     let conns_at = |k: usize| samples.iter().find(|s| s.0 == k).map(|s| s.1);
@@ -305,17 +396,6 @@ pub async fn run(server: &Server, o: &IdleOpts) -> anyhow::Result<Value> {
             "after_close": rss_closed.map(which),
         })
     };
-    let handshake = tally
-        .handshake
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-        .unwrap_or_else(histogram);
-    let failures = tally
-        .failures
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
     Ok(json!({
         "scenario": "idle",
         "tenant_id": api.tenant_id,
@@ -327,11 +407,12 @@ pub async fn run(server: &Server, o: &IdleOpts) -> anyhow::Result<Value> {
             "handshakes_in_flight": o.in_flight,
             "settle_s": o.settle.as_secs_f64(),
             "hold_s": o.hold.as_secs_f64(),
+            "client_processes": procs,
             "client_read_buffer_bytes": 4096,
             "client_write_buffer_bytes": 4096,
         },
         "opened": opened,
-        "failed": tally.failed.load(Relaxed),
+        "failed": failed,
         "failures": failures,
         "dropped_while_held": dropped,
         "server_rss_kib": series(vm),
@@ -341,6 +422,7 @@ pub async fn run(server: &Server, o: &IdleOpts) -> anyhow::Result<Value> {
         "anon_kib_per_connection": slope(anon),
         "connect_rate_per_s": (opened as f64 / connect_time.as_secs_f64() * 10.0).round() / 10.0,
         "handshake": summary(&handshake),
+        // All worker processes together.
         "client_rss_kib_at_n": client_rss_at_n,
         // While connecting (settle pauses included), in percent of one core.
         "server_cpu_pct_connecting": server_cpu_pct,

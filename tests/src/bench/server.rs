@@ -620,6 +620,35 @@ impl Api {
         Ok(v["id"].as_str().context("conversation id")?.to_owned())
     }
 
+    /// A group conversation owned by `creator`, with `members` (the creator among them).
+    pub async fn group(&self, creator: &str, members: &[String]) -> anyhow::Result<String> {
+        let v = self
+            .call(
+                Method::POST,
+                "/v1/conversations",
+                json!({"kind": "group", "created_by": creator, "members": members, "name": "bench group"}),
+            )
+            .await?;
+        Ok(v["id"].as_str().context("conversation id")?.to_owned())
+    }
+
+    /// Posts a system message (no sender) and returns its seq.
+    pub async fn post_message(
+        &self,
+        cid: &str,
+        client_msg_id: &str,
+        text: &str,
+    ) -> anyhow::Result<u64> {
+        let v = self
+            .call(
+                Method::POST,
+                &format!("/v1/conversations/{cid}/messages"),
+                json!({"client_msg_id": client_msg_id, "text": text}),
+            )
+            .await?;
+        v["message"]["seq"].as_u64().context("message seq")
+    }
+
     /// The direct conversation of two users.
     pub async fn direct(&self, a: &str, b: &str) -> anyhow::Result<String> {
         let v = self

@@ -8,7 +8,14 @@
 //!
 //! - `idle`: server memory per idle WebSocket connection, connect rate, handshake latency;
 //! - `chat`: 1:1 messages per second and send→deliver latency (p50/p99/p99.9);
-//! - `room`: fan-out in one broadcast room: deliveries per second, latency, CPU per delivery.
+//! - `room`: fan-out in one broadcast room: deliveries per second, latency, CPU per delivery;
+//! - `storm`: a reconnect storm: time until every client is back, messages recovered by `sync`,
+//!   none lost, peak server RSS.
+//!
+//! `--cell N` runs a cell (a control plane and N data-plane nodes on PostgreSQL, Redis and
+//! Pulsar) instead of standalone, and spreads connections over its nodes. `--procs N` runs the
+//! clients of `idle` and `storm` in N worker processes, each from its own source address
+//! (127.0.0.2, 127.0.0.3, …), to hold more than one process's open-file limit.
 //!
 //! A progress line every second goes to stderr, a summary table to stdout, and `--json FILE`
 //! writes the results. The child server is stopped at the end (SIGINT, then kill). Everything is
@@ -31,9 +38,10 @@ use bench::idle::{self, IdleOpts};
 use bench::room::{self, RoomOpts};
 use bench::server::{CellServices, Server, bench_quotas, build_release_starling};
 use bench::stats;
+use bench::storm::{self, StormOpts};
 
-/// Benchmarks of one Starling node over loopback: idle-connection memory and 1:1 chat
-/// throughput and latency.
+/// Benchmarks of Starling over loopback (standalone or a cell): idle connections, 1:1 chat,
+/// room fan-out, reconnect storms.
 #[derive(Parser, Debug)]
 #[command(name = "starling-bench", version, about, long_about)]
 struct Cli {
@@ -71,6 +79,11 @@ struct Cli {
     /// Write the results as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
+    /// Client processes for `idle` and `storm`: each holds its share of the connections and
+    /// binds them to its own source address (127.0.0.2, 127.0.0.3, …), to get past the
+    /// per-process open-file limit and the ~28k ephemeral ports of one source address.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    procs: u32,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -83,6 +96,41 @@ enum Scenario {
     Chat(ChatArgs),
     /// Fan-out: L listeners in one broadcast room, S senders posting R messages per second.
     Room(RoomArgs),
+    /// Reconnect storm: N clients in group conversations all drop at once and reconnect within
+    /// a window while messages keep coming; each catches up with `sync` by seq.
+    Storm(StormArgs),
+    /// A client process of `--procs` (started by starling-bench itself; reads its job on stdin).
+    #[command(hide = true)]
+    Worker,
+}
+
+#[derive(Args, Debug)]
+struct StormArgs {
+    /// Clients (one user and one socket each; at most 18,000 per client process).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=500_000))]
+    clients: u32,
+    /// Members per group conversation.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    group_size: u32,
+    /// Seconds over which the clients reconnect, after all dropped at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    window: u64,
+    /// System messages per second over all conversations, from `--lead` seconds before the
+    /// storm until a second after its window.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    rate: u32,
+    /// Seconds of sending before the storm.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=600))]
+    lead: u64,
+    /// Seconds to wait at most, after the last send, for every client to hold every seq.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=600))]
+    drain: u64,
+    /// New connections per second at first, at most (all client processes together).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    connect_rate: u32,
+    /// Handshakes in flight at once at first, at most (all client processes together).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    in_flight: u32,
 }
 
 #[derive(Args, Debug)]
@@ -116,17 +164,17 @@ struct RoomArgs {
 
 #[derive(Args, Debug)]
 struct IdleArgs {
-    /// Connections to open (one client process: at most 18,000, and below its open-file limit).
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=18_000))]
+    /// Connections to open (at most 18,000 per client process: see `--procs`).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=500_000))]
     connections: u32,
     /// Connections per user (the gateway allows 10 per user by default).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10))]
     per_user: u32,
-    /// New connections per second, at most.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// New connections per second, at most (all client processes together).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=50_000))]
     connect_rate: u32,
-    /// Handshakes in flight at once, at most.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// Handshakes in flight at once, at most (all client processes together).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     in_flight: u32,
     /// Seconds to wait before each memory sample.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=60))]
@@ -170,7 +218,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let r = if matches!(cli.scenario, Scenario::Worker) {
+        rt.block_on(bench::worker::main())
+    } else {
+        rt.block_on(run(cli))
+    };
+    match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -180,6 +233,25 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let per_proc = |n: u32| n.div_ceil(cli.procs);
+    match &cli.scenario {
+        Scenario::Idle(a) if per_proc(a.connections) > 18_000 => {
+            bail!(
+                "at most 18,000 connections per client process: use --procs {}",
+                a.connections.div_ceil(18_000)
+            )
+        }
+        Scenario::Storm(a) if per_proc(a.clients) > 18_000 => {
+            bail!(
+                "at most 18,000 clients per client process: use --procs {}",
+                a.clients.div_ceil(18_000)
+            )
+        }
+        Scenario::Chat(_) | Scenario::Room(_) if cli.procs > 1 => {
+            bail!("--procs is for idle and storm; chat and room run in one process")
+        }
+        _ => {}
+    }
     let mut server = match &cli.url {
         Some(url) => {
             if cli.bin.is_some() || cli.cell.is_some() {
@@ -230,8 +302,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let started = stats::now_us();
     let load_before = stats::loadavg();
+    let procs = cli.procs as usize;
     let outcome = tokio::select! {
-        r = run_scenario(&server, &cli.scenario) => r,
+        r = run_scenario(&server, &cli.scenario, procs) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     let stopped = server.stop().await;
@@ -268,6 +341,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Scenario::Idle(_) => idle::print_summary(&result),
         Scenario::Chat(_) => chat::print_summary(&result),
         Scenario::Room(_) => room::print_summary(&result),
+        Scenario::Storm(_) => storm::print_summary(&result),
+        Scenario::Worker => {}
     }
     if let Some(path) = &cli.json {
         let text = serde_json::to_string_pretty(&result)?;
@@ -277,8 +352,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_scenario(server: &Server, scenario: &Scenario) -> anyhow::Result<Value> {
+async fn run_scenario(server: &Server, scenario: &Scenario, procs: usize) -> anyhow::Result<Value> {
     match scenario {
+        Scenario::Worker => bail!("`worker` is started by starling-bench itself"),
+        Scenario::Storm(a) => {
+            storm::run(
+                server,
+                &StormOpts {
+                    clients: a.clients as usize,
+                    group_size: a.group_size as usize,
+                    window: Duration::from_secs(a.window),
+                    rate: f64::from(a.rate),
+                    lead: Duration::from_secs(a.lead),
+                    drain: Duration::from_secs(a.drain),
+                    connect_rate: a.connect_rate,
+                    in_flight: a.in_flight as usize,
+                },
+                procs,
+            )
+            .await
+        }
         Scenario::Idle(a) => {
             idle::run(
                 server,
@@ -290,6 +383,7 @@ async fn run_scenario(server: &Server, scenario: &Scenario) -> anyhow::Result<Va
                     settle: Duration::from_secs(a.settle),
                     hold: Duration::from_secs(a.hold),
                 },
+                procs,
             )
             .await
         }
