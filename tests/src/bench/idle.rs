@@ -199,10 +199,16 @@ pub async fn worker(job: &Value, mut cmds: Commands, out: Out) -> anyhow::Result
                 while tally.attempts() < target as u64 && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
+                let failures = tally
+                    .failures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
                 out.emit(json!({
                     "event": "opened",
                     "opened": tally.opened.load(Relaxed),
                     "failed": tally.failed.load(Relaxed),
+                    "failures": failures,
                     "rss_kib": stats::rss_kib(std::process::id()),
                 }));
             }
@@ -332,11 +338,16 @@ pub async fn run(server: &Server, o: &IdleOpts, procs: usize) -> anyhow::Result<
             pool.send(w, &json!({"cmd": "open", "upto": share(target, procs, w)}))
                 .await?;
         }
-        // Opening at `rate`, plus 30 s for the last handshakes.
-        let limit = Duration::from_secs_f64(target as f64 / f64::from(o.rate) + 60.0);
+        // Opening at `rate` (or up to 4× slower when the server falls behind), plus 2 minutes.
+        let limit = Duration::from_secs_f64(target as f64 / f64::from(o.rate) * 4.0 + 120.0);
         let opened = pool.gather("opened", limit, &mut print_progress).await?;
         connect_time += t.elapsed();
         client_rss_at_n = Some(sum(&opened, "rss_kib"));
+        for (w, e) in opened.iter().enumerate() {
+            if e["failed"].as_u64().unwrap_or(0) > 0 {
+                eprintln!("worker {w}: failed handshakes by cause: {}", e["failures"]);
+            }
+        }
         tokio::time::sleep(o.settle).await;
         samples.push((target, sum(&opened, "opened"), rss()));
     }

@@ -420,7 +420,7 @@ pub async fn worker(job: &Value, mut cmds: Commands, out: Out) -> anyhow::Result
                     )));
                 }
                 let n = targets.len() as u64;
-                let deadline = Instant::now() + Duration::from_secs(90);
+                let deadline = Instant::now() + Duration::from_secs(60);
                 while !all_done(&tally, n, &|_| u64::MAX) && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
@@ -655,7 +655,7 @@ pub async fn run(server: &Server, o: &StormOpts, procs: usize) -> anyhow::Result
 
     let t = Instant::now();
     pool.broadcast(&json!({"cmd": "open"})).await?;
-    let limit = Duration::from_secs_f64(n as f64 / f64::from(o.connect_rate) + 120.0);
+    let limit = Duration::from_secs_f64(n as f64 / f64::from(o.connect_rate) * 4.0 + 120.0);
     let opened_ev = pool.gather("opened", limit, &mut print_progress).await?;
     let connect_s = t.elapsed().as_secs_f64();
     let (opened, failed) = (sum(&opened_ev, "opened"), sum(&opened_ev, "failed"));
