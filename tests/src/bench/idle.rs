@@ -47,6 +47,9 @@ pub struct IdleOpts {
     pub settle: Duration,
     /// How long to hold all connections open before closing them.
     pub hold: Duration,
+    /// Attempts again, after a pause, a handshake the server refused with 503 or 429 (what a
+    /// real client does), at most this many times per connection.
+    pub retries: u32,
 }
 
 /// The connection sample points: RSS is read when this many connections are open.
@@ -65,6 +68,8 @@ struct Tally {
     opened: AtomicU64,
     failed: AtomicU64,
     dropped: AtomicU64,
+    /// Handshakes refused (503 or 429) and attempted again.
+    retried: AtomicU64,
     handshake: Mutex<Option<Histogram<u64>>>,
     failures: Mutex<BTreeMap<String, u64>>,
 }
@@ -102,15 +107,34 @@ async fn hold_one(
     tally: Arc<Tally>,
     mut stop: watch::Receiver<bool>,
     permit: OwnedSemaphorePermit,
+    retries: u32,
 ) {
-    let t0 = Instant::now();
-    let connected = connect_hello(&url, source).await;
+    let mut attempt = 0;
+    let mut pause = Duration::from_millis(250);
+    let (connected, t0) = loop {
+        let t0 = Instant::now();
+        match connect_hello(&url, source).await {
+            Err(why)
+                if attempt < retries
+                    && (why.starts_with("http 503") || why.starts_with("http 429")) =>
+            {
+                attempt += 1;
+                tally.retried.fetch_add(1, Relaxed);
+                // A little jitter from the clock, so refused clients do not come back together.
+                let jitter = Duration::from_millis(u64::from(t0.elapsed().subsec_nanos() % 250));
+                tokio::time::sleep(pause + jitter).await;
+                pause = (pause * 2).min(Duration::from_secs(4));
+            }
+            r => break (r, t0),
+        }
+    };
     // The permit bounds handshakes in flight, not connections held.
     drop(permit);
     let mut ws = match connected {
         Ok(ws) => ws,
         Err(why) => return tally.fail(why),
     };
+    // The handshake that succeeded (refused attempts before it are counted in `retried`).
     let us = t0.elapsed().as_micros() as u64;
     if let Some(h) = tally
         .handshake
@@ -152,6 +176,7 @@ pub async fn worker(job: &Value, mut cmds: Commands, out: Out) -> anyhow::Result
     let source: Option<IpAddr> = job["source"].as_str().map(str::parse).transpose()?;
     let rate = job["connect_rate"].as_f64().context("connect_rate")?;
     let in_flight = job["in_flight"].as_u64().context("in_flight")? as usize;
+    let retries = job["retries"].as_u64().unwrap_or(0) as u32;
     if let Some(limit) = stats::open_files_limit()
         && (urls.len() as u64) + 64 > limit
     {
@@ -174,6 +199,7 @@ pub async fn worker(job: &Value, mut cmds: Commands, out: Out) -> anyhow::Result
                     "event": "progress",
                     "opened": tally.opened.load(Relaxed),
                     "failed": tally.failed.load(Relaxed),
+                    "retried": tally.retried.load(Relaxed),
                     "dropped": tally.dropped.load(Relaxed),
                 }));
             }
@@ -193,7 +219,9 @@ pub async fn worker(job: &Value, mut cmds: Commands, out: Out) -> anyhow::Result
                     let permit = gate.clone().acquire_owned().await?;
                     let url = urls[tasks.len()].clone();
                     let (tally, stop) = (tally.clone(), stop_rx.clone());
-                    tasks.push(tokio::spawn(hold_one(url, source, tally, stop, permit)));
+                    tasks.push(tokio::spawn(hold_one(
+                        url, source, tally, stop, permit, retries,
+                    )));
                 }
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while tally.attempts() < target as u64 && Instant::now() < deadline {
@@ -242,6 +270,7 @@ pub async fn worker(job: &Value, mut cmds: Commands, out: Out) -> anyhow::Result
         "opened": tally.opened.load(Relaxed),
         "failed": tally.failed.load(Relaxed),
         "dropped": dropped,
+        "retried": tally.retried.load(Relaxed),
         "failures": failures,
         "handshake": histogram_to_json(&handshake),
     }));
@@ -293,6 +322,7 @@ pub async fn run(server: &Server, o: &IdleOpts, procs: usize) -> anyhow::Result<
             "targets": targets,
             "connect_rate": f64::from(o.rate) / procs as f64,
             "in_flight": o.in_flight.div_ceil(procs),
+            "retries": o.retries,
         }));
     }
     let mut pool = Pool::start(jobs).await?;
@@ -312,10 +342,11 @@ pub async fn run(server: &Server, o: &IdleOpts, procs: usize) -> anyhow::Result<
     let mut print_progress = |p: &[Value]| {
         let s = |k: &str| p.iter().filter_map(|v| v[k].as_u64()).sum::<u64>();
         eprintln!(
-            "[idle {:>4}s] open {:>6}/{n}  failed {}  dropped {}  server rss {} MiB  cpu {}%",
+            "[idle {:>4}s] open {:>6}/{n}  failed {}  retried {}  dropped {}  server rss {} MiB  cpu {}%",
             started.elapsed().as_secs(),
             s("opened"),
             s("failed"),
+            s("retried"),
             s("dropped"),
             stats::rss_kib_all(&pids).map(mib).unwrap_or(f64::NAN),
             cpu.tick().unwrap_or(f64::NAN),
@@ -418,6 +449,7 @@ pub async fn run(server: &Server, o: &IdleOpts, procs: usize) -> anyhow::Result<
             "handshakes_in_flight": o.in_flight,
             "settle_s": o.settle.as_secs_f64(),
             "hold_s": o.hold.as_secs_f64(),
+            "retries": o.retries,
             "client_processes": procs,
             "client_read_buffer_bytes": 4096,
             "client_write_buffer_bytes": 4096,
@@ -425,6 +457,8 @@ pub async fn run(server: &Server, o: &IdleOpts, procs: usize) -> anyhow::Result<
         "opened": opened,
         "failed": failed,
         "failures": failures,
+        // Handshakes refused with 503 or 429 and attempted again (`--retries`).
+        "retried": sum(&results, "retried"),
         "dropped_while_held": dropped,
         "server_rss_kib": series(vm),
         "server_rss_anon_kib": series(anon),
@@ -458,6 +492,10 @@ pub fn print_summary(v: &Value) {
     if v["failed"].as_u64().unwrap_or(0) > 0 {
         row("failures", v["failures"].to_string());
     }
+    row(
+        "handshakes refused (503/429) and retried",
+        v["retried"].to_string(),
+    );
     let kib = |x: &Value| {
         x.as_u64()
             .map(|k| format!("{} MiB", mib(k)))

@@ -182,6 +182,10 @@ struct IdleArgs {
     /// Seconds to hold all connections open before closing them.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=600))]
     hold: u64,
+    /// Attempts again (after 0.25 s, doubling up to 4 s) a handshake the server refused with
+    /// 503 or 429, at most this many times per connection; 0 counts the refusal as a failure.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=20))]
+    retries: u32,
 }
 
 #[derive(Args, Debug)]
@@ -382,6 +386,7 @@ async fn run_scenario(server: &Server, scenario: &Scenario, procs: usize) -> any
                     in_flight: a.in_flight as usize,
                     settle: Duration::from_secs(a.settle),
                     hold: Duration::from_secs(a.hold),
+                    retries: a.retries,
                 },
                 procs,
             )
