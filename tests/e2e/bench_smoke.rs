@@ -110,6 +110,7 @@ fn assert_storm(v: &Value, clients: u64, group: u64) {
         "messages sent while clients were away come back by sync: {v}"
     );
     assert_eq!(m["lost"], 0, "{v}");
+    assert_eq!(m["clients_not_back_or_not_synced"], 0, "{v}");
     assert_eq!(v["sockets_closed_early"], 0, "{v}");
 }
 

@@ -68,6 +68,8 @@ struct Held {
     contiguous: u64,
     /// Seqs held (distinct).
     count: u64,
+    /// Back after the storm and caught up by `sync`: from here on a missing seq is lost.
+    synced: bool,
 }
 
 impl Held {
@@ -108,6 +110,8 @@ struct Tally {
     not_back: AtomicU64,
     synced: AtomicU64,
     sync_failed: AtomicU64,
+    /// Syncs refused with `unavailable` and sent again.
+    sync_retries: AtomicU64,
     retries: AtomicU64,
     closed_early: AtomicU64,
     pushed: AtomicU64,
@@ -190,6 +194,7 @@ impl Client {
     async fn sync(&mut self, ws: &mut Ws) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut after = lock(&self.held).contiguous;
+        let mut refusals = 0u64;
         loop {
             self.requests += 1;
             let id = format!("sync-{}", self.requests);
@@ -217,10 +222,24 @@ impl Client {
                     continue;
                 }
                 if v["type"] != "ack" {
-                    return Err(format!("sync refused: {}", v["code"]));
+                    if v["code"] != "unavailable" {
+                        return Err(format!("sync refused: {}", v["code"]));
+                    }
+                    break Value::Null;
                 }
                 break v["result"].take();
             };
+            if result.is_null() {
+                // Refused: `unavailable` (the node's database is busy) is worth a retry, as a
+                // real client would; anything else is a failure.
+                refusals += 1;
+                self.tally.sync_retries.fetch_add(1, Relaxed);
+                if refusals > 8 {
+                    return Err("sync refused 8 times".into());
+                }
+                tokio::time::sleep(Duration::from_millis(250 * refusals)).await;
+                continue;
+            }
             let mut held = lock(&self.held);
             for m in result["messages"].as_array().into_iter().flatten() {
                 if let Some(seq) = m["seq"].as_u64() {
@@ -332,6 +351,7 @@ async fn run_client(
                 .last_synced_us
                 .fetch_max(t0.elapsed().as_micros() as u64, Relaxed);
             c.tally.synced.fetch_add(1, Relaxed);
+            lock(&c.held).synced = true;
         }
         Err(why) => {
             c.tally.sync_failed.fetch_add(1, Relaxed);
@@ -456,6 +476,7 @@ pub async fn worker(job: &Value, mut cmds: Commands, out: Out) -> anyhow::Result
                     "synced": tally.synced.load(Relaxed),
                     "not_back": tally.not_back.load(Relaxed),
                     "sync_failed": tally.sync_failed.load(Relaxed),
+                    "sync_retries": tally.sync_retries.load(Relaxed),
                     "retries": tally.retries.load(Relaxed),
                     "last_back_us": tally.last_back_us.load(Relaxed),
                     "last_synced_us": tally.last_synced_us.load(Relaxed),
@@ -474,26 +495,40 @@ pub async fn worker(job: &Value, mut cmds: Commands, out: Out) -> anyhow::Result
                 let drain = Duration::from_millis(cmd["drain_ms"].as_u64().unwrap_or(0));
                 let deadline = Instant::now() + drain;
                 let expected = |cid: &str| last.get(cid).copied().unwrap_or(0);
+                // Clients that came back and synced must end with every seq.
                 let complete = || {
-                    held.iter()
-                        .all(|(cid, h)| lock(h).contiguous >= expected(cid))
+                    held.iter().all(|(cid, h)| {
+                        let h = lock(h);
+                        !h.synced || h.contiguous >= expected(cid)
+                    })
                 };
                 while !complete() && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 let (mut lost, mut incomplete, mut expected_total) = (0, 0, 0);
+                let (mut unrecovered, mut unrecovered_clients) = (0, 0);
                 for (cid, h) in &held {
                     let e = expected(cid);
                     expected_total += e;
-                    let missing = lock(h).missing_up_to(e);
-                    lost += missing;
-                    incomplete += u64::from(missing > 0);
+                    let h = lock(h);
+                    let missing = h.missing_up_to(e);
+                    if h.synced {
+                        lost += missing;
+                        incomplete += u64::from(missing > 0);
+                    } else {
+                        // Never back, or its sync failed: what it misses is not lost by the
+                        // server, it was never asked for.
+                        unrecovered += missing;
+                        unrecovered_clients += 1;
+                    }
                 }
                 out.emit(json!({
                     "event": "result",
                     "expected": expected_total,
                     "lost": lost,
                     "clients_incomplete": incomplete,
+                    "missing_not_back": unrecovered,
+                    "clients_not_back": unrecovered_clients,
                     "pushed": tally.pushed.load(Relaxed),
                     "via_sync": tally.via_sync.load(Relaxed),
                     "pushed_again": tally.pushed_again.load(Relaxed),
@@ -764,6 +799,7 @@ pub async fn run(server: &Server, o: &StormOpts, procs: usize) -> anyhow::Result
             "synced": sum(&back_ev, "synced"),
             "not_back": sum(&back_ev, "not_back"),
             "sync_failed": sum(&back_ev, "sync_failed"),
+            "sync_retries": sum(&back_ev, "sync_retries"),
             "retries": sum(&back_ev, "retries"),
             "failures": failures,
             "time_to_all_back_s": secs(max(&back_ev, "last_back_us")),
@@ -781,8 +817,12 @@ pub async fn run(server: &Server, o: &StormOpts, procs: usize) -> anyhow::Result
             "pushed": sum(&results, "pushed"),
             "recovered_by_sync": sum(&results, "via_sync"),
             "pushed_again_after_sync": sum(&results, "pushed_again"),
+            // Missing after the drain at clients that were back and synced.
             "lost": sum(&results, "lost"),
             "clients_incomplete": sum(&results, "clients_incomplete"),
+            // Missing at clients that never came back or whose sync failed.
+            "missing_at_clients_not_back": sum(&results, "missing_not_back"),
+            "clients_not_back_or_not_synced": sum(&results, "clients_not_back"),
             "push_latency": summary(&merged(&results, "push_latency")),
         },
         "sockets_closed_early": sum(&results, "closed_early"),
@@ -817,7 +857,10 @@ pub fn print_summary(v: &Value) {
             s["back"], s["synced"], s["not_back"], s["sync_failed"]
         ),
     );
-    row("reconnect retries", s["retries"].to_string());
+    row(
+        "reconnect retries / sync retries (unavailable)",
+        format!("{} / {}", s["retries"], s["sync_retries"]),
+    );
     if s["failures"].as_object().is_some_and(|f| !f.is_empty()) {
         row("failed attempts", s["failures"].to_string());
     }
@@ -857,8 +900,15 @@ pub fn print_summary(v: &Value) {
         ),
     );
     row(
-        "lost (clients missing any)",
+        "lost at synced clients (clients missing any)",
         format!("{} ({})", m["lost"], m["clients_incomplete"]),
+    );
+    row(
+        "missing at clients not back or not synced",
+        format!(
+            "{} ({} clients)",
+            m["missing_at_clients_not_back"], m["clients_not_back_or_not_synced"]
+        ),
     );
     row(
         "pushed again after a sync had it",
