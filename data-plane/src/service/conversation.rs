@@ -837,39 +837,32 @@ impl Messaging {
     /// The users who share a direct or group conversation with `user` (presence audience),
     /// at most 1000.
     pub async fn contacts(&self, app: &str, user: &str) -> Result<Vec<String>> {
-        let convs: Vec<String> = scoped::<member::Entity>(app)
-            .filter(member::Column::UserId.eq(user))
-            .select_only()
+        use sea_orm::sea_query::Query;
+        // One round trip (it runs for every first connection and last disconnection): the
+        // members of the user's conversations that are not rooms, each subquery in the app.
+        let mine = Query::select()
             .column(member::Column::ConversationId)
+            .from(member::Entity)
+            .and_where(member::Column::AppId.eq(app))
+            .and_where(member::Column::UserId.eq(user))
+            .to_owned();
+        let not_rooms = Query::select()
+            .column(conversation::Column::Id)
+            .from(conversation::Entity)
+            .and_where(conversation::Column::AppId.eq(app))
+            .and_where(conversation::Column::Kind.ne("room"))
+            .to_owned();
+        Ok(scoped::<member::Entity>(app)
+            .filter(member::Column::ConversationId.in_subquery(mine))
+            .filter(member::Column::ConversationId.in_subquery(not_rooms))
+            .filter(member::Column::UserId.ne(user))
+            .select_only()
+            .column(member::Column::UserId)
+            .distinct()
+            .order_by_asc(member::Column::UserId)
+            .limit(1000)
             .into_tuple()
             .all(&self.db)
-            .await?;
-        let mut out = std::collections::BTreeSet::new();
-        for chunk in convs.chunks(500) {
-            let kinds: Vec<String> = scoped::<conversation::Entity>(app)
-                .filter(conversation::Column::Id.is_in(chunk.iter().cloned()))
-                .filter(conversation::Column::Kind.ne("room"))
-                .select_only()
-                .column(conversation::Column::Id)
-                .into_tuple()
-                .all(&self.db)
-                .await?;
-            if kinds.is_empty() {
-                continue;
-            }
-            let users: Vec<String> = scoped::<member::Entity>(app)
-                .filter(member::Column::ConversationId.is_in(kinds))
-                .filter(member::Column::UserId.ne(user))
-                .select_only()
-                .column(member::Column::UserId)
-                .into_tuple()
-                .all(&self.db)
-                .await?;
-            out.extend(users);
-            if out.len() >= 1000 {
-                break;
-            }
-        }
-        Ok(out.into_iter().take(1000).collect())
+            .await?)
     }
 }

@@ -14,6 +14,7 @@ backend_tests!(
     retries_are_idempotent,
     edit_delete_reactions_threads,
     receipts_typing_presence,
+    presence_audience_is_direct_and_group_contacts_of_the_app,
     sync_returns_exactly_the_missed_messages,
 );
 
@@ -317,6 +318,64 @@ async fn receipts_typing_presence(b: Backend) {
     let u = cell.ok(&app, Method::GET, "/v1/users/bob", None).await;
     assert_eq!(u["online"], false);
     assert!(u["last_seen_at"].is_string());
+}
+
+/// Presence goes to the people a user shares a direct or group conversation with: not to a
+/// room's members, not to the same user ids in another app.
+async fn presence_audience_is_direct_and_group_contacts_of_the_app(b: Backend) {
+    let cell = Cell::start(b).await;
+    let app = cell.app(Limits::default()).await;
+    let other = cell.app(Limits::default()).await;
+    for u in ["alice", "bob", "carol", "dave", "erin"] {
+        cell.user(&app, u).await;
+        cell.user(&other, u).await;
+    }
+    cell.conversation(&app, json!({"kind": "direct", "members": ["alice", "bob"]}))
+        .await;
+    cell.conversation(
+        &app,
+        json!({"kind": "group", "created_by": "alice", "members": ["carol", "bob"], "name": "g"}),
+    )
+    .await;
+    cell.conversation(
+        &app,
+        json!({"kind": "room", "created_by": "alice", "members": ["dave"], "name": "r"}),
+    )
+    .await;
+    cell.conversation(
+        &other,
+        json!({"kind": "direct", "members": ["alice", "erin"]}),
+    )
+    .await;
+    let m = &cell.node.messaging;
+    let a = cfg_id(&app);
+    assert_eq!(m.contacts(&a, "alice").await.unwrap(), ["bob", "carol"]);
+    assert_eq!(m.contacts(&a, "dave").await.unwrap(), Vec::<String>::new());
+    assert_eq!(m.contacts(&a, "erin").await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        m.contacts(&cfg_id(&other), "alice").await.unwrap(),
+        ["erin"]
+    );
+
+    // And it is what a contact hears: carol (group) learns alice is online, dave (room) not.
+    let mut carol = cell.ws(&app, "carol").await;
+    let mut dave = cell.ws(&app, "dave").await;
+    let _alice = cell.ws(&app, "alice").await;
+    carol
+        .expect(
+            |f| f["type"] == "presence" && f["user_id"] == "alice" && f["online"] == true,
+            "alice online at carol",
+        )
+        .await;
+    dave.none(
+        |f| f["type"] == "presence" && f["user_id"] == "alice",
+        Duration::from_millis(500),
+    )
+    .await;
+}
+
+fn cfg_id(app: &crate::harness::TestApp) -> String {
+    app.cfg.app_id.to_string()
 }
 
 async fn sync_returns_exactly_the_missed_messages(b: Backend) {
