@@ -140,6 +140,11 @@ pub struct GatewayConfig {
     pub max_frame_bytes: usize,
     /// Frames queued for one connection before it counts as a slow consumer and is cut off.
     pub outbound_queue: usize,
+    /// Least milliseconds between two writes to one connection (0: no wait). A busy connection
+    /// then gets the frames that arrived meanwhile in one write, one system call per batch
+    /// instead of per frame, at the price of up to this much latency; a quiet one is written
+    /// at once.
+    pub write_delay_ms: u64,
     /// Seconds between server pings; a connection silent for three of them is closed.
     pub heartbeat_secs: u64,
     /// Connections one user may hold at once (devices, tabs).
@@ -305,6 +310,7 @@ impl Default for GatewayConfig {
             node_id: "node-1".into(),
             max_frame_bytes: 64 * 1024,
             outbound_queue: 256,
+            write_delay_ms: 0,
             heartbeat_secs: 25,
             max_connections_per_user: 10,
             max_token_ttl_secs: 30 * 24 * 3600,
@@ -355,6 +361,12 @@ impl GatewayConfig {
             return Err(ConfigError::field(
                 "gateway.outbound_queue",
                 "must be 8..=65536",
+            ));
+        }
+        if self.write_delay_ms > 1000 {
+            return Err(ConfigError::field(
+                "gateway.write_delay_ms",
+                "must be 0..=1000",
             ));
         }
         if !(1..=3600).contains(&self.heartbeat_secs) {

@@ -183,9 +183,12 @@ async fn run(
     let _ = tx.try_send(Outbound::Frame(hello));
     // The writer starts first: pushes flow while the presence work below waits its turn.
     let (sink, mut stream) = socket.split();
-    let heartbeat = Duration::from_secs(g.heartbeat_secs);
+    let timing = WriterTiming {
+        heartbeat: Duration::from_secs(g.heartbeat_secs),
+        delay: Duration::from_millis(g.write_delay_ms),
+    };
     let writer_close = close_tx.clone();
-    let writer = tokio::spawn(write_loop(sink, rx, close_rx, heartbeat, writer_close));
+    let writer = tokio::spawn(write_loop(sink, rx, close_rx, timing, writer_close));
 
     // Heavy futures are boxed so that they do not sit inline in this task's state for the
     // connection's whole life: an idle connection then costs ~1.6 KiB of task instead of
@@ -200,7 +203,7 @@ async fn run(
     let mut close_watch = close_tx.subscribe();
     loop {
         let next = tokio::select! {
-            n = tokio::time::timeout(heartbeat * 3, stream.next()) => n,
+            n = tokio::time::timeout(timing.heartbeat * 3, stream.next()) => n,
             _ = close_watch.changed() => break,
         };
         let msg = match next {
@@ -261,16 +264,26 @@ async fn run(
     Box::pin(finish(node, app, user, conn_id, writer)).await;
 }
 
+/// When a connection's writer writes.
+#[derive(Clone, Copy)]
+struct WriterTiming {
+    /// Between pings.
+    heartbeat: Duration,
+    /// Least time between two writes of a busy connection (`gateway.write_delay_ms`).
+    delay: Duration,
+}
+
 /// The writer of one connection: queued frames, heartbeats, and the close when asked.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     rx: flume::Receiver<Outbound>,
     mut close_rx: watch::Receiver<CloseReason>,
-    heartbeat: Duration,
+    timing: WriterTiming,
     writer_close: Arc<watch::Sender<CloseReason>>,
 ) {
-    let mut tick = tokio::time::interval(heartbeat);
+    let mut tick = tokio::time::interval(timing.heartbeat);
     tick.tick().await;
+    let mut last_write: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             biased;
@@ -301,7 +314,15 @@ async fn write_loop(
             out = rx.recv_async() => match out {
                 Ok(Outbound::Frame(f)) => {
                     // Write what else is queued too, then flush once: one syscall for a
-                    // burst instead of one per frame.
+                    // burst instead of one per frame. With a write delay, a busy connection
+                    // writes at most once per delay: the frames that arrive meanwhile join
+                    // the burst (and, as the queue is not watched while waiting, do not wake
+                    // this task either). A quiet connection writes at once.
+                    if let Some(next) = last_write.and_then(|t| t.checked_add(timing.delay))
+                        && next > tokio::time::Instant::now()
+                    {
+                        tokio::time::sleep_until(next).await;
+                    }
                     let mut ok = sink.feed(Message::Text(f)).await.is_ok();
                     let mut more = WRITE_BATCH;
                     while ok && more > 0 && let Ok(Outbound::Frame(f)) = rx.try_recv() {
@@ -310,6 +331,9 @@ async fn write_loop(
                     }
                     if !ok || sink.flush().await.is_err() {
                         break;
+                    }
+                    if !timing.delay.is_zero() {
+                        last_write = Some(tokio::time::Instant::now());
                     }
                 }
                 Err(flume::RecvError::Disconnected) => break,

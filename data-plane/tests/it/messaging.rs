@@ -419,3 +419,66 @@ async fn sync_returns_exactly_the_missed_messages(b: Backend) {
     assert_eq!(r["messages"].as_array().unwrap().len(), 2);
     assert_eq!(r["has_more"], true);
 }
+
+/// `gateway.write_delay_ms`: a quiet connection is written at once; a busy one at most once per
+/// delay, and its frames arrive together, all of them, in order. (The writer does not depend on
+/// the backend, so SQLite is enough.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_delay_batches_a_busy_connection_and_spares_a_quiet_one() {
+    let cell = Cell::start_with(Backend::Sqlite, |g| g.write_delay_ms = 1000).await;
+    let app = cell.app(Limits::default()).await;
+    cell.user(&app, "alice").await;
+    cell.user(&app, "bob").await;
+    let cid = cell
+        .conversation(&app, json!({"kind": "direct", "members": ["alice", "bob"]}))
+        .await;
+    let mut bob = cell.ws(&app, "bob").await;
+    let send = |text: String| {
+        let (cell, app, cid) = (&cell, &app, cid.clone());
+        async move {
+            cell.ok(
+                app,
+                Method::POST,
+                &format!("/v1/conversations/{cid}/messages"),
+                Some(json!({"sender_id": "alice", "text": text})),
+            )
+            .await
+        }
+    };
+    // Bob's own presence follows his hello, and so is written a second later. Once that
+    // last write is over a second old, the next frame goes out at once.
+    bob.expect(
+        |f| f["type"] == "presence" && f["user_id"] == "bob",
+        "bob's own presence",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let sent = std::time::Instant::now();
+    send("first".into()).await;
+    let first = bob.event("message.new").await;
+    let first_at = std::time::Instant::now();
+    assert_eq!(first["message"]["text"], "first");
+    assert!(
+        first_at - sent < Duration::from_millis(700),
+        "a quiet connection waited {:?}",
+        first_at - sent
+    );
+    // Now bob's connection is busy: the next frames wait for the rest of the second, together.
+    for i in 0..5 {
+        send(format!("burst {i}")).await;
+    }
+    let mut seqs = vec![];
+    for i in 0..5 {
+        let f = bob.event("message.new").await;
+        if i == 0 {
+            let gap = std::time::Instant::now() - first_at;
+            assert!(
+                gap > Duration::from_millis(800),
+                "a busy connection was written again after {gap:?}"
+            );
+        }
+        assert_eq!(f["message"]["text"], format!("burst {i}"));
+        seqs.push(f["message"]["seq"].as_i64().unwrap());
+    }
+    assert_eq!(seqs, [2, 3, 4, 5, 6]);
+}

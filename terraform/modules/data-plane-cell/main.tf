@@ -61,6 +61,7 @@ locals {
       "STARLING_GATEWAY__MAX_CONNECTIONS_PER_USER"  = tostring(var.gateway.max_connections_per_user)
       "STARLING_GATEWAY__MAX_FRAME_BYTES"           = tostring(var.gateway.max_frame_bytes)
       "STARLING_GATEWAY__OUTBOUND_QUEUE"            = tostring(var.gateway.outbound_queue)
+      "STARLING_GATEWAY__WRITE_DELAY_MS"            = tostring(var.gateway.write_delay_ms)
       "STARLING_GATEWAY__CONTROL_PLANE_URL"         = var.control_plane_url
     } : k => v if v != null
   }

@@ -80,6 +80,7 @@ variable "gateway" {
     max_connections_per_user   = optional(number, 10)
     max_frame_bytes            = optional(number, 65536)
     outbound_queue             = optional(number, 256)
+    write_delay_ms             = optional(number, 0)
   })
   default = {}
 
@@ -114,8 +115,8 @@ variable "gateway" {
   }
 
   validation {
-    condition     = var.gateway.max_frame_bytes >= 1024 && var.gateway.max_frame_bytes <= 16777216 && var.gateway.outbound_queue >= 8 && var.gateway.outbound_queue <= 65536 && var.gateway.max_connections_per_user >= 1
-    error_message = "gateway.max_frame_bytes must be 1024 to 16777216, gateway.outbound_queue 8 to 65536, gateway.max_connections_per_user at least 1 (the binary's limits)."
+    condition     = var.gateway.max_frame_bytes >= 1024 && var.gateway.max_frame_bytes <= 16777216 && var.gateway.outbound_queue >= 8 && var.gateway.outbound_queue <= 65536 && var.gateway.max_connections_per_user >= 1 && var.gateway.write_delay_ms >= 0 && var.gateway.write_delay_ms <= 1000
+    error_message = "gateway.max_frame_bytes must be 1024 to 16777216, gateway.outbound_queue 8 to 65536, gateway.max_connections_per_user at least 1, gateway.write_delay_ms 0 to 1000 (the binary's limits)."
   }
 }
 
