@@ -16,6 +16,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     .min_connections(if sqlite { 1 } else { 0 })
     .connect_timeout(Duration::from_secs(10))
     .acquire_timeout(Duration::from_secs(5))
+    // sqlx pings a pooled connection on every checkout by default: one more round trip per
+    // statement or transaction. Only a connection idle long enough to have been dropped (by
+    // the server, a proxy, a firewall) is pinged now.
+    .test_before_acquire_if_idle_for(Duration::from_secs(30))
     .sqlx_logging(false);
     let db = Database::connect(opts).await?;
     if sqlite {
