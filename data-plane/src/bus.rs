@@ -21,6 +21,19 @@ pub struct Delivery {
     /// W3C `traceparent` of the operation that caused it, so one trace spans the nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// For a new message: its conversation and seq, so the receiving node can push a
+    /// conversation's messages in order ([`crate::sequencer`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<Order>,
+}
+
+/// Where a delivery stands in its conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// The conversation.
+    pub conversation_id: String,
+    /// The message's seq in it.
+    pub seq: i64,
 }
 
 /// Publishing or subscribing failed.
@@ -98,6 +111,11 @@ pub mod conformance {
             trace: i
                 .is_multiple_of(2)
                 .then(|| format!("00-{:032x}-{:016x}-01", i + 1, i + 1)),
+            // So does a new message's place in its conversation.
+            order: i.is_multiple_of(3).then(|| Order {
+                conversation_id: format!("conv{i}"),
+                seq: i as i64,
+            }),
         };
         for i in 0..100 {
             bus.publish(&a, d(i)).await.unwrap();

@@ -100,18 +100,25 @@ impl Node {
         let mut inbox = bus.subscribe(&gateway.node_id).await?;
         let h = hub.clone();
         tokio::spawn(async move {
-            while let Some(d) = inbox.recv().await {
-                // Continue the sender's trace on this node (one span per delivery to this node,
-                // not per recipient).
-                let span = tracing::info_span!("push", app_id = %d.app_id, users = d.users.len());
-                if let Some(tp) = &d.trace {
-                    starling_core::telemetry::extract_into(&span, tp);
+            // A conversation's new messages go out in seq order, whichever node sent them.
+            let mut order = crate::sequencer::Sequencer::default();
+            loop {
+                let deadline = order.deadline();
+                let ready = tokio::select! {
+                    d = inbox.recv() => match d {
+                        Some(d) => order.offer(d, std::time::Instant::now()),
+                        None => break,
+                    },
+                    _ = async {
+                        match deadline {
+                            Some(t) => tokio::time::sleep_until(t.into()).await,
+                            None => std::future::pending().await,
+                        }
+                    } => order.expire(std::time::Instant::now()),
+                };
+                for d in ready {
+                    push_delivery(&h, d);
                 }
-                let _g = span.enter();
-                // One copy of the frame per delivery to this node; its connections share it.
-                let frame = crate::hub::Utf8Bytes::from(d.frame.as_ref());
-                let n = h.push(&d.app_id, &d.users, &frame);
-                metrics::counter!("starling_ws_frames_pushed_total").increment(n as u64);
             }
         });
         // Keep this node's connections alive in a registry whose entries expire.
@@ -288,4 +295,19 @@ fn resync_frame(reason: &str, conns: usize) -> crate::hub::Utf8Bytes {
         spread_ms,
     };
     crate::hub::Utf8Bytes::from(serde_json::to_string(&f).unwrap_or_default())
+}
+
+/// Pushes one delivery from the bus to this node's connections.
+fn push_delivery(hub: &Hub, d: crate::bus::Delivery) {
+    // Continue the sender's trace on this node (one span per delivery to this node, not per
+    // recipient).
+    let span = tracing::info_span!("push", app_id = %d.app_id, users = d.users.len());
+    if let Some(tp) = &d.trace {
+        starling_core::telemetry::extract_into(&span, tp);
+    }
+    let _g = span.enter();
+    // One copy of the frame per delivery to this node; its connections share it.
+    let frame = crate::hub::Utf8Bytes::from(d.frame.as_ref());
+    let n = hub.push(&d.app_id, &d.users, &frame);
+    metrics::counter!("starling_ws_frames_pushed_total").increment(n as u64);
 }

@@ -111,6 +111,13 @@ impl Messaging {
             }
         };
         let trace = starling_core::telemetry::inject();
+        let order = match event {
+            Event::MessageNew { message } => Some(crate::bus::Order {
+                conversation_id: message.conversation_id.clone(),
+                seq: message.seq,
+            }),
+            _ => None,
+        };
         let mut all = true;
         for (node, users) in nodes {
             let d = Delivery {
@@ -118,6 +125,7 @@ impl Messaging {
                 users,
                 frame: frame.clone(),
                 trace: trace.clone(),
+                order: order.clone(),
             };
             if let Err(e) = self.bus.publish(&node, d).await {
                 tracing::warn!(error = %e, node, "publishing a delivery failed");

@@ -15,6 +15,7 @@ backend_tests!(
     edit_delete_reactions_threads,
     receipts_typing_presence,
     presence_audience_is_direct_and_group_contacts_of_the_app,
+    a_node_pushes_a_conversations_messages_in_seq_order,
     sync_returns_exactly_the_missed_messages,
 );
 
@@ -376,6 +377,64 @@ async fn presence_audience_is_direct_and_group_contacts_of_the_app(b: Backend) {
 
 fn cfg_id(app: &crate::harness::TestApp) -> String {
     app.cfg.app_id.to_string()
+}
+
+/// Two senders (on two nodes, say) commit seq 3 and 2 of a conversation and publish 3 first:
+/// the receiving node pushes them in seq order. A gap that does not fill is given up after the
+/// reorder window, and what waited goes out.
+async fn a_node_pushes_a_conversations_messages_in_seq_order(b: Backend) {
+    use starling_data_plane::bus::{Delivery, Order};
+    use starling_data_plane::sequencer::REORDER_WINDOW;
+    let cell = Cell::start(b).await;
+    let app = cell.app(Limits::default()).await;
+    cell.user(&app, "bob").await;
+    let mut bob = cell.ws(&app, "bob").await;
+    let a = cfg_id(&app);
+    let m = &cell.node.messaging;
+    let at = m.registry.locate(&a, &["bob".to_owned()]).await.unwrap();
+    let node = at
+        .keys()
+        .next()
+        .expect("bob is connected somewhere")
+        .clone();
+    let publish = |seq: i64| {
+        let d = Delivery {
+            app_id: a.clone(),
+            users: vec!["bob".into()],
+            frame:
+                json!({"type": "message.new", "message": {"conversation_id": "conv", "seq": seq}})
+                    .to_string()
+                    .into(),
+            trace: None,
+            order: Some(Order {
+                conversation_id: "conv".into(),
+                seq,
+            }),
+        };
+        let (bus, node) = (m.bus.clone(), node.clone());
+        async move { bus.publish(&node, d).await.unwrap() }
+    };
+    let mut next_seq = async || {
+        let f = bob.event("message.new").await;
+        f["message"]["seq"].as_i64().unwrap()
+    };
+    for seq in [1, 3, 4, 2] {
+        publish(seq).await;
+    }
+    let mut got = vec![];
+    for _ in 0..4 {
+        got.push(next_seq().await);
+    }
+    assert_eq!(got, [1, 2, 3, 4]);
+
+    let t = std::time::Instant::now();
+    publish(6).await;
+    assert_eq!(next_seq().await, 6, "seq 5 never came: 6 goes anyway");
+    assert!(
+        t.elapsed() >= REORDER_WINDOW,
+        "6 went after {:?}",
+        t.elapsed()
+    );
 }
 
 async fn sync_returns_exactly_the_missed_messages(b: Backend) {
