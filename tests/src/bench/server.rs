@@ -74,6 +74,10 @@ pub struct ServerLog {
     pub warnings: u64,
     /// Lines with `ERROR` or a panic.
     pub errors: u64,
+    /// The first and the last warning or error lines (at most 3 and 5), so a run says what
+    /// went wrong (the first are often start-up noise).
+    pub first_problems: Vec<String>,
+    pub last_problems: VecDeque<String>,
 }
 
 /// The server under test.
@@ -176,11 +180,17 @@ fn spawn_child(
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let mut l = log.lock().unwrap_or_else(|p| p.into_inner());
-            if line.contains("WARN") {
-                l.warnings += 1;
-            }
-            if line.contains("ERROR") || line.contains("panicked") {
-                l.errors += 1;
+            let warning = line.contains("WARN");
+            let error = line.contains("ERROR") || line.contains("panicked");
+            l.warnings += u64::from(warning);
+            l.errors += u64::from(error);
+            if (warning || error) && l.first_problems.len() < 3 {
+                l.first_problems.push(format!("{tag}{line}"));
+            } else if warning || error {
+                l.last_problems.push_back(format!("{tag}{line}"));
+                if l.last_problems.len() > 5 {
+                    l.last_problems.pop_front();
+                }
             }
             l.tail.push_back(format!("{tag}{line}"));
             if l.tail.len() > 50 {
@@ -382,10 +392,12 @@ impl Server {
         l.tail.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
-    /// How many stderr lines were warnings and errors.
-    pub fn log_counts(&self) -> (u64, u64) {
+    /// How many stderr lines were warnings and errors, and the first and last of them.
+    pub fn log_counts(&self) -> (u64, u64, Vec<String>) {
         let l = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        (l.warnings, l.errors)
+        let mut lines = l.first_problems.clone();
+        lines.extend(l.last_problems.iter().cloned());
+        (l.warnings, l.errors, lines)
     }
 
     /// Stops the child processes (nodes first, the control plane last): SIGINT, up to 15 s for

@@ -312,8 +312,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     let stopped = server.stop().await;
-    let (warnings, errors) = server.log_counts();
+    let (warnings, errors, first) = server.log_counts();
     eprintln!("server: {stopped}; {warnings} warning and {errors} error lines on its stderr");
+    for line in first {
+        eprintln!("  {line}");
+    }
     let mut result = match outcome {
         Ok(v) => v,
         Err(e) => {
