@@ -39,6 +39,9 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// Connections refreshed per heartbeat pipeline.
+const HEARTBEAT_CHUNK: usize = 500;
+
 impl RedisRegistry {
     /// Connects; connections expire `ttl` after their last heartbeat.
     pub async fn connect(url: &str, ttl: Duration) -> Result<Self, RegistryError> {
@@ -173,35 +176,48 @@ impl Registry for RedisRegistry {
         if conns.is_empty() {
             return Ok(Vec::new());
         }
-        let exp = now_ms() + self.ttl_ms();
-        let mut pipe = redis::pipe();
-        for (app, user, conn) in conns {
-            // ZADD answers how many members are new: 1 means Redis had lost this connection.
-            pipe.cmd("ZADD")
-                .arg(user_key(app, user))
-                .arg(exp)
-                .arg(format!("{node}|{conn}"));
-            pipe.cmd("ZADD")
-                .arg(app_key(app))
-                .arg(exp)
-                .arg(conn)
-                .ignore();
-            pipe.cmd("PEXPIRE")
-                .arg(user_key(app, user))
-                .arg(self.ttl_ms() * 2)
-                .ignore();
-            pipe.cmd("PEXPIRE")
-                .arg(app_key(app))
-                .arg(self.ttl_ms() * 2)
-                .ignore();
+        // In chunks: one pipeline of a node's every connection (tens of thousands of commands)
+        // would hold the shared Redis connection for longer than its response timeout, and the
+        // handshakes queued behind it would fail. Per chunk, one ZADD per app for all its
+        // connections, and per connection one ZADD on the user.
+        let mut restored = Vec::new();
+        for chunk in conns.chunks(HEARTBEAT_CHUNK) {
+            let exp = now_ms() + self.ttl_ms();
+            let mut pipe = redis::pipe();
+            let mut by_app: HashMap<&str, Vec<&str>> = HashMap::new();
+            for (app, user, conn) in chunk {
+                // ZADD answers how many members are new: 1 means Redis had lost this one.
+                pipe.cmd("ZADD")
+                    .arg(user_key(app, user))
+                    .arg(exp)
+                    .arg(format!("{node}|{conn}"));
+                pipe.cmd("PEXPIRE")
+                    .arg(user_key(app, user))
+                    .arg(self.ttl_ms() * 2)
+                    .ignore();
+                by_app.entry(app).or_default().push(conn);
+            }
+            for (app, app_conns) in by_app {
+                let zadd = pipe.cmd("ZADD").arg(app_key(app));
+                for conn in app_conns {
+                    zadd.arg(exp).arg(conn);
+                }
+                zadd.ignore();
+                pipe.cmd("PEXPIRE")
+                    .arg(app_key(app))
+                    .arg(self.ttl_ms() * 2)
+                    .ignore();
+            }
+            let mut c = self.conn.clone();
+            let added: Vec<u64> = pipe.query_async(&mut c).await.map_err(rerr)?;
+            restored.extend(
+                chunk
+                    .iter()
+                    .zip(added)
+                    .filter(|(_, n)| *n > 0)
+                    .map(|((_, _, conn), _)| conn.clone()),
+            );
         }
-        let mut c = self.conn.clone();
-        let added: Vec<u64> = pipe.query_async(&mut c).await.map_err(rerr)?;
-        Ok(conns
-            .iter()
-            .zip(added)
-            .filter(|(_, n)| *n > 0)
-            .map(|((_, _, conn), _)| conn.clone())
-            .collect())
+        Ok(restored)
     }
 }

@@ -92,6 +92,50 @@ async fn redis_registry_heartbeat_restores_lost_connections() {
     assert!(r.heartbeat("n1", &live).await.unwrap().is_empty());
 }
 
+/// A node with many connections (more than one heartbeat pipeline, over two apps): the
+/// heartbeat keeps them all, and names exactly the ones Redis lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_registry_heartbeat_of_a_busy_node() {
+    let r = RedisRegistry::connect(&env("TEST_REDIS_URL"), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let apps = [
+        format!("app_{}", ulid::Ulid::new()),
+        format!("app_{}", ulid::Ulid::new()),
+    ];
+    let mut live = vec![];
+    for i in 0..1200 {
+        let (app, user, conn) = (&apps[i % 2], format!("u{}", i % 600), format!("c{i}"));
+        r.connect(app, &user, "n1", &conn).await.unwrap();
+        live.push((app.clone(), user, conn));
+    }
+    assert!(r.heartbeat("n1", &live).await.unwrap().is_empty());
+    // Lose three users' entries (two connections each), in different chunks.
+    let client = redis::Client::open(env("TEST_REDIS_URL")).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    for u in [3, 301, 599] {
+        let app = &apps[u % 2];
+        let _: () = redis::cmd("DEL")
+            .arg(format!("starling:reg:{{{app}}}:user:u{u}"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let mut restored = r.heartbeat("n1", &live).await.unwrap();
+    restored.sort();
+    assert_eq!(restored, ["c1199", "c3", "c301", "c599", "c603", "c901"]);
+    for app in &apps {
+        let users: Vec<String> = (0..600).map(|u| format!("u{u}")).collect();
+        let loc = r.locate(app, &users).await.unwrap();
+        assert_eq!(loc["n1"].len(), 300, "every user of {app} is located");
+    }
+    assert_eq!(
+        r.connect(&apps[0], "new", "n2", "c-new").await.unwrap().app,
+        601,
+        "the app counts every connection once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_rate_limiter_conforms() {
     let l = starling_data_plane::ratelimit::RedisLimiter::connect(&env("TEST_REDIS_URL"))
