@@ -270,6 +270,7 @@ async fn image_processes_start_from_terraform_env_only() {
         ("STARLING_GATEWAY__MAX_CONNECTIONS_PER_USER", "10".into()),
         ("STARLING_GATEWAY__MAX_FRAME_BYTES", "65536".into()),
         ("STARLING_GATEWAY__OUTBOUND_QUEUE", "256".into()),
+        ("STARLING_GATEWAY__WRITE_DELAY_MS", "0".into()),
     ] {
         samples.insert(k, v);
     }
