@@ -353,6 +353,15 @@ impl Cell {
         v["id"].as_str().unwrap().to_owned()
     }
 
+    /// Users `alice` and `bob` and their direct conversation, whose id it returns: the start
+    /// of most message tests.
+    pub async fn alice_and_bob(&self, app: &TestApp) -> String {
+        self.user(app, "alice").await;
+        self.user(app, "bob").await;
+        self.conversation(app, json!({"kind": "direct", "members": ["alice", "bob"]}))
+            .await
+    }
+
     /// Connects a user's device.
     pub async fn ws(&self, app: &TestApp, user: &str) -> Ws {
         let token = self.token(app, user).await;

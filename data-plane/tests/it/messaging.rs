@@ -99,11 +99,7 @@ async fn every_device_of_every_member_gets_every_message_in_order(b: Backend) {
 async fn retries_are_idempotent(b: Backend) {
     let cell = Cell::start(b).await;
     let app = cell.app(Limits::default()).await;
-    cell.user(&app, "alice").await;
-    cell.user(&app, "bob").await;
-    let cid = cell
-        .conversation(&app, json!({"kind": "direct", "members": ["alice", "bob"]}))
-        .await;
+    let cid = cell.alice_and_bob(&app).await;
     let again = cell
         .ok(
             &app,
@@ -153,11 +149,7 @@ async fn retries_are_idempotent(b: Backend) {
 async fn edit_delete_reactions_threads(b: Backend) {
     let cell = Cell::start(b).await;
     let app = cell.app(Limits::default()).await;
-    cell.user(&app, "alice").await;
-    cell.user(&app, "bob").await;
-    let cid = cell
-        .conversation(&app, json!({"kind": "direct", "members": ["alice", "bob"]}))
-        .await;
+    let cid = cell.alice_and_bob(&app).await;
     let mut a = cell.ws(&app, "alice").await;
     let mut bob = cell.ws(&app, "bob").await;
     let m = a.ok(json!({"type": "send", "conversation_id": cid, "text": "typo", "mentions": ["bob"],
@@ -251,11 +243,7 @@ async fn edit_delete_reactions_threads(b: Backend) {
 async fn receipts_typing_presence(b: Backend) {
     let cell = Cell::start(b).await;
     let app = cell.app(Limits::default()).await;
-    cell.user(&app, "alice").await;
-    cell.user(&app, "bob").await;
-    let cid = cell
-        .conversation(&app, json!({"kind": "direct", "members": ["alice", "bob"]}))
-        .await;
+    let cid = cell.alice_and_bob(&app).await;
     let mut a = cell.ws(&app, "alice").await;
     let mut bob = cell.ws(&app, "bob").await;
     let p = a
@@ -440,11 +428,7 @@ async fn a_node_pushes_a_conversations_messages_in_seq_order(b: Backend) {
 async fn sync_returns_exactly_the_missed_messages(b: Backend) {
     let cell = Cell::start(b).await;
     let app = cell.app(Limits::default()).await;
-    cell.user(&app, "alice").await;
-    cell.user(&app, "bob").await;
-    let cid = cell
-        .conversation(&app, json!({"kind": "direct", "members": ["alice", "bob"]}))
-        .await;
+    let cid = cell.alice_and_bob(&app).await;
     let mut a = cell.ws(&app, "alice").await;
     let mut bob = cell.ws(&app, "bob").await;
     a.ok(json!({"type": "send", "conversation_id": cid, "text": "before"}))
@@ -486,11 +470,7 @@ async fn sync_returns_exactly_the_missed_messages(b: Backend) {
 async fn a_write_delay_batches_a_busy_connection_and_spares_a_quiet_one() {
     let cell = Cell::start_with(Backend::Sqlite, |g| g.write_delay_ms = 1000).await;
     let app = cell.app(Limits::default()).await;
-    cell.user(&app, "alice").await;
-    cell.user(&app, "bob").await;
-    let cid = cell
-        .conversation(&app, json!({"kind": "direct", "members": ["alice", "bob"]}))
-        .await;
+    let cid = cell.alice_and_bob(&app).await;
     let mut bob = cell.ws(&app, "bob").await;
     let send = |text: String| {
         let (cell, app, cid) = (&cell, &app, cid.clone());

@@ -43,11 +43,7 @@ async fn committed_messages_survive_a_failed_publish(b: Backend) {
     });
     let cell = Cell::start_full(b, |_| {}, Some(bus)).await;
     let app = cell.app(Limits::default()).await;
-    cell.user(&app, "alice").await;
-    cell.user(&app, "bob").await;
-    let cid = cell
-        .conversation(&app, json!({"kind": "direct", "members": ["alice", "bob"]}))
-        .await;
+    let cid = cell.alice_and_bob(&app).await;
     let mut a = cell.ws(&app, "alice").await;
     let mut bob = cell.ws(&app, "bob").await;
 

@@ -22,11 +22,7 @@ async fn bad_frames_get_error_frames_and_the_connection_lives(b: Backend) {
             ..Default::default()
         })
         .await;
-    cell.user(&app, "alice").await;
-    cell.user(&app, "bob").await;
-    let cid = cell
-        .conversation(&app, json!({"kind": "direct", "members": ["alice", "bob"]}))
-        .await;
+    let cid = cell.alice_and_bob(&app).await;
     let mut a = cell.ws(&app, "alice").await;
     let mut bob = cell.ws(&app, "bob").await;
 

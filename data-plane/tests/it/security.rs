@@ -202,11 +202,7 @@ async fn revocation_suspension_scopes_and_rate_limits(b: Backend) {
             ..Default::default()
         })
         .await;
-    cell.user(&a, "alice").await;
-    cell.user(&a, "bob").await;
-    let cid = cell
-        .conversation(&a, json!({"kind": "direct", "members": ["alice", "bob"]}))
-        .await;
+    let cid = cell.alice_and_bob(&a).await;
 
     // Rate limit: the burst allows 5, then 429 with Retry-After and X-RateLimit-*.
     // The requests go out at once: sequential ones on a slow, loaded machine could each wait
