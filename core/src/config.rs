@@ -157,6 +157,13 @@ pub struct GatewayConfig {
     /// Milliseconds between usage reports from this node to the control plane (and so how
     /// fresh the usage figures are).
     pub usage_flush_ms: u64,
+    /// Most messages a node writes in one transaction (group commit): sends that arrive while
+    /// the previous transaction runs are committed together, up to this many. `1` writes each
+    /// message in its own transaction.
+    pub send_batch_max: usize,
+    /// Sends waiting for the node's committer at most; further sends wait to join the queue
+    /// (back-pressure) instead of growing it.
+    pub send_queue: usize,
     /// The control plane's base URL (`http://host:7400`), for a node of a cell: the server API
     /// manages webhook endpoints through its internal routes. Unset: those calls answer 503
     /// (standalone has the control plane in its process and ignores this).
@@ -318,6 +325,8 @@ impl Default for GatewayConfig {
             control_plane_url: None,
             webhooks: WebhookConfig::default(),
             usage_flush_ms: 60_000,
+            send_batch_max: 256,
+            send_queue: 4096,
         }
     }
 }
@@ -355,6 +364,18 @@ impl GatewayConfig {
             return Err(ConfigError::field(
                 "gateway.max_frame_bytes",
                 "must be 1024..=16777216",
+            ));
+        }
+        if !(1..=1000).contains(&self.send_batch_max) {
+            return Err(ConfigError::field(
+                "gateway.send_batch_max",
+                "must be 1..=1000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.send_queue) {
+            return Err(ConfigError::field(
+                "gateway.send_queue",
+                "must be 1..=1000000",
             ));
         }
         if !(8..=65536).contains(&self.outbound_queue) {

@@ -134,6 +134,7 @@ impl Node {
         let webhooks = Arc::new(crate::webhook::Webhooks::new(gateway.webhooks.clone())?);
         let (outbox_cleared, mut cleared_rx) =
             tokio::sync::mpsc::channel::<(String, String)>(65_536);
+        let (committer, commit_rx) = crate::service::commit::Committer::new(gateway.send_queue);
         let node = Arc::new(Node {
             node_id: gateway.node_id.clone(),
             gateway,
@@ -144,12 +145,19 @@ impl Node {
                 directory,
                 webhooks,
                 outbox_cleared,
+                committer,
                 metering,
             },
             hub,
             rate_limits,
             presence_gate: tokio::sync::Semaphore::new(PRESENCE_CONCURRENCY),
         });
+        // Write sends' messages, several per transaction (group commit).
+        tokio::spawn(crate::service::commit::run(
+            node.messaging.clone(),
+            commit_rx,
+            node.gateway.send_batch_max,
+        ));
         // Clear published messages' outbox rows in batches, off the send path.
         let m = node.messaging.clone();
         tokio::spawn(async move {

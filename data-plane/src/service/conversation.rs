@@ -209,14 +209,9 @@ impl Messaging {
         cid: &str,
         user: &str,
     ) -> Result<member::Model> {
-        match self.member_model(app, cid, user).await? {
-            Some(m) if !m.banned => Ok(m),
-            Some(_) => Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!("user {user} is banned from conversation {cid}"),
-            )),
-            None => Err(not_member(cid)),
-        }
+        let m = self.member_model(app, cid, user).await?;
+        is_member(cid, user, m.as_ref().map(|m| m.banned))?;
+        m.ok_or_else(|| not_member(cid))
     }
 
     /// User ids of the members who receive the conversation's events (not the banned).
@@ -864,5 +859,18 @@ impl Messaging {
             .into_tuple()
             .all(&self.db)
             .await?)
+    }
+}
+
+/// Whether a user whose membership row says `banned` (`None`: no row) counts as a member
+/// (`forbidden`, naming the conversation, if not).
+pub(crate) fn is_member(cid: &str, user: &str, banned: Option<bool>) -> Result<()> {
+    match banned {
+        Some(false) => Ok(()),
+        Some(true) => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("user {user} is banned from conversation {cid}"),
+        )),
+        None => Err(not_member(cid)),
     }
 }

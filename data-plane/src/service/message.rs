@@ -5,21 +5,20 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
-use sea_orm::sea_query::ExprTrait as _;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    Set, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use starling_core::error::{ApiError, ErrorCode};
-use starling_core::id::MessageId;
 use starling_core::limits::Limits;
 use utoipa::ToSchema;
 
+use super::commit::{Committed, NewMessage};
 use super::user::check_url;
 use super::{Messaging, Result, check_user_id, invalid, now};
-use crate::entity::{conversation, member, message, outbox, reaction};
+use crate::entity::{conversation, member, message, outbox, reaction, user};
 use crate::protocol::{Attachment, Event, MessageContent, MessageEdit, MessageOut};
 use crate::store::scoped;
 use crate::webhook::catalog::{MessageData, ReactionData, ReadReceiptData};
@@ -104,6 +103,19 @@ pub struct MessagesOut {
     pub has_more: bool,
 }
 
+/// What [`Messaging::send_checks`] reads in one query.
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct SendCheck {
+    post_policy: String,
+    m_role: Option<String>,
+    m_muted_until: Option<chrono::DateTime<Utc>>,
+    m_banned: Option<bool>,
+    u_status: Option<String>,
+    u_banned: Option<bool>,
+    u_banned_until: Option<chrono::DateTime<Utc>>,
+    dup_id: Option<String>,
+}
+
 /// Who performs an action: a user (through the socket or the server API "as" them), or the
 /// customer's backend itself.
 #[derive(Debug, Clone, Copy)]
@@ -114,7 +126,7 @@ pub enum Actor<'a> {
     Server,
 }
 
-fn message_out(m: message::Model, reactions: BTreeMap<String, i64>) -> MessageOut {
+pub(super) fn message_out(m: message::Model, reactions: BTreeMap<String, i64>) -> MessageOut {
     MessageOut {
         id: m.id,
         conversation_id: m.conversation_id,
@@ -283,33 +295,45 @@ impl Messaging {
         mut content: MessageContent,
     ) -> Result<(MessageOut, bool)> {
         check_content(limits, &content)?;
-        let conv = self.conversation_model(app, cid).await?;
         let sender = match actor {
-            Actor::User(u) => {
-                self.active_user(app, u).await?;
-                let m = self.require_member(app, cid, u).await?;
-                if let Some(until) = m.muted_until
-                    && until > Utc::now()
-                {
-                    return Err(ApiError::new(
-                        ErrorCode::Forbidden,
-                        format!(
-                            "user {u} is muted in conversation {cid} until {}",
-                            until.to_rfc3339()
-                        ),
-                    ));
-                }
-                if conv.post_policy == "admins" && m.role == "member" {
-                    return Err(ApiError::new(
-                        ErrorCode::Forbidden,
-                        format!("only admins post in conversation {cid}"),
-                    ));
-                }
-                u.to_owned()
-            }
+            Actor::User(u) => u.to_owned(),
             Actor::Server => String::new(),
         };
+        let checked = self
+            .send_checks(app, cid, &sender, content.client_msg_id.as_deref())
+            .await?
+            .ok_or_else(|| ApiError::not_found("conversation", cid))?;
+        if let Actor::User(u) = actor {
+            let Some(status) = &checked.u_status else {
+                return Err(ApiError::not_found("user", u));
+            };
+            super::user::may_act(
+                u,
+                status,
+                checked.u_banned.unwrap_or(false),
+                checked.u_banned_until,
+            )?;
+            super::conversation::is_member(cid, u, checked.m_banned)?;
+            if let Some(until) = checked.m_muted_until
+                && until > Utc::now()
+            {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "user {u} is muted in conversation {cid} until {}",
+                        until.to_rfc3339()
+                    ),
+                ));
+            }
+            if checked.post_policy == "admins" && checked.m_role.as_deref() == Some("member") {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    format!("only admins post in conversation {cid}"),
+                ));
+            }
+        }
         if let Some(cm) = &content.client_msg_id
+            && checked.dup_id.is_some()
             && let Some(orig) = self.find_by_client_id(app, cid, &sender, cm).await?
         {
             return Ok((self.out(app, orig).await?, true));
@@ -346,104 +370,37 @@ impl Messaging {
             _ => "text",
         };
         self.admit_send(app, &actor).await?;
-        let now = now();
-        let txn = self.db.begin().await?;
-        // The row lock on the conversation serializes senders: seqs are gap-free and ordered.
-        let updated = conversation::Entity::update_many()
-            .col_expr(
-                conversation::Column::LastSeq,
-                Expr::col(conversation::Column::LastSeq).add(1),
-            )
-            .col_expr(conversation::Column::LastMessageAt, Expr::value(Some(now)))
-            .filter(conversation::Column::AppId.eq(app))
-            .filter(conversation::Column::Id.eq(cid))
-            .exec_with_returning(&txn)
+        let bytes = content_bytes(&content);
+        let parent_id = content.parent_id.clone();
+        // Written by the node's committer with whatever else is being sent (group commit): the
+        // seq, the message, its outbox row and its webhook event in one transaction; answered
+        // after the commit.
+        let written = self
+            .committer
+            .write(NewMessage {
+                app: app.to_owned(),
+                cid: cid.to_owned(),
+                sender: sender.clone(),
+                kind,
+                content,
+            })
             .await?;
-        let seq = updated
-            .first()
-            .map(|c| c.last_seq)
-            .ok_or_else(|| ApiError::not_found("conversation", cid))?;
-        let row = message::ActiveModel {
-            app_id: Set(app.to_owned()),
-            conversation_id: Set(cid.to_owned()),
-            seq: Set(seq),
-            id: Set(MessageId::generate().into_string()),
-            sender_id: Set(sender.clone()),
-            client_msg_id: Set(content.client_msg_id.clone()),
-            kind: Set(kind.into()),
-            text: Set(content.text.clone()),
-            custom: Set(content.custom.clone()),
-            attachments: Set(
-                serde_json::to_value(&content.attachments).unwrap_or_else(|_| json!([]))
-            ),
-            mentions: Set(json!(content.mentions)),
-            parent_id: Set(content.parent_id.clone()),
-            reply_count: Set(0),
-            created_at: Set(now),
-            edited_at: Set(None),
-            deleted_at: Set(None),
+        let (m, recipients) = match written {
+            Committed::New {
+                message,
+                recipients,
+            } => (message, recipients),
+            // A concurrent retry with the same client_msg_id won; return its message.
+            Committed::Duplicate(orig) => return Ok((self.out(app, orig).await?, true)),
         };
-        let inserted = row.insert(&txn).await;
-        let m = match inserted {
-            Ok(m) => m,
-            Err(e)
-                if matches!(
-                    e.sql_err(),
-                    Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-                ) =>
-            {
-                // A concurrent retry with the same client_msg_id won; return its message.
-                drop(txn);
-                if let Some(cm) = &content.client_msg_id
-                    && let Some(orig) = self.find_by_client_id(app, cid, &sender, cm).await?
-                {
-                    return Ok((self.out(app, orig).await?, true));
-                }
-                return Err(e.into());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        // The outbox row says: publication not confirmed yet. If this node dies before the
-        // delivery is out, a relay publishes it (receivers dedupe by message id).
-        outbox::ActiveModel {
-            app_id: Set(app.to_owned()),
-            message_id: Set(m.id.clone()),
-            conversation_id: Set(cid.to_owned()),
-            seq: Set(seq),
-            created_at: Set(now),
-        }
-        .insert(&txn)
-        .await?;
-        // The webhook event commits with the message: acknowledged means it will be delivered.
-        self.emit(
-            &txn,
-            app,
-            "message.created",
-            &MessageData {
-                message: message_out(m.clone(), BTreeMap::new()),
-            },
-        )
-        .await?;
-        if let Some(p) = &content.parent_id {
-            message::Entity::update_many()
-                .col_expr(
-                    message::Column::ReplyCount,
-                    Expr::col(message::Column::ReplyCount).add(1),
-                )
-                .filter(message::Column::AppId.eq(app))
-                .filter(message::Column::Id.eq(p))
-                .exec(&txn)
-                .await?;
-        }
-        txn.commit().await?;
         metrics::counter!("starling_messages_total").increment(1);
-        self.metering.record_message(
-            app,
-            (!sender.is_empty()).then_some(sender.as_str()),
-            content_bytes(&content),
-        );
+        self.metering
+            .record_message(app, (!sender.is_empty()).then_some(sender.as_str()), bytes);
         let out = message_out(m, BTreeMap::new());
-        let to = self.recipients(app, cid).await?;
+        let to = match recipients {
+            Some(to) => to,
+            None => std::sync::Arc::new(self.recipients(app, cid).await?),
+        };
         if self
             .try_deliver(
                 app,
@@ -464,7 +421,7 @@ impl Messaging {
                 self.outbox_done(app, &out.id).await;
             }
         }
-        if let Some(p) = &content.parent_id
+        if let Some(p) = &parent_id
             && let Ok(parent) = self.message_model(app, cid, p).await
         {
             let parent = self.out(app, parent).await?;
@@ -472,6 +429,58 @@ impl Messaging {
                 .await;
         }
         Ok((out, false))
+    }
+
+    /// The checks of a send in one round trip: the conversation's post policy, the sender's
+    /// membership and account, and whether their `client_msg_id` was seen before. `None` when
+    /// the conversation does not exist in `app`. Every table is read through [`scoped`].
+    async fn send_checks(
+        &self,
+        app: &str,
+        cid: &str,
+        sender: &str,
+        client_msg_id: Option<&str>,
+    ) -> Result<Option<SendCheck>> {
+        fn sub<E: crate::store::AppOwned>(q: sea_orm::Select<E>) -> Expr {
+            Expr::SubQuery(None, Box::new(q.into_query().into()))
+        }
+        let member = || {
+            scoped::<member::Entity>(app)
+                .filter(member::Column::ConversationId.eq(cid))
+                .filter(member::Column::UserId.eq(sender))
+                .select_only()
+        };
+        let user = || {
+            scoped::<user::Entity>(app)
+                .filter(user::Column::Id.eq(sender))
+                .select_only()
+        };
+        let dup = scoped::<message::Entity>(app)
+            .filter(message::Column::ConversationId.eq(cid))
+            .filter(message::Column::SenderId.eq(sender))
+            .filter(message::Column::ClientMsgId.eq(client_msg_id.unwrap_or("")))
+            .select_only()
+            .column(message::Column::Id);
+        Ok(scoped::<conversation::Entity>(app)
+            .filter(conversation::Column::Id.eq(cid))
+            .select_only()
+            .column(conversation::Column::PostPolicy)
+            .expr_as(sub(member().column(member::Column::Role)), "m_role")
+            .expr_as(
+                sub(member().column(member::Column::MutedUntil)),
+                "m_muted_until",
+            )
+            .expr_as(sub(member().column(member::Column::Banned)), "m_banned")
+            .expr_as(sub(user().column(user::Column::Status)), "u_status")
+            .expr_as(sub(user().column(user::Column::Banned)), "u_banned")
+            .expr_as(
+                sub(user().column(user::Column::BannedUntil)),
+                "u_banned_until",
+            )
+            .expr_as(sub(dup), "dup_id")
+            .into_model::<SendCheck>()
+            .one(&self.db)
+            .await?)
     }
 
     /// Clears outbox rows in batches (the node runs this in the background).
@@ -548,7 +557,7 @@ impl Messaging {
         Ok(n)
     }
 
-    async fn find_by_client_id(
+    pub(super) async fn find_by_client_id(
         &self,
         app: &str,
         cid: &str,

@@ -2,6 +2,7 @@
 //! Both the WebSocket gateway and the server REST API call these; every change that others
 //! should see is fanned out as an [`Event`](crate::protocol::Event) after it is committed.
 
+pub(crate) mod commit;
 pub mod conversation;
 pub mod message;
 pub mod user;
@@ -34,6 +35,8 @@ pub struct Messaging {
     pub webhooks: Arc<crate::webhook::Webhooks>,
     /// Outbox rows of published messages, cleared in batches off the send path.
     pub(crate) outbox_cleared: tokio::sync::mpsc::Sender<(String, String)>,
+    /// The node's group committer: writes sends' messages, several per transaction.
+    pub(crate) committer: commit::Committer,
     /// Usage counting and monthly quotas.
     pub metering: Arc<crate::metering::Metering>,
 }

@@ -92,22 +92,7 @@ impl Messaging {
     /// A user who may act now: exists, active, not banned.
     pub(crate) async fn active_user(&self, app: &str, id: &str) -> Result<user::Model> {
         let u = self.user_model(app, id).await?;
-        if u.status != "active" {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!("user {id} is deactivated"),
-            ));
-        }
-        if u.banned && u.banned_until.is_none_or(|t| t > Utc::now()) {
-            let until = u
-                .banned_until
-                .map(|t| format!(" until {}", t.to_rfc3339()))
-                .unwrap_or_default();
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                format!("user {id} is banned{until}"),
-            ));
-        }
+        may_act(id, &u.status, u.banned, u.banned_until)?;
         Ok(u)
     }
 
@@ -370,4 +355,29 @@ impl Messaging {
             .await;
         r.ok().map(|_| t)
     }
+}
+
+/// Whether a user with this status and ban may act now (`forbidden`, naming the user, if not).
+pub(crate) fn may_act(
+    id: &str,
+    status: &str,
+    banned: bool,
+    banned_until: Option<chrono::DateTime<Utc>>,
+) -> Result<()> {
+    if status != "active" {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("user {id} is deactivated"),
+        ));
+    }
+    if banned && banned_until.is_none_or(|t| t > Utc::now()) {
+        let until = banned_until
+            .map(|t| format!(" until {}", t.to_rfc3339()))
+            .unwrap_or_default();
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("user {id} is banned{until}"),
+        ));
+    }
+    Ok(())
 }

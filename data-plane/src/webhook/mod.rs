@@ -489,6 +489,30 @@ impl Messaging {
         event_type: &str,
         data: &impl Serialize,
     ) -> Result<()> {
+        let Some((event, deliveries)) = self.event_rows(app, event_type, data) else {
+            return Ok(());
+        };
+        event.insert(conn).await?;
+        webhook_delivery::Entity::insert_many(deliveries)
+            .exec(conn)
+            .await?;
+        metrics::counter!("starling_webhook_events_total").increment(1);
+        self.webhooks.wake();
+        Ok(())
+    }
+
+    /// The rows [`Messaging::emit`] writes for an event (the event and one delivery per
+    /// enabled endpoint subscribed to `event_type`), for a caller that writes many events at
+    /// once; `None` when no endpoint wants it.
+    pub(crate) fn event_rows(
+        &self,
+        app: &str,
+        event_type: &str,
+        data: &impl Serialize,
+    ) -> Option<(
+        webhook_event::ActiveModel,
+        Vec<webhook_delivery::ActiveModel>,
+    )> {
         let eps: Vec<String> = self
             .endpoints_of(app)
             .into_iter()
@@ -496,7 +520,7 @@ impl Messaging {
             .map(|e| e.id)
             .collect();
         if eps.is_empty() {
-            return Ok(());
+            return None;
         }
         let id = EventId::generate().into_string();
         let at = now();
@@ -509,21 +533,15 @@ impl Messaging {
             "data": data,
         })
         .to_string();
-        webhook_event::ActiveModel {
+        let event = webhook_event::ActiveModel {
             app_id: Set(app.to_owned()),
             id: Set(id.clone()),
             event_type: Set(event_type.to_owned()),
             payload: Set(payload),
             created_at: Set(at),
-        }
-        .insert(conn)
-        .await?;
-        webhook_delivery::Entity::insert_many(eps.iter().map(|e| new_delivery(app, &id, e)))
-            .exec(conn)
-            .await?;
-        metrics::counter!("starling_webhook_events_total").increment(1);
-        self.webhooks.wake();
-        Ok(())
+        };
+        let deliveries = eps.iter().map(|e| new_delivery(app, &id, e)).collect();
+        Some((event, deliveries))
     }
 
     /// Commits the transaction of a change that recorded events with [`Messaging::emit`], then

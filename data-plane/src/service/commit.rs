@@ -1,0 +1,427 @@
+//! Group commit: one task per node writes the messages its sends hand over, several per
+//! database transaction.
+//!
+//! A send checks everything it can before (conversation, membership, idempotency, pre-send
+//! hook, quotas), then queues a [`Pending`] and waits. The committer takes whatever queued up
+//! while its previous transaction ran (at most `gateway.send_batch_max`) and writes it in one
+//! transaction: per app, the conversations' rows are locked in id order (so two nodes cannot
+//! deadlock) and advanced by one `UPDATE … SET last_seq = last_seq + CASE … END RETURNING`
+//! (several messages of one conversation get consecutive seqs in queue order), then one
+//! multi-row `INSERT` each for the messages, their outbox rows and their webhook events and
+//! deliveries, the thread reply counts, and one `COMMIT`. Every send is answered after that
+//! commit. When the transaction fails (a concurrent retry took a `client_msg_id`, say), the
+//! batch is written again one message per transaction, so that only the failing send fails.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait as _};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
+};
+use serde_json::json;
+use starling_core::error::{ApiError, ErrorCode};
+use starling_core::id::MessageId;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
+
+use super::{Messaging, Result, now};
+use crate::entity::{conversation, member, message, outbox, webhook_delivery, webhook_event};
+use crate::protocol::MessageContent;
+use crate::store::scoped;
+use crate::webhook::catalog::MessageData;
+
+/// A checked message to write.
+pub(crate) struct NewMessage {
+    pub app: String,
+    pub cid: String,
+    /// The sending user; empty for a system message.
+    pub sender: String,
+    /// `text`, `custom` or `system`.
+    pub kind: &'static str,
+    pub content: MessageContent,
+}
+
+/// A send waiting for the committer.
+pub(crate) struct Pending {
+    msg: NewMessage,
+    done: oneshot::Sender<Result<Committed>>,
+}
+
+/// What became of a [`Pending`].
+pub(crate) enum Committed {
+    /// Written and committed, with the conversation's recipients when the committer could
+    /// read them after the commit.
+    New {
+        message: message::Model,
+        recipients: Option<Arc<Vec<String>>>,
+    },
+    /// A message with the same `client_msg_id` from the same sender was there first.
+    Duplicate(message::Model),
+}
+
+/// The sending side of a node's committer.
+#[derive(Clone)]
+pub(crate) struct Committer {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Committer {
+    /// A committer whose queue holds `queue` sends; [`run`] drains the receiver.
+    pub(crate) fn new(queue: usize) -> (Self, mpsc::Receiver<Pending>) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        (Self { tx }, rx)
+    }
+
+    /// Queues a send (waiting for room when the queue is full) and waits for its commit.
+    pub(crate) async fn write(&self, msg: NewMessage) -> Result<Committed> {
+        let (done, rx) = oneshot::channel();
+        let p = Pending { msg, done };
+        let gone = || {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "the node's message writer is not running; retry",
+            )
+        };
+        self.tx.send(p).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+/// The node's committer: writes what queued up, at most `max` per transaction, until every
+/// sender is gone.
+pub(crate) async fn run(m: Messaging, mut rx: mpsc::Receiver<Pending>, max: usize) {
+    let mut buf = Vec::with_capacity(max);
+    while rx.recv_many(&mut buf, max.max(1)).await > 0 {
+        let batch = std::mem::take(&mut buf);
+        let span = tracing::info_span!("commit_batch", size = batch.len());
+        m.commit(batch).instrument(span).await;
+    }
+}
+
+/// What the batch transaction made of one pending send.
+enum Slot {
+    New(message::Model),
+    /// A concurrent retry with the same `client_msg_id` committed this message first.
+    Duplicate(message::Model),
+    /// The same `client_msg_id` as the pending send at this index of the batch.
+    SameAs(usize),
+    Failed(ApiError),
+}
+
+impl Messaging {
+    async fn commit(&self, batch: Vec<Pending>) {
+        metrics::histogram!("starling_send_batch_size").record(batch.len() as f64);
+        let slots = match self.write_batch(&batch).await {
+            Ok(slots) => slots,
+            Err(e) if batch.len() > 1 => {
+                // One send spoiled the transaction: write each on its own, so that only that
+                // one fails.
+                tracing::debug!(error = %e.message, size = batch.len(), "batch failed; writing its messages one by one");
+                let mut slots = Vec::with_capacity(batch.len());
+                for p in &batch {
+                    slots.push(self.write_one(p).await);
+                }
+                slots
+            }
+            Err(_) => vec![self.write_one(&batch[0]).await],
+        };
+        let mut results: Vec<Option<Result<Committed>>> = Vec::with_capacity(batch.len());
+        for (i, s) in slots.iter().enumerate() {
+            results.push(Some(match s {
+                Slot::New(m) => Ok(Committed::New {
+                    message: m.clone(),
+                    recipients: None,
+                }),
+                Slot::Duplicate(m) => Ok(Committed::Duplicate(m.clone())),
+                Slot::SameAs(j) => match &slots[*j] {
+                    Slot::New(m) | Slot::Duplicate(m) => Ok(Committed::Duplicate(m.clone())),
+                    Slot::Failed(e) => Err(e.clone()),
+                    Slot::SameAs(_) => Err(ApiError::internal(format!(
+                        "send {i} of a batch points at another duplicate"
+                    ))),
+                },
+                Slot::Failed(e) => Err(e.clone()),
+            }));
+        }
+        // The recipients of every written message, one query per app, off the committer's
+        // path: the next batch can start meanwhile.
+        let m = self.clone();
+        tokio::spawn(
+            async move {
+                let lists = m.recipients_of(&batch, &results).await;
+                for (p, r) in batch.into_iter().zip(results) {
+                    let r = r.unwrap_or_else(|| Err(ApiError::internal("send lost its result")));
+                    let r = r.map(|c| match c {
+                        Committed::New { message, .. } => Committed::New {
+                            recipients: lists
+                                .get(&(message.app_id.clone(), message.conversation_id.clone()))
+                                .cloned(),
+                            message,
+                        },
+                        d => d,
+                    });
+                    // The sender may have gone (its connection closed): the message stands.
+                    let _ = p.done.send(r);
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// The members who receive the messages written in a batch, per (app, conversation).
+    /// A failure is logged; the sends then read their recipients themselves.
+    async fn recipients_of(
+        &self,
+        batch: &[Pending],
+        results: &[Option<Result<Committed>>],
+    ) -> HashMap<(String, String), Arc<Vec<String>>> {
+        let mut per_app: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (p, r) in batch.iter().zip(results) {
+            if let Some(Ok(Committed::New { .. })) = r {
+                let v = per_app.entry(p.msg.app.as_str()).or_default();
+                if !v.contains(&p.msg.cid.as_str()) {
+                    v.push(p.msg.cid.as_str());
+                }
+            }
+        }
+        let mut out = HashMap::new();
+        for (app, cids) in per_app {
+            let rows: Vec<(String, String)> = match scoped::<member::Entity>(app)
+                .filter(member::Column::ConversationId.is_in(cids.iter().copied()))
+                .filter(member::Column::Banned.eq(false))
+                .select_only()
+                .column(member::Column::ConversationId)
+                .column(member::Column::UserId)
+                .into_tuple()
+                .all(&self.db)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, app_id = app, "reading a batch's recipients failed");
+                    continue;
+                }
+            };
+            let mut lists: HashMap<String, Vec<String>> =
+                cids.iter().map(|c| ((*c).to_owned(), Vec::new())).collect();
+            for (cid, user) in rows {
+                lists.entry(cid).or_default().push(user);
+            }
+            for (cid, users) in lists {
+                out.insert((app.to_owned(), cid), Arc::new(users));
+            }
+        }
+        out
+    }
+
+    /// One send in its own transaction (after its batch failed): a unique violation on its
+    /// `client_msg_id` means a concurrent retry won, which is answered with that message.
+    async fn write_one(&self, p: &Pending) -> Slot {
+        match self.write_batch(std::slice::from_ref(p)).await {
+            Ok(mut s) => s.pop().unwrap_or_else(|| {
+                Slot::Failed(ApiError::internal("a batch of one wrote nothing"))
+            }),
+            Err(e) => {
+                if let Some(cm) = &p.msg.content.client_msg_id
+                    && let Ok(Some(orig)) = self
+                        .find_by_client_id(&p.msg.app, &p.msg.cid, &p.msg.sender, cm)
+                        .await
+                {
+                    return Slot::Duplicate(orig);
+                }
+                Slot::Failed(e)
+            }
+        }
+    }
+
+    /// Writes a batch in one transaction; `Err` when the transaction failed (nothing of it is
+    /// written), else what became of each send.
+    async fn write_batch(&self, batch: &[Pending]) -> Result<Vec<Slot>> {
+        let at = now();
+        let n = batch.len();
+        // Retries within the batch: the first one is written, the others answered with it.
+        let mut first: HashMap<(&str, &str, &str, &str), usize> = HashMap::new();
+        let mut same_as: Vec<Option<usize>> = vec![None; n];
+        for (i, p) in batch.iter().enumerate() {
+            if let Some(cm) = &p.msg.content.client_msg_id {
+                let key = (
+                    p.msg.app.as_str(),
+                    p.msg.cid.as_str(),
+                    p.msg.sender.as_str(),
+                    cm.as_str(),
+                );
+                match first.get(&key) {
+                    Some(j) => same_as[i] = Some(*j),
+                    None => {
+                        first.insert(key, i);
+                    }
+                }
+            }
+        }
+        // Messages per conversation, per app, in id order.
+        let mut per_app: BTreeMap<&str, BTreeMap<&str, i64>> = BTreeMap::new();
+        for (i, p) in batch.iter().enumerate() {
+            if same_as[i].is_none() {
+                *per_app
+                    .entry(p.msg.app.as_str())
+                    .or_default()
+                    .entry(p.msg.cid.as_str())
+                    .or_default() += 1;
+            }
+        }
+        let txn = self.db.begin().await?;
+        let pg = txn.get_database_backend() == sea_orm::DbBackend::Postgres;
+        // The next seq to give in each conversation.
+        let mut next: HashMap<(&str, &str), i64> = HashMap::new();
+        for (app, convs) in &per_app {
+            let ids: Vec<&str> = convs.keys().copied().collect();
+            if pg {
+                // Lock the rows in id order first: the UPDATE alone would lock them in the
+                // order it finds them, and two nodes could deadlock.
+                scoped::<conversation::Entity>(app)
+                    .filter(conversation::Column::Id.is_in(ids.iter().copied()))
+                    .order_by_asc(conversation::Column::Id)
+                    .select_only()
+                    .column(conversation::Column::Id)
+                    .lock_exclusive()
+                    .into_tuple::<String>()
+                    .all(&txn)
+                    .await?;
+            }
+            let mut case = CaseStatement::new();
+            for (cid, k) in convs {
+                case = case.case(conversation::Column::Id.eq(*cid), *k);
+            }
+            let case = case.finally(0i64);
+            // The row lock on the conversation serializes writers: seqs are gap-free and
+            // ordered.
+            let updated = conversation::Entity::update_many()
+                .col_expr(
+                    conversation::Column::LastSeq,
+                    Expr::col(conversation::Column::LastSeq).add(Expr::Case(Box::new(case))),
+                )
+                .col_expr(conversation::Column::LastMessageAt, Expr::value(Some(at)))
+                .filter(conversation::Column::AppId.eq(*app))
+                .filter(conversation::Column::Id.is_in(ids.iter().copied()))
+                .exec_with_returning(&txn)
+                .await?;
+            for c in updated {
+                if let Some((cid, k)) = convs.get_key_value(c.id.as_str()) {
+                    next.insert((*app, *cid), c.last_seq - k + 1);
+                }
+            }
+        }
+        let mut slots = Vec::with_capacity(n);
+        let mut messages = Vec::new();
+        for (i, p) in batch.iter().enumerate() {
+            if let Some(j) = same_as[i] {
+                slots.push(Slot::SameAs(j));
+                continue;
+            }
+            let Some(seq) = next.get_mut(&(p.msg.app.as_str(), p.msg.cid.as_str())) else {
+                // The conversation vanished since the send's checks.
+                slots.push(Slot::Failed(ApiError::not_found(
+                    "conversation",
+                    &p.msg.cid,
+                )));
+                continue;
+            };
+            let c = &p.msg.content;
+            let m = message::Model {
+                app_id: p.msg.app.clone(),
+                conversation_id: p.msg.cid.clone(),
+                seq: *seq,
+                id: MessageId::generate().into_string(),
+                sender_id: p.msg.sender.clone(),
+                client_msg_id: c.client_msg_id.clone(),
+                kind: p.msg.kind.to_owned(),
+                text: c.text.clone(),
+                custom: c.custom.clone(),
+                attachments: serde_json::to_value(&c.attachments).unwrap_or_else(|_| json!([])),
+                mentions: json!(c.mentions),
+                parent_id: c.parent_id.clone(),
+                reply_count: 0,
+                created_at: at,
+                edited_at: None,
+                deleted_at: None,
+            };
+            *seq += 1;
+            messages.push(m.clone());
+            slots.push(Slot::New(m));
+        }
+        if !messages.is_empty() {
+            message::Entity::insert_many(
+                messages
+                    .iter()
+                    .cloned()
+                    .map(IntoActiveModel::into_active_model),
+            )
+            .exec_without_returning(&txn)
+            .await?;
+            // The outbox rows say: publication not confirmed yet. If this node dies before a
+            // delivery is out, a relay publishes it (receivers dedupe by message id).
+            outbox::Entity::insert_many(messages.iter().map(|m| {
+                outbox::Model {
+                    app_id: m.app_id.clone(),
+                    message_id: m.id.clone(),
+                    conversation_id: m.conversation_id.clone(),
+                    seq: m.seq,
+                    created_at: at,
+                }
+                .into_active_model()
+            }))
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        // The webhook events commit with their messages: acknowledged means delivered later.
+        let mut events: Vec<webhook_event::ActiveModel> = Vec::new();
+        let mut deliveries: Vec<webhook_delivery::ActiveModel> = Vec::new();
+        for m in &messages {
+            if let Some((e, d)) = self.event_rows(
+                &m.app_id,
+                "message.created",
+                &MessageData {
+                    message: super::message::message_out(m.clone(), BTreeMap::new()),
+                },
+            ) {
+                events.push(e);
+                deliveries.extend(d);
+            }
+        }
+        let n_events = events.len();
+        if !events.is_empty() {
+            webhook_event::Entity::insert_many(events)
+                .exec_without_returning(&txn)
+                .await?;
+            webhook_delivery::Entity::insert_many(deliveries)
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        // Thread replies count on their first message.
+        let mut replies: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for m in &messages {
+            if let Some(p) = &m.parent_id {
+                *replies.entry((m.app_id.as_str(), p.as_str())).or_default() += 1;
+            }
+        }
+        for ((app, parent), k) in replies {
+            message::Entity::update_many()
+                .col_expr(
+                    message::Column::ReplyCount,
+                    Expr::col(message::Column::ReplyCount).add(k),
+                )
+                .filter(message::Column::AppId.eq(app))
+                .filter(message::Column::Id.eq(parent))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        if n_events > 0 {
+            metrics::counter!("starling_webhook_events_total").increment(n_events as u64);
+            self.webhooks.wake();
+        }
+        Ok(slots)
+    }
+}
