@@ -6,6 +6,7 @@ mod harness;
 
 mod asyncapi;
 mod conformance;
+mod group_commit;
 mod messaging;
 mod migrate;
 mod outbox;
