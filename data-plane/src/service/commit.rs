@@ -5,10 +5,13 @@
 //! hook, quotas), then queues a [`Pending`] and waits. The committer takes whatever queued up
 //! while its previous transaction ran (at most `gateway.send_batch_max`) and writes it in one
 //! transaction: per app, the conversations' rows are locked in id order (so two nodes cannot
-//! deadlock) and advanced by one `UPDATE … SET last_seq = last_seq + CASE … END RETURNING`
-//! (several messages of one conversation get consecutive seqs in queue order), then one
-//! multi-row `INSERT` each for the messages, their outbox rows and their webhook events and
-//! deliveries, the thread reply counts, and one `COMMIT`. Every send is answered after that
+//! deadlock) and advanced by one `UPDATE … SET last_seq = last_seq + k … RETURNING` (several
+//! messages of one conversation get consecutive seqs in queue order), then one multi-row
+//! `INSERT` each for the messages, their outbox rows and their webhook events and deliveries,
+//! the thread reply counts, and one `COMMIT`. On PostgreSQL the seq update and the message and
+//! outbox insert are one statement each whose text does not depend on the batch (the rows go
+//! as one JSON parameter), so they are prepared once per connection instead of parsed and
+//! planned again for every batch size. Every send is answered after that
 //! commit. When the transaction fails (a concurrent retry took a `client_msg_id`, say), the
 //! batch is written again one message per transaction, so that only the failing send fails.
 
@@ -17,8 +20,8 @@ use std::sync::Arc;
 
 use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait as _};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter,
+    QuerySelect, Statement, TransactionTrait,
 };
 use serde_json::json;
 use starling_core::error::{ApiError, ErrorCode};
@@ -31,6 +34,36 @@ use crate::entity::{conversation, member, message, outbox, webhook_delivery, web
 use crate::protocol::MessageContent;
 use crate::store::scoped;
 use crate::webhook::catalog::MessageData;
+
+/// Advances the seqs of one app's conversations ($1) by their counts ($2: `[{"id", "k"}]`),
+/// sets `last_message_at` ($3); the rows are locked in id order first. Returns the new
+/// `last_seq` of each conversation that exists.
+const PG_ADVANCE_SEQS: &str = r#"WITH want AS (
+    SELECT id, k FROM jsonb_to_recordset($2::jsonb) AS w(id text, k bigint)
+), locked AS (
+    SELECT id FROM conversation
+    WHERE app_id = $1 AND id IN (SELECT id FROM want)
+    ORDER BY id FOR UPDATE
+)
+UPDATE conversation AS c
+SET last_seq = c.last_seq + want.k, last_message_at = $3
+FROM want, locked
+WHERE c.app_id = $1 AND c.id = want.id AND locked.id = want.id
+RETURNING c.id, c.last_seq"#;
+
+/// Inserts a batch's messages ($1: one JSON object each) and their outbox rows, created at $2.
+const PG_INSERT_MESSAGES: &str = r#"WITH m AS (
+    INSERT INTO message (app_id, conversation_id, seq, id, sender_id, client_msg_id, kind, text,
+        custom, attachments, mentions, parent_id, reply_count, created_at)
+    SELECT app_id, conversation_id, seq, id, sender_id, client_msg_id, kind, text,
+        custom, attachments, mentions, parent_id, 0, $2
+    FROM jsonb_to_recordset($1::jsonb) AS r(app_id text, conversation_id text, seq bigint,
+        id text, sender_id text, client_msg_id text, kind text, text text, custom json,
+        attachments json, mentions json, parent_id text)
+    RETURNING app_id, id, conversation_id, seq
+)
+INSERT INTO outbox (app_id, message_id, conversation_id, seq, created_at)
+SELECT app_id, id, conversation_id, seq, $2 FROM m"#;
 
 /// A checked message to write.
 pub(crate) struct NewMessage {
@@ -276,27 +309,40 @@ impl Messaging {
         // The next seq to give in each conversation.
         let mut next: HashMap<(&str, &str), i64> = HashMap::new();
         for (app, convs) in &per_app {
-            let ids: Vec<&str> = convs.keys().copied().collect();
             if pg {
-                // Lock the rows in id order first: the UPDATE alone would lock them in the
-                // order it finds them, and two nodes could deadlock.
-                scoped::<conversation::Entity>(app)
-                    .filter(conversation::Column::Id.is_in(ids.iter().copied()))
-                    .order_by_asc(conversation::Column::Id)
-                    .select_only()
-                    .column(conversation::Column::Id)
-                    .lock_exclusive()
-                    .into_tuple::<String>()
-                    .all(&txn)
+                // One statement whose text does not depend on the batch (prepared once per
+                // connection): lock the rows in id order (two nodes cannot deadlock), then
+                // advance each by its count.
+                let want = serde_json::Value::Array(
+                    convs
+                        .iter()
+                        .map(|(id, k)| json!({"id": id, "k": k}))
+                        .collect(),
+                );
+                let rows = txn
+                    .query_all_raw(Statement::from_sql_and_values(
+                        DbBackend::Postgres,
+                        PG_ADVANCE_SEQS,
+                        [(*app).into(), want.into(), at.into()],
+                    ))
                     .await?;
+                for r in rows {
+                    let id: String = r.try_get("", "id")?;
+                    let last: i64 = r.try_get("", "last_seq")?;
+                    if let Some((cid, k)) = convs.get_key_value(id.as_str()) {
+                        next.insert((*app, *cid), last - k + 1);
+                    }
+                }
+                continue;
             }
+            let ids: Vec<&str> = convs.keys().copied().collect();
             let mut case = CaseStatement::new();
             for (cid, k) in convs {
                 case = case.case(conversation::Column::Id.eq(*cid), *k);
             }
             let case = case.finally(0i64);
-            // The row lock on the conversation serializes writers: seqs are gap-free and
-            // ordered.
+            // SQLite has one writer: the transaction holds the database, seqs are gap-free
+            // and ordered.
             let updated = conversation::Entity::update_many()
                 .col_expr(
                     conversation::Column::LastSeq,
@@ -351,7 +397,30 @@ impl Messaging {
             messages.push(m.clone());
             slots.push(Slot::New(m));
         }
-        if !messages.is_empty() {
+        // The outbox rows say: publication not confirmed yet. If this node dies before a
+        // delivery is out, a relay publishes it (receivers dedupe by message id).
+        if pg && !messages.is_empty() {
+            let rows = serde_json::Value::Array(
+                messages
+                    .iter()
+                    .map(|m| {
+                        json!({
+                            "app_id": m.app_id, "conversation_id": m.conversation_id,
+                            "seq": m.seq, "id": m.id, "sender_id": m.sender_id,
+                            "client_msg_id": m.client_msg_id, "kind": m.kind, "text": m.text,
+                            "custom": m.custom, "attachments": m.attachments,
+                            "mentions": m.mentions, "parent_id": m.parent_id,
+                        })
+                    })
+                    .collect(),
+            );
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                PG_INSERT_MESSAGES,
+                [rows.into(), at.into()],
+            ))
+            .await?;
+        } else if !messages.is_empty() {
             message::Entity::insert_many(
                 messages
                     .iter()
@@ -360,8 +429,6 @@ impl Messaging {
             )
             .exec_without_returning(&txn)
             .await?;
-            // The outbox rows say: publication not confirmed yet. If this node dies before a
-            // delivery is out, a relay publishes it (receivers dedupe by message id).
             outbox::Entity::insert_many(messages.iter().map(|m| {
                 outbox::Model {
                     app_id: m.app_id.clone(),
