@@ -129,7 +129,12 @@ pub(crate) async fn run(m: Messaging, mut rx: mpsc::Receiver<Pending>, max: usiz
     while rx.recv_many(&mut buf, max.max(1)).await > 0 {
         let batch = std::mem::take(&mut buf);
         let span = tracing::info_span!("commit_batch", size = batch.len());
-        m.commit(batch).instrument(span).await;
+        // A bug in one batch must not stop the node's sends: its senders get `unavailable`
+        // (their answers are dropped) and the committer goes on.
+        let run = std::panic::AssertUnwindSafe(m.commit(batch).instrument(span));
+        if futures::FutureExt::catch_unwind(run).await.is_err() {
+            tracing::error!("writing a batch of messages panicked; its sends were answered unavailable");
+        }
     }
 }
 
@@ -145,7 +150,7 @@ enum Slot {
 
 impl Messaging {
     async fn commit(&self, batch: Vec<Pending>) {
-        metrics::histogram!("starling_send_batch_size").record(batch.len() as f64);
+        metrics::counter!("starling_send_batches_total").increment(1);
         let slots = match self.write_batch(&batch).await {
             Ok(slots) => slots,
             Err(e) if batch.len() > 1 => {
