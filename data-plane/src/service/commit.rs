@@ -133,7 +133,9 @@ pub(crate) async fn run(m: Messaging, mut rx: mpsc::Receiver<Pending>, max: usiz
         // (their answers are dropped) and the committer goes on.
         let run = std::panic::AssertUnwindSafe(m.commit(batch).instrument(span));
         if futures::FutureExt::catch_unwind(run).await.is_err() {
-            tracing::error!("writing a batch of messages panicked; its sends were answered unavailable");
+            tracing::error!(
+                "writing a batch of messages panicked; its sends were answered unavailable"
+            );
         }
     }
 }

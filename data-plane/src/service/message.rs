@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Condition, Expr, ExprTrait as _, JoinType};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
     Set, TransactionTrait,
@@ -433,7 +433,7 @@ impl Messaging {
 
     /// The checks of a send in one round trip: the conversation's post policy, the sender's
     /// membership and account, and whether their `client_msg_id` was seen before. `None` when
-    /// the conversation does not exist in `app`. Every table is read through [`scoped`].
+    /// the conversation does not exist in `app`. Every table is filtered by `app`.
     async fn send_checks(
         &self,
         app: &str,
@@ -444,43 +444,51 @@ impl Messaging {
         fn sub<E: crate::store::AppOwned>(q: sea_orm::Select<E>) -> Expr {
             Expr::SubQuery(None, Box::new(q.into_query().into()))
         }
-        let member = || {
-            scoped::<member::Entity>(app)
-                .filter(member::Column::ConversationId.eq(cid))
-                .filter(member::Column::UserId.eq(sender))
-                .select_only()
-        };
-        let user = || {
-            scoped::<user::Entity>(app)
-                .filter(user::Column::Id.eq(sender))
-                .select_only()
-        };
         let dup = scoped::<message::Entity>(app)
             .filter(message::Column::ConversationId.eq(cid))
             .filter(message::Column::SenderId.eq(sender))
             .filter(message::Column::ClientMsgId.eq(client_msg_id.unwrap_or("")))
             .select_only()
             .column(message::Column::Id);
-        Ok(scoped::<conversation::Entity>(app)
+        let mut q = scoped::<conversation::Entity>(app)
             .filter(conversation::Column::Id.eq(cid))
             .select_only()
             .column(conversation::Column::PostPolicy)
-            .expr_as(sub(member().column(member::Column::Role)), "m_role")
+            .expr_as(Expr::col((member::Entity, member::Column::Role)), "m_role")
             .expr_as(
-                sub(member().column(member::Column::MutedUntil)),
+                Expr::col((member::Entity, member::Column::MutedUntil)),
                 "m_muted_until",
             )
-            .expr_as(sub(member().column(member::Column::Banned)), "m_banned")
-            .expr_as(sub(user().column(user::Column::Status)), "u_status")
-            .expr_as(sub(user().column(user::Column::Banned)), "u_banned")
             .expr_as(
-                sub(user().column(user::Column::BannedUntil)),
+                Expr::col((member::Entity, member::Column::Banned)),
+                "m_banned",
+            )
+            .expr_as(Expr::col((user::Entity, user::Column::Status)), "u_status")
+            .expr_as(Expr::col((user::Entity, user::Column::Banned)), "u_banned")
+            .expr_as(
+                Expr::col((user::Entity, user::Column::BannedUntil)),
                 "u_banned_until",
             )
-            .expr_as(sub(dup), "dup_id")
-            .into_model::<SendCheck>()
-            .one(&self.db)
-            .await?)
+            .expr_as(sub(dup), "dup_id");
+        // The sender's membership and account rows, each by its primary key within `app`
+        // (the joined tables are filtered by the app like everything [`scoped`] builds).
+        QueryTrait::query(&mut q)
+            .join(
+                JoinType::LeftJoin,
+                member::Entity,
+                Condition::all()
+                    .add(Expr::col((member::Entity, member::Column::AppId)).eq(app))
+                    .add(Expr::col((member::Entity, member::Column::ConversationId)).eq(cid))
+                    .add(Expr::col((member::Entity, member::Column::UserId)).eq(sender)),
+            )
+            .join(
+                JoinType::LeftJoin,
+                user::Entity,
+                Condition::all()
+                    .add(Expr::col((user::Entity, user::Column::AppId)).eq(app))
+                    .add(Expr::col((user::Entity, user::Column::Id)).eq(sender)),
+            );
+        Ok(q.into_model::<SendCheck>().one(&self.db).await?)
     }
 
     /// Clears outbox rows in batches (the node runs this in the background).

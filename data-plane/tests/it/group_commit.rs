@@ -20,6 +20,7 @@ backend_tests!(
     concurrent_sends_keep_seqs_gap_free_and_deliver_once,
     failing_sends_in_a_wave_fail_alone,
     a_retry_committed_meanwhile_is_answered_as_duplicate,
+    the_one_check_query_refuses_as_the_separate_checks_did,
 );
 
 async fn send(c: &Cell, app: &TestApp, cid: &str, body: Value) -> (StatusCode, Value) {
@@ -432,5 +433,110 @@ async fn a_retry_committed_meanwhile_is_answered_as_duplicate(b: Backend) {
     assert_eq!(
         events, ids,
         "one event per stored message, none for the loser"
+    );
+}
+
+/// The send checks read in one query keep every refusal of the separate checks: status, code
+/// and a message naming the user or conversation.
+async fn the_one_check_query_refuses_as_the_separate_checks_did(b: Backend) {
+    let c = Cell::start(b).await;
+    let app = c.app(Limits::default()).await;
+    for u in ["owner", "gone", "outlaw", "kicked", "plain", "stranger"] {
+        c.user(&app, u).await;
+    }
+    let g = c
+        .conversation(
+            &app,
+            json!({"kind": "group", "created_by": "owner", "members": ["gone", "outlaw", "kicked", "plain"], "name": "g"}),
+        )
+        .await;
+    let news = c
+        .conversation(
+            &app,
+            json!({"kind": "group", "created_by": "owner", "members": ["plain"], "name": "news", "post_policy": "admins"}),
+        )
+        .await;
+    c.ok(&app, Method::POST, "/v1/users/gone/deactivate", None)
+        .await;
+    c.ok(
+        &app,
+        Method::POST,
+        "/v1/users/outlaw/ban",
+        Some(json!({"reason": "spam"})),
+    )
+    .await;
+    c.ok(
+        &app,
+        Method::PATCH,
+        &format!("/v1/conversations/{g}/members/kicked"),
+        Some(json!({"banned": true})),
+    )
+    .await;
+    let cases: Vec<(&str, &str, u16, &str, String)> = vec![
+        ("nobody", g.as_str(), 404, "not_found", "nobody".into()),
+        (
+            "gone",
+            &g,
+            403,
+            "forbidden",
+            "user gone is deactivated".into(),
+        ),
+        (
+            "outlaw",
+            &g,
+            403,
+            "forbidden",
+            "user outlaw is banned".into(),
+        ),
+        (
+            "kicked",
+            &g,
+            403,
+            "forbidden",
+            format!("user kicked is banned from conversation {g}"),
+        ),
+        (
+            "stranger",
+            &g,
+            403,
+            "forbidden",
+            format!("not a member of conversation {g}"),
+        ),
+        (
+            "plain",
+            &news,
+            403,
+            "forbidden",
+            format!("only admins post in conversation {news}"),
+        ),
+        (
+            "plain",
+            "cnv_nosuchthing",
+            404,
+            "not_found",
+            "cnv_nosuchthing".into(),
+        ),
+    ];
+    for (who, cid, status, code, says) in &cases {
+        let (s, v) = send(&c, &app, cid, json!({"sender_id": who, "text": "hi"})).await;
+        assert_eq!(s.as_u16(), *status, "{who} in {cid}: {v}");
+        assert_eq!(v["code"], *code, "{who} in {cid}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(says.as_str()),
+            "{who} in {cid}: {v} should say {says}"
+        );
+    }
+    // Those who may post still can, and the backend posts as the system.
+    for (who, cid) in [("plain", &g), ("owner", &news)] {
+        let (s, v) = send(&c, &app, cid, json!({"sender_id": who, "text": "ok"})).await;
+        assert_eq!(s, StatusCode::CREATED, "{who}: {v}");
+    }
+    let (s, v) = send(&c, &app, &g, json!({"text": "system"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["message"]["kind"], "system");
+    assert_eq!(
+        history(&c, &app, &g).await.len(),
+        2,
+        "nothing stored for a refusal"
     );
 }
