@@ -21,6 +21,15 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
     // the server, a proxy, a firewall) is pinged now.
     .test_before_acquire_if_idle_for(Duration::from_secs(30))
     .sqlx_logging(false);
+    if !sqlite {
+        // Every statement is prepared (sqlx caches them per connection), and after five runs
+        // PostgreSQL may switch a statement to a generic plan for good. On tables that were
+        // small when that happened (a new database, a new cell) it chose indexes that scan
+        // every message or conversation of the app per send (264 M index tuples read for 23 k
+        // sends in one benchmark, docs/BENCHMARKS.md), until an ANALYZE replanned. Planning
+        // each execution costs tens of microseconds and cannot go that wrong.
+        opts.map_sqlx_postgres_opts(|o| o.options([("plan_cache_mode", "force_custom_plan")]));
+    }
     let db = Database::connect(opts).await?;
     if sqlite {
         // WAL lets readers run beside the writer; the pragma sticks to the database file.

@@ -540,3 +540,22 @@ async fn the_one_check_query_refuses_as_the_separate_checks_did(b: Backend) {
         "nothing stored for a refusal"
     );
 }
+
+/// PostgreSQL connections plan every execution (see `starling_core::db::connect`).
+#[tokio::test]
+async fn postgres_connections_use_custom_plans() {
+    use sea_orm::ConnectionTrait;
+    let url = std::env::var("TEST_DATABASE_URL")
+        .expect("TEST_DATABASE_URL is not set: run the tests with scripts/test");
+    let db = starling_core::db::connect(&url, 1).await.unwrap();
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SHOW plan_cache_mode",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let mode: String = row.try_get("", "plan_cache_mode").unwrap();
+    assert_eq!(mode, "force_custom_plan");
+}
