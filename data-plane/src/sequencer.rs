@@ -14,7 +14,7 @@
 //! order, and clients sync the missing seq as before. (A message whose recipients were not on
 //! this node when it was sent leaves such a gap; it only costs the window.)
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::bus::Delivery;
@@ -42,6 +42,9 @@ struct Lane {
 pub struct Sequencer {
     /// (app, conversation) → lane.
     lanes: HashMap<(String, String), Lane>,
+    /// When each wait began, oldest first, so the next deadline needs no scan of every lane.
+    /// An entry whose lane no longer waits since that instant is stale and skipped.
+    waits: VecDeque<(Instant, (String, String))>,
     last_sweep: Option<Instant>,
 }
 
@@ -70,7 +73,10 @@ impl Sequencer {
         }
         if order.seq > lane.next {
             lane.parked.insert(order.seq, d);
-            lane.waiting_since.get_or_insert(now);
+            if lane.waiting_since.is_none() {
+                lane.waiting_since = Some(now);
+                self.waits.push_back((now, key));
+            }
             if lane.parked.len() > MAX_PARKED {
                 return lane.release_all();
             }
@@ -83,21 +89,33 @@ impl Sequencer {
     }
 
     /// When the earliest wait ends, if anything waits.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.lanes
-            .values()
-            .filter_map(|l| l.waiting_since)
-            .min()
-            .map(|t| t + REORDER_WINDOW)
+    pub fn deadline(&mut self) -> Option<Instant> {
+        while let Some((t, key)) = self.waits.front() {
+            if self
+                .lanes
+                .get(key)
+                .is_some_and(|l| l.waiting_since == Some(*t))
+            {
+                return Some(*t + REORDER_WINDOW);
+            }
+            self.waits.pop_front();
+        }
+        None
     }
 
     /// Gives up the gaps whose window has passed; returns what waited behind them, in order.
     pub fn expire(&mut self, now: Instant) -> Vec<Delivery> {
         let mut out = vec![];
-        for lane in self.lanes.values_mut() {
-            if lane
-                .waiting_since
-                .is_some_and(|t| now.duration_since(t) >= REORDER_WINDOW)
+        while self
+            .waits
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) >= REORDER_WINDOW)
+        {
+            let Some((t, key)) = self.waits.pop_front() else {
+                break;
+            };
+            if let Some(lane) = self.lanes.get_mut(&key)
+                && lane.waiting_since == Some(t)
             {
                 out.extend(lane.release_all());
             }
