@@ -167,9 +167,9 @@ impl Messaging {
             }
             Err(_) => vec![self.write_one(&batch[0]).await],
         };
-        let mut results: Vec<Option<Result<Committed>>> = Vec::with_capacity(batch.len());
+        let mut results: Vec<Result<Committed>> = Vec::with_capacity(batch.len());
         for (i, s) in slots.iter().enumerate() {
-            results.push(Some(match s {
+            results.push(match s {
                 Slot::New(m) => Ok(Committed::New {
                     message: m.clone(),
                     recipients: None,
@@ -183,7 +183,7 @@ impl Messaging {
                     ))),
                 },
                 Slot::Failed(e) => Err(e.clone()),
-            }));
+            });
         }
         // The recipients of every written message, one query per app, off the committer's
         // path: the next batch can start meanwhile.
@@ -192,7 +192,6 @@ impl Messaging {
             async move {
                 let lists = m.recipients_of(&batch, &results).await;
                 for (p, r) in batch.into_iter().zip(results) {
-                    let r = r.unwrap_or_else(|| Err(ApiError::internal("send lost its result")));
                     let r = r.map(|c| match c {
                         Committed::New { message, .. } => Committed::New {
                             recipients: lists
@@ -215,11 +214,11 @@ impl Messaging {
     async fn recipients_of(
         &self,
         batch: &[Pending],
-        results: &[Option<Result<Committed>>],
+        results: &[Result<Committed>],
     ) -> HashMap<(String, String), Arc<Vec<String>>> {
         let mut per_app: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (p, r) in batch.iter().zip(results) {
-            if let Some(Ok(Committed::New { .. })) = r {
+            if let Ok(Committed::New { .. }) = r {
                 let v = per_app.entry(p.msg.app.as_str()).or_default();
                 if !v.contains(&p.msg.cid.as_str()) {
                     v.push(p.msg.cid.as_str());
