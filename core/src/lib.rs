@@ -9,6 +9,8 @@
 //!   metrics middleware.
 //! - [`cache`]: a small key-value cache trait with Redis and in-process implementations (one
 //!   conformance suite for both), used for idempotency keys.
+//! - [`signing`]: the control plane's Ed25519 signatures (config feed, internal calls), verified
+//!   by cells with public keys only.
 //! - [`webhook`]: the webhook event catalog, secrets and Standard Webhooks signatures.
 #![forbid(unsafe_code)]
 
@@ -23,6 +25,7 @@ pub mod id;
 pub mod limits;
 pub mod pulsar;
 pub mod secret;
+pub mod signing;
 pub mod telemetry;
 pub mod usage;
 pub mod webhook;
