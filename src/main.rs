@@ -5,6 +5,7 @@
 //! - `data-plane`: a data-plane gateway node (not built yet),
 //! - `migrate`: apply database migrations and exit,
 //! - `healthcheck`: probe the local server (the container image's health check),
+//! - `keygen`: make a control-plane signing key (config feed and internal calls),
 //! - `specs`: write the generated API specs into `sdk-specs/`.
 #![forbid(unsafe_code)]
 
@@ -129,6 +130,15 @@ enum Command {
         #[arg(long)]
         timeout: Option<u64>,
     },
+    /// Make a new control-plane signing key and print it with its public key.
+    ///
+    /// The control plane signs every app-configuration update and every call to a cell's internal
+    /// API with this Ed25519 key; cells verify with the public key only. Give the private key to
+    /// the control plane alone (STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY or
+    /// auth.control_plane_signing_key_file) and the public key to every cell node
+    /// (STARLING_AUTH__CONTROL_PLANE_PUBLIC_KEYS='["…"]'). To rotate: give cells both public
+    /// keys, switch the control plane to the new key, then drop the old public key.
+    Keygen,
     /// Write the API specs generated from the code (OpenAPI of the admin and server APIs; AsyncAPI
     /// and JSON Schemas of the WebSocket protocol; GraphQL SDL of the console API) into a
     /// directory.
@@ -239,6 +249,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 timeout,
             })
             .await
+        }
+        Command::Keygen => {
+            let key = starling_core::signing::SigningKey::generate();
+            println!("# Starling control-plane signing key {}", key.kid());
+            println!("# private: the control plane only (auth.control_plane_signing_key)");
+            println!("control_plane_signing_key = \"{}\"", key.to_text());
+            println!("# public: every cell node (auth.control_plane_public_keys)");
+            println!(
+                "control_plane_public_keys = [\"{}\"]",
+                key.public_key().to_text()
+            );
+            Ok(())
         }
         Command::Specs { out } => {
             let dir = out.join("openapi");

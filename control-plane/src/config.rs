@@ -391,6 +391,17 @@ pub struct AuthConfig {
     pub key_hash_secret: Option<String>,
     /// A file holding the key-hash secret.
     pub key_hash_secret_file: Option<PathBuf>,
+    /// The control plane's Ed25519 signing key (base64url of 32 random bytes; `starling keygen`
+    /// makes one): it signs every app-configuration update and every call to a cell's internal
+    /// API. Only the control plane holds it. Required by `control-plane` with a Pulsar feed;
+    /// standalone makes one on first start. Prefer `STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY`
+    /// or the file.
+    pub control_plane_signing_key: Option<String>,
+    /// A file holding the signing key.
+    pub control_plane_signing_key_file: Option<PathBuf>,
+    /// The public keys a cell node trusts for the control plane's signatures (base64url; two
+    /// while the signing key is rotated). Required by `data-plane`. Public: safe to publish.
+    pub control_plane_public_keys: Vec<String>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -406,6 +417,15 @@ impl std::fmt::Debug for AuthConfig {
                 &self.key_hash_secret.as_ref().map(|_| "***"),
             )
             .field("key_hash_secret_file", &self.key_hash_secret_file)
+            .field(
+                "control_plane_signing_key",
+                &self.control_plane_signing_key.as_ref().map(|_| "***"),
+            )
+            .field(
+                "control_plane_signing_key_file",
+                &self.control_plane_signing_key_file,
+            )
+            .field("control_plane_public_keys", &self.control_plane_public_keys)
             .finish()
     }
 }
@@ -456,6 +476,29 @@ impl AuthConfig {
             "auth.key_hash_secret",
         )
     }
+
+    /// The control plane's signing key, from the value or the file.
+    pub fn control_plane_signing_key(
+        &self,
+    ) -> Result<Option<starling_core::signing::SigningKey>, ConfigError> {
+        const FIELD: &str = "auth.control_plane_signing_key";
+        secret(
+            &self.control_plane_signing_key,
+            &self.control_plane_signing_key_file,
+            FIELD,
+        )?
+        .map(|t| {
+            starling_core::signing::SigningKey::from_text(&t)
+                .map_err(|e| ConfigError::field(FIELD, format!("{e} (run `starling keygen`)")))
+        })
+        .transpose()
+    }
+
+    /// The public keys a cell trusts for the control plane's signatures.
+    pub fn control_plane_verifier(&self) -> Result<starling_core::signing::Verifier, ConfigError> {
+        starling_core::signing::Verifier::from_texts(&self.control_plane_public_keys)
+            .map_err(|e| ConfigError::field("auth.control_plane_public_keys", e.to_string()))
+    }
 }
 
 impl ControlPlaneConfig {
@@ -488,6 +531,8 @@ impl ControlPlaneConfig {
         }
         self.auth.operator_token()?;
         self.auth.key_hash_secret()?;
+        self.auth.control_plane_signing_key()?;
+        self.auth.control_plane_verifier()?;
         self.telemetry.validate()?;
         self.gateway.validate()?;
         self.console.validate()?;

@@ -136,6 +136,11 @@ mod tests {
 pub struct GatewayConfig {
     /// This node's id within its cell (`STARLING_GATEWAY__NODE_ID`).
     pub node_id: String,
+    /// The data-plane cluster (cell) this node serves: its id (`cls_…`) as registered with the
+    /// control plane (`POST /admin/v1/clusters`). Required by `data-plane`: the node reads only
+    /// its cell's app-configuration feed and accepts only updates and internal calls meant for
+    /// this cell. Standalone serves its `local` cluster and ignores this.
+    pub cluster_id: Option<String>,
     /// Largest WebSocket message a client may send, in bytes.
     pub max_frame_bytes: usize,
     /// Frames queued for one connection before it counts as a slow consumer and is cut off.
@@ -315,6 +320,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             node_id: "node-1".into(),
+            cluster_id: None,
             max_frame_bytes: 64 * 1024,
             outbound_queue: 256,
             write_delay_ms: 0,
@@ -334,6 +340,14 @@ impl Default for GatewayConfig {
 impl GatewayConfig {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(c) = &self.cluster_id
+            && crate::id::ClusterId::parse(c).is_err()
+        {
+            return Err(ConfigError::field(
+                "gateway.cluster_id",
+                "must be a cluster id (cls_…) as POST /admin/v1/clusters returned it",
+            ));
+        }
         let id_ok = !self.node_id.is_empty()
             && self.node_id.len() <= 64
             && self
