@@ -12,11 +12,12 @@ use starling_control_plane::api::AdminState;
 use starling_control_plane::config::{ControlPlaneConfig, redact_url};
 use starling_control_plane::server;
 use starling_control_plane::service::ControlPlane;
-use starling_core::appconfig::{ConfigFeed, InProcessFeed};
+use starling_core::appconfig::{ConfigFeed, InProcessCellFeeds, InProcessFeed};
 use starling_core::secret::{KeyHasher, random_token};
+use starling_core::signing::{SigningKey, Verifier};
 use starling_core::usage::{InProcessUsageFeed, UsageFeed};
 use starling_data_plane::bus::InProcessBus;
-use starling_data_plane::directory::Directory;
+use starling_data_plane::directory::{CellTrust, Directory};
 use starling_data_plane::node::Node;
 use starling_data_plane::registry::InProcessRegistry;
 
@@ -176,18 +177,36 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let base = format!("http://{local}");
 
-    let feed: Arc<dyn ConfigFeed> = Arc::new(InProcessFeed::new());
-    let directory = Arc::new(Directory::new(KeyHasher::new(&key_hash_secret)));
     let cp = server::open(&db_url, cfg.database.max_connections, &key_hash_secret)
         .await
-        .with_context(|| format!("opening the database {}", redact_url(&db_url)))?
-        .with_feed(Arc::new(AppliedFeed {
-            inner: feed.clone(),
-            directory: directory.clone(),
-        }));
-    cp.ensure_local_cluster(Some(format!("ws://{local}")))
+        .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
+    let cluster_id = cp
+        .ensure_local_cluster(Some(format!("ws://{local}")))
         .await
         .map_err(|e| anyhow::anyhow!("registering the local cluster: {e}"))?;
+    // The in-process feeds are rebuilt at every start (publish_all below), so a key made now
+    // signs everything this process's node will read; a configured one is used if given.
+    let signing_key = cfg
+        .auth
+        .control_plane_signing_key()?
+        .unwrap_or_else(SigningKey::generate);
+    let feed: Arc<dyn ConfigFeed> = Arc::new(InProcessFeed::new());
+    let directory = Arc::new(Directory::new(
+        KeyHasher::new(&key_hash_secret),
+        CellTrust {
+            cluster_id: cluster_id.clone(),
+            verifier: Verifier::new([signing_key.public_key()]),
+        },
+    ));
+    let feeds = Arc::new(InProcessCellFeeds::new());
+    feeds.insert(
+        &cluster_id,
+        Arc::new(AppliedFeed {
+            inner: feed.clone(),
+            directory: directory.clone(),
+        }),
+    );
+    let cp = cp.with_feed(feeds, signing_key);
     let cache = server::open_cache(cfg.cache.redis_url.as_deref()).await?;
     let cp = with_billing(cp, &cfg)?;
     // Usage from the in-process node to the control plane.
@@ -321,14 +340,23 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
     if let Some(url) = &cfg.pulsar.url {
+        let signing_key = cfg.auth.control_plane_signing_key()?.context(
+            "auth.control_plane_signing_key: required for control-plane with a Pulsar feed \
+             (STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY or auth.control_plane_signing_key_file; \
+             `starling keygen` makes one)",
+        )?;
         let client =
             starling_core::pulsar::connect(url, std::time::Duration::from_secs(30)).await?;
-        let topic = format!("{}app-config", cfg.pulsar.topic_prefix);
-        provision_pulsar(&cfg).await?;
-        let feed = starling_core::pulsar::PulsarFeed::open(&client, &topic)
-            .await
-            .context("opening the app-config feed")?;
-        cp = cp.with_feed(feed);
+        provision_pulsar(&cfg, None).await?;
+        let feeds = starling_core::pulsar::PulsarCellFeeds::new(
+            client.clone(),
+            &cfg.pulsar.topic_prefix,
+            cfg.pulsar
+                .admin_url
+                .clone()
+                .map(|a| (a, cfg.pulsar.compaction_threshold_bytes)),
+        );
+        cp = cp.with_feed(Arc::new(feeds), signing_key);
         let usage = Arc::new(starling_core::pulsar::PulsarUsageFeed::new(
             client.clone(),
             &format!("{}usage", cfg.pulsar.topic_prefix),
@@ -341,7 +369,7 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
         let cp2 = cp.clone();
         tokio::spawn(async move {
             match cp2.publish_all().await {
-                Ok(n) => tracing::info!(apps = n, topic, "app config republished for cells"),
+                Ok(n) => tracing::info!(apps = n, "app config republished on the cells' feeds"),
                 Err(e) => tracing::error!(error = %e, "republishing app config failed"),
             }
         });
@@ -368,16 +396,20 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// When `pulsar.admin_url` is set: makes sure the Pulsar tenant and namespace exist and the
-/// app-config topic has its policies (see [`starling_core::pulsar::provision`]).
-async fn provision_pulsar(cfg: &ControlPlaneConfig) -> anyhow::Result<()> {
+/// When `pulsar.admin_url` is set: makes sure the Pulsar tenant and namespace exist and, for a
+/// node, that its cell's app-config topic has its policies (see
+/// [`starling_core::pulsar::provision`]).
+async fn provision_pulsar(
+    cfg: &ControlPlaneConfig,
+    feed_topic: Option<&str>,
+) -> anyhow::Result<()> {
     let Some(admin) = &cfg.pulsar.admin_url else {
         return Ok(());
     };
     let p = starling_core::pulsar::provision(
         admin,
         &cfg.pulsar.topic_prefix,
-        &format!("{}app-config", cfg.pulsar.topic_prefix),
+        feed_topic,
         cfg.pulsar.compaction_threshold_bytes,
     )
     .await
@@ -417,20 +449,36 @@ pub async fn run_data_plane(
     let key_hash_secret = cfg.auth.key_hash_secret()?.context(
         "auth.key_hash_secret: required for data-plane (the control plane's, to check API keys)",
     )?;
+    let cluster_id = cfg.gateway.cluster_id.clone().context(
+        "gateway.cluster_id: required for data-plane: the id (cls_…) of the cluster this node \
+         serves, as POST /admin/v1/clusters returned it (STARLING_GATEWAY__CLUSTER_ID)",
+    )?;
+    let verifier = cfg.auth.control_plane_verifier()?;
+    if verifier.is_empty() {
+        anyhow::bail!(
+            "auth.control_plane_public_keys: required for data-plane: the control plane's public \
+             key(s), which every app-config update must be signed with \
+             (STARLING_AUTH__CONTROL_PLANE_PUBLIC_KEYS='[\"…\"]'; `starling keygen` prints it)"
+        );
+    }
     let addr = cfg.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
 
     let client = starling_core::pulsar::connect(&pulsar_url, Duration::from_secs(30)).await?;
-    provision_pulsar(&cfg).await?;
-    let feed = starling_core::pulsar::PulsarFeed::open(
-        &client,
-        &format!("{}app-config", cfg.pulsar.topic_prefix),
-    )
-    .await
-    .context("opening the app-config feed")?;
-    let directory = Arc::new(Directory::new(KeyHasher::new(&key_hash_secret)));
+    let feed_topic = starling_core::pulsar::feed_topic(&cfg.pulsar.topic_prefix, &cluster_id);
+    provision_pulsar(&cfg, Some(&feed_topic)).await?;
+    let feed = starling_core::pulsar::PulsarFeed::open(&client, &feed_topic)
+        .await
+        .context("opening the app-config feed")?;
+    let directory = Arc::new(Directory::new(
+        KeyHasher::new(&key_hash_secret),
+        CellTrust {
+            cluster_id,
+            verifier,
+        },
+    ));
     directory
         .follow(feed)
         .await
@@ -508,20 +556,21 @@ struct AppliedFeed {
 impl ConfigFeed for AppliedFeed {
     async fn publish(
         &self,
-        update: starling_core::appconfig::ConfigUpdate,
+        update: starling_core::appconfig::SignedUpdate,
     ) -> Result<(), starling_core::appconfig::FeedError> {
-        self.directory.apply(update.clone());
+        // Checked like any update (a refusal is counted and logged there).
+        let _ = self.directory.accept(&update);
         self.inner.publish(update).await
     }
 
     async fn snapshot(
         &self,
-    ) -> Result<Vec<starling_core::appconfig::ConfigUpdate>, starling_core::appconfig::FeedError>
+    ) -> Result<Vec<starling_core::appconfig::SignedUpdate>, starling_core::appconfig::FeedError>
     {
         self.inner.snapshot().await
     }
 
-    fn updates(&self) -> tokio::sync::broadcast::Receiver<starling_core::appconfig::ConfigUpdate> {
+    fn updates(&self) -> tokio::sync::broadcast::Receiver<starling_core::appconfig::SignedUpdate> {
         self.inner.updates()
     }
 }

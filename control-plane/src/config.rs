@@ -276,10 +276,11 @@ pub struct DemoConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct PulsarConfig {
     /// `pulsar://host:6650`. Required by `data-plane`; when set for `control-plane`, app
-    /// configuration is published on the feed topic for cells. Unset in standalone: in-process.
+    /// configuration is published, signed, on each cell's feed topic. Unset in standalone:
+    /// in-process.
     pub url: Option<String>,
-    /// Prefix of every topic name: the feed is `<prefix>app-config`, node inboxes
-    /// `<prefix>inbox-<node>`.
+    /// Prefix of every topic name: each cell's feed is `<prefix>app-config-<cluster id>`, node
+    /// inboxes `<prefix>inbox-<node>`.
     pub topic_prefix: String,
     /// The broker's admin REST API, `http://host:8080`. When set, `control-plane` and
     /// `data-plane` make sure at start that the tenant and namespace of `topic_prefix` exist and
@@ -708,7 +709,11 @@ mod doc_tests {
             operator_token_file: Some(PathBuf::new()),
             key_hash_secret: Some(String::new()),
             key_hash_secret_file: Some(PathBuf::new()),
+            control_plane_signing_key: Some(String::new()),
+            control_plane_signing_key_file: Some(PathBuf::new()),
+            control_plane_public_keys: vec![],
         };
+        cfg.gateway.cluster_id = Some(String::new());
         cfg.telemetry.otlp_endpoint = Some(String::new());
         cfg.pulsar.url = Some(String::new());
         cfg.gateway.control_plane_url = Some(String::new());

@@ -1,10 +1,19 @@
 //! The app configuration that flows from the control plane to data-plane cells: each app's
 //! status, effective limits, API-key hashes and user-token secrets, keyed by app id.
 //!
-//! The feed behaves like a compacted topic: a subscriber first reads the latest value of every
-//! app (the snapshot), then follows updates. Updates carry a version, so applying one twice or
-//! out of order is harmless. In standalone the feed is in-process ([`InProcessFeed`]); in a cell
-//! it is a Pulsar compacted topic.
+//! Each cell has a feed of its own, carrying only the apps placed on it. The feed behaves like a
+//! compacted topic: a subscriber first reads the latest value of every app (the snapshot), then
+//! follows updates. In standalone the feed is in-process ([`InProcessFeed`]); in a cell it is a
+//! Pulsar compacted topic per cell.
+//!
+//! Every update travels as a [`SignedUpdate`]: the update and the cell it is meant for, signed
+//! with the control plane's Ed25519 key ([`crate::signing`]). A node applies an update only if
+//! the signature verifies with a public key it trusts and the update names its own cell, so
+//! whoever can write to the bus can neither forge an app's configuration (a token secret, a
+//! lifted suspension, a version so high that later revocations are ignored) nor move one
+//! cell's configuration into another. Versions are inside the signed bytes, so no producer but
+//! the control plane can choose one; a replayed older update loses to the newer one already
+//! applied.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -16,6 +25,7 @@ use tokio::sync::broadcast;
 
 use crate::id::{ApiKeyId, AppId, TenantId};
 use crate::limits::Limits;
+use crate::signing::{SigningError, SigningKey, Verifier};
 
 /// One API key as a cell needs it to authenticate requests locally.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,27 +177,171 @@ impl ConfigUpdate {
     }
 }
 
+/// The signature context of app-config updates (see [`crate::signing`]).
+pub const SIGNING_CONTEXT: &str = "starling-app-config-v1";
+
+/// What is signed: an update and the cell it is meant for.
+#[derive(Serialize, Deserialize)]
+struct Addressed {
+    cluster_id: String,
+    update: ConfigUpdate,
+}
+
+/// An update as it travels on a cell's feed, signed by the control plane.
+///
+/// `app_id` and `version` are repeated outside the signed payload only so that a feed can key
+/// and order messages without verifying; [`SignedUpdate::open`] refuses an envelope whose copies
+/// differ from the signed ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedUpdate {
+    /// The app (the feed's compaction key).
+    pub app_id: AppId,
+    /// The update's version.
+    pub version: i64,
+    /// The id of the control-plane key that signed.
+    pub kid: String,
+    /// The signed bytes: the update and its cell, as JSON.
+    pub payload: String,
+    /// Ed25519 signature of `payload` (base64url).
+    pub sig: String,
+}
+
+/// Why a node refused an update.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// Not signed by a key this node trusts, or altered after signing.
+    #[error("signature: {0}")]
+    Signature(#[from] SigningError),
+    /// Signed for another cell.
+    #[error("meant for cluster {0}, not this one")]
+    OtherCell(String),
+    /// The signed payload does not parse, or the envelope disagrees with it.
+    #[error("malformed: {0}")]
+    Malformed(String),
+}
+
+impl Rejected {
+    /// A fixed label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejected::Signature(SigningError::UnknownKey(_)) => "unknown_key",
+            Rejected::Signature(_) => "bad_signature",
+            Rejected::OtherCell(_) => "other_cell",
+            Rejected::Malformed(_) => "malformed",
+        }
+    }
+}
+
+impl SignedUpdate {
+    /// Signs `update` for the cell `cluster_id`.
+    pub fn sign(key: &SigningKey, cluster_id: &str, update: &ConfigUpdate) -> Self {
+        let payload = serde_json::to_string(&Addressed {
+            cluster_id: cluster_id.to_owned(),
+            update: update.clone(),
+        })
+        .expect("config updates serialize");
+        Self {
+            app_id: update.app_id().clone(),
+            version: update.version(),
+            kid: key.kid().to_owned(),
+            sig: key.sign(SIGNING_CONTEXT, payload.as_bytes()),
+            payload,
+        }
+    }
+
+    /// The app the update is about (as the envelope says; checked by [`Self::open`]).
+    pub fn app_id(&self) -> &AppId {
+        &self.app_id
+    }
+
+    /// Its version (as the envelope says; checked by [`Self::open`]).
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// The update, if a trusted key signed it for the cell `cluster_id`.
+    pub fn open(&self, verifier: &Verifier, cluster_id: &str) -> Result<ConfigUpdate, Rejected> {
+        verifier.verify(
+            SIGNING_CONTEXT,
+            &self.kid,
+            self.payload.as_bytes(),
+            &self.sig,
+        )?;
+        let a: Addressed =
+            serde_json::from_str(&self.payload).map_err(|e| Rejected::Malformed(e.to_string()))?;
+        if a.cluster_id != cluster_id {
+            return Err(Rejected::OtherCell(a.cluster_id));
+        }
+        if a.update.app_id() != &self.app_id || a.update.version() != self.version {
+            return Err(Rejected::Malformed(
+                "the envelope's app or version differs from the signed update".into(),
+            ));
+        }
+        Ok(a.update)
+    }
+}
+
 /// Publishing or reading the feed failed.
 #[derive(Debug, thiserror::Error)]
 #[error("config feed: {0}")]
 pub struct FeedError(pub String);
 
-/// The app-config feed between the planes.
+/// One cell's app-config feed between the planes. It moves signed updates and never checks
+/// them: the nodes do ([`SignedUpdate::open`]).
 #[async_trait]
 pub trait ConfigFeed: Send + Sync + 'static {
     /// Publishes a change (the latest per app wins).
-    async fn publish(&self, update: ConfigUpdate) -> Result<(), FeedError>;
+    async fn publish(&self, update: SignedUpdate) -> Result<(), FeedError>;
     /// The latest update of every app.
-    async fn snapshot(&self) -> Result<Vec<ConfigUpdate>, FeedError>;
+    async fn snapshot(&self) -> Result<Vec<SignedUpdate>, FeedError>;
     /// Updates from now on. Subscribe before taking the snapshot so nothing falls between.
-    fn updates(&self) -> broadcast::Receiver<ConfigUpdate>;
+    fn updates(&self) -> broadcast::Receiver<SignedUpdate>;
+}
+
+/// The feeds of every cell, by cluster id: where the control plane publishes.
+#[async_trait]
+pub trait CellFeeds: Send + Sync + 'static {
+    /// The feed of the cell `cluster_id` (opened on first use).
+    async fn feed(&self, cluster_id: &str) -> Result<std::sync::Arc<dyn ConfigFeed>, FeedError>;
+}
+
+/// In-process feeds, one per cell (standalone and tests).
+#[derive(Default)]
+pub struct InProcessCellFeeds {
+    feeds: RwLock<HashMap<String, std::sync::Arc<dyn ConfigFeed>>>,
+}
+
+impl InProcessCellFeeds {
+    /// No feeds yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Uses `feed` for the cell `cluster_id` (e.g. one that also applies to a local node).
+    pub fn insert(&self, cluster_id: &str, feed: std::sync::Arc<dyn ConfigFeed>) {
+        self.feeds
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cluster_id.to_owned(), feed);
+    }
+}
+
+#[async_trait]
+impl CellFeeds for InProcessCellFeeds {
+    async fn feed(&self, cluster_id: &str) -> Result<std::sync::Arc<dyn ConfigFeed>, FeedError> {
+        let mut feeds = self.feeds.write().unwrap_or_else(|p| p.into_inner());
+        Ok(feeds
+            .entry(cluster_id.to_owned())
+            .or_insert_with(|| std::sync::Arc::new(InProcessFeed::new()))
+            .clone())
+    }
 }
 
 /// The in-process feed of a standalone process: a map of the latest update per app, plus a
 /// broadcast channel for followers.
 pub struct InProcessFeed {
-    latest: RwLock<HashMap<AppId, ConfigUpdate>>,
-    tx: broadcast::Sender<ConfigUpdate>,
+    latest: RwLock<HashMap<AppId, SignedUpdate>>,
+    tx: broadcast::Sender<SignedUpdate>,
 }
 
 impl Default for InProcessFeed {
@@ -208,23 +362,21 @@ impl InProcessFeed {
 
 #[async_trait]
 impl ConfigFeed for InProcessFeed {
-    async fn publish(&self, update: ConfigUpdate) -> Result<(), FeedError> {
-        {
-            let mut latest = self.latest.write().unwrap_or_else(|p| p.into_inner());
-            let newer = latest
-                .get(update.app_id())
-                .is_none_or(|old| old.version() <= update.version());
-            if !newer {
-                return Ok(());
-            }
-            latest.insert(update.app_id().clone(), update.clone());
-        }
+    async fn publish(&self, update: SignedUpdate) -> Result<(), FeedError> {
+        // The last message per app wins, as in a compacted topic. The feed does not order by
+        // version: that number is only trustworthy once a node has verified the signature, so
+        // a forged envelope with a huge version must not be able to hold back later genuine
+        // updates here (nodes drop stale ones themselves).
+        self.latest
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(update.app_id().clone(), update.clone());
         // No subscriber is fine.
         let _ = self.tx.send(update);
         Ok(())
     }
 
-    async fn snapshot(&self) -> Result<Vec<ConfigUpdate>, FeedError> {
+    async fn snapshot(&self) -> Result<Vec<SignedUpdate>, FeedError> {
         Ok(self
             .latest
             .read()
@@ -234,7 +386,7 @@ impl ConfigFeed for InProcessFeed {
             .collect())
     }
 
-    fn updates(&self) -> broadcast::Receiver<ConfigUpdate> {
+    fn updates(&self) -> broadcast::Receiver<SignedUpdate> {
         self.tx.subscribe()
     }
 }
@@ -260,8 +412,19 @@ pub mod conformance {
     use super::*;
     use std::time::Duration;
 
-    fn config(app: &AppId, version: i64, suspended: Option<&str>) -> ConfigUpdate {
-        ConfigUpdate::Upsert(AppConfig {
+    /// The key the suite signs with (feeds do not verify; nodes do).
+    fn key() -> &'static SigningKey {
+        static KEY: std::sync::OnceLock<SigningKey> = std::sync::OnceLock::new();
+        KEY.get_or_init(SigningKey::generate)
+    }
+
+    /// `update` signed for the suite's cell.
+    pub fn signed(update: ConfigUpdate) -> SignedUpdate {
+        SignedUpdate::sign(key(), "cls_conformance", &update)
+    }
+
+    fn config(app: &AppId, version: i64, suspended: Option<&str>) -> SignedUpdate {
+        signed(ConfigUpdate::Upsert(AppConfig {
             app_id: app.clone(),
             tenant_id: TenantId::generate(),
             suspended: suspended.map(str::to_owned),
@@ -272,7 +435,7 @@ pub mod conformance {
             webhooks: vec![],
             pre_send_hook: None,
             version,
-        })
+        }))
     }
 
     /// Runs every check against `feed` (which may hold other apps' updates).
@@ -290,10 +453,10 @@ pub mod conformance {
         feed.publish(config(&b, next_version(), None))
             .await
             .unwrap();
-        feed.publish(ConfigUpdate::Delete {
+        feed.publish(signed(ConfigUpdate::Delete {
             app_id: b.clone(),
             version: next_version(),
-        })
+        }))
         .await
         .unwrap();
 
@@ -317,9 +480,13 @@ pub mod conformance {
             let of_a: Vec<_> = snap.iter().filter(|u| u.app_id() == &a).collect();
             let of_b: Vec<_> = snap.iter().filter(|u| u.app_id() == &b).collect();
             if of_a.len() == 1 && of_a[0].version() == v2 && of_b.len() == 1 {
+                let verifier = Verifier::new([key().public_key()]);
                 assert!(
-                    matches!(of_b[0], ConfigUpdate::Delete { .. }),
-                    "b's latest is its deletion"
+                    matches!(
+                        of_b[0].open(&verifier, "cls_conformance"),
+                        Ok(ConfigUpdate::Delete { .. })
+                    ),
+                    "b's latest is its deletion, intact"
                 );
                 break;
             }
@@ -339,6 +506,55 @@ mod tests {
     #[tokio::test]
     async fn in_process_feed_conforms() {
         conformance::run(&InProcessFeed::new()).await;
+    }
+
+    fn deletion(version: i64) -> ConfigUpdate {
+        ConfigUpdate::Delete {
+            app_id: AppId::generate(),
+            version,
+        }
+    }
+
+    #[test]
+    fn a_signed_update_opens_only_for_its_cell_with_a_trusted_key() {
+        let cp = SigningKey::generate();
+        let trust = Verifier::new([cp.public_key()]);
+        let u = deletion(next_version());
+        let s = SignedUpdate::sign(&cp, "cls_a", &u);
+        assert_eq!(s.open(&trust, "cls_a"), Ok(u.clone()));
+        // Cell B is handed cell A's genuine update.
+        assert_eq!(
+            s.open(&trust, "cls_b"),
+            Err(Rejected::OtherCell("cls_a".into()))
+        );
+        // Anyone else's key, whatever version it claims.
+        let forger = SigningKey::generate();
+        let forged = SignedUpdate::sign(&forger, "cls_a", &deletion(i64::MAX));
+        assert_eq!(
+            forged.open(&trust, "cls_a").unwrap_err().reason(),
+            "unknown_key"
+        );
+        // The forger reuses the control plane's key id.
+        let mut lying = forged.clone();
+        lying.kid = cp.kid().to_owned();
+        assert_eq!(
+            lying.open(&trust, "cls_a").unwrap_err().reason(),
+            "bad_signature"
+        );
+        // A genuine signature over an altered payload.
+        let mut altered = s.clone();
+        altered.payload = altered.payload.replace("cls_a", "cls_b");
+        assert_eq!(
+            altered.open(&trust, "cls_b").unwrap_err().reason(),
+            "bad_signature"
+        );
+        // The unsigned copy of the version is raised to win the feed's ordering.
+        let mut bumped = s.clone();
+        bumped.version = i64::MAX;
+        assert_eq!(
+            bumped.open(&trust, "cls_a").unwrap_err().reason(),
+            "malformed"
+        );
     }
 
     #[test]

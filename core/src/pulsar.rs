@@ -1,10 +1,12 @@
 //! Apache Pulsar: the client, the provisioning of Starling's tenant, namespace and topic policies
 //! through Pulsar's admin REST API, and the app-config feed as a compacted topic.
 //!
-//! The feed topic is keyed by app id, so topic compaction keeps the latest configuration of
-//! every app. A [`PulsarFeed`] reads the topic from the start (compacted view) in a background
-//! task, keeps the latest update per app, and broadcasts every update it reads: the same
-//! behaviour as the in-process feed, over the network, for every node of every cell.
+//! Each cell has its own feed topic ([`feed_topic`]), keyed by app id, so topic compaction keeps
+//! the latest configuration of every app placed on that cell. A [`PulsarFeed`] reads the topic
+//! from the start (compacted view) in a background task, keeps the latest update per app, and
+//! broadcasts every update it reads: the same behaviour as the in-process feed, over the
+//! network, for every node of the cell. The control plane publishes through
+//! [`PulsarCellFeeds`], one producer per cell topic.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -16,7 +18,7 @@ use pulsar::consumer::InitialPosition;
 use pulsar::{ConsumerOptions, Pulsar, TokioExecutor};
 use tokio::sync::{Mutex, broadcast, watch};
 
-use crate::appconfig::{ConfigFeed, ConfigUpdate, FeedError};
+use crate::appconfig::{CellFeeds, ConfigFeed, FeedError, SignedUpdate};
 use crate::id::AppId;
 
 /// A Pulsar client (cheap to clone).
@@ -38,8 +40,8 @@ fn ferr(e: impl std::fmt::Display) -> FeedError {
 pub struct PulsarFeed {
     topic: String,
     producer: Mutex<pulsar::Producer<TokioExecutor>>,
-    latest: Arc<RwLock<HashMap<AppId, ConfigUpdate>>>,
-    tx: broadcast::Sender<ConfigUpdate>,
+    latest: Arc<RwLock<HashMap<AppId, SignedUpdate>>>,
+    tx: broadcast::Sender<SignedUpdate>,
     ready: watch::Receiver<bool>,
 }
 
@@ -66,7 +68,7 @@ impl PulsarFeed {
             .into_reader::<Vec<u8>>()
             .await?;
         let last = reader.get_last_message_id().await.ok();
-        let latest: Arc<RwLock<HashMap<AppId, ConfigUpdate>>> = Arc::default();
+        let latest: Arc<RwLock<HashMap<AppId, SignedUpdate>>> = Arc::default();
         let (tx, _) = broadcast::channel(4096);
         let (ready_tx, ready) = watch::channel(false);
         // An empty topic reports a last id with entry_id u64::MAX (or none): nothing to wait for.
@@ -82,16 +84,13 @@ impl PulsarFeed {
                 match reader.try_next().await {
                     Ok(Some(msg)) => {
                         let id = msg.message_id().clone();
-                        match serde_json::from_slice::<ConfigUpdate>(&msg.payload.data) {
+                        match serde_json::from_slice::<SignedUpdate>(&msg.payload.data) {
                             Ok(u) => {
-                                {
-                                    let mut m = l2.write().unwrap_or_else(|p| p.into_inner());
-                                    if m.get(u.app_id())
-                                        .is_none_or(|old| old.version() <= u.version())
-                                    {
-                                        m.insert(u.app_id().clone(), u.clone());
-                                    }
-                                }
+                                // Last message per app wins, as compaction keeps it; the
+                                // version is checked by the nodes, after the signature.
+                                l2.write()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .insert(u.app_id().clone(), u.clone());
                                 let _ = t2.send(u);
                             }
                             Err(e) => {
@@ -121,15 +120,81 @@ impl PulsarFeed {
         }))
     }
 
+    /// A feed that only publishes on `topic` (the control plane's side): no reader, so its
+    /// snapshot is empty and it sees no updates.
+    pub async fn publisher(client: &Client, topic: &str) -> anyhow::Result<Arc<Self>> {
+        let producer = client
+            .producer()
+            .with_topic(topic)
+            .with_name(format!("app-config-{}", ulid::Ulid::new()))
+            .build()
+            .await?;
+        Ok(Arc::new(Self {
+            topic: topic.to_owned(),
+            producer: Mutex::new(producer),
+            latest: Arc::default(),
+            tx: broadcast::channel(1).0,
+            ready: watch::channel(true).1,
+        }))
+    }
+
     /// The topic.
     pub fn topic(&self) -> &str {
         &self.topic
     }
 }
 
+/// The app-config topic of the cell `cluster_id` under `topic_prefix`.
+pub fn feed_topic(topic_prefix: &str, cluster_id: &str) -> String {
+    format!("{topic_prefix}app-config-{}", cluster_id.to_lowercase())
+}
+
+/// The control plane's publishers, one per cell's app-config topic, opened on first use (and
+/// given their topic policies through the admin API when one is configured).
+pub struct PulsarCellFeeds {
+    client: Client,
+    topic_prefix: String,
+    admin: Option<(String, u64)>,
+    feeds: Mutex<HashMap<String, Arc<dyn ConfigFeed>>>,
+}
+
+impl PulsarCellFeeds {
+    /// Publishers under `topic_prefix`; with `admin` (`(admin_url, compaction_threshold)`), each
+    /// new cell topic gets the feed's policies before its first message.
+    pub fn new(client: Client, topic_prefix: &str, admin: Option<(String, u64)>) -> Self {
+        Self {
+            client,
+            topic_prefix: topic_prefix.to_owned(),
+            admin,
+            feeds: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl CellFeeds for PulsarCellFeeds {
+    async fn feed(&self, cluster_id: &str) -> Result<Arc<dyn ConfigFeed>, FeedError> {
+        let mut feeds = self.feeds.lock().await;
+        if let Some(f) = feeds.get(cluster_id) {
+            return Ok(f.clone());
+        }
+        let topic = feed_topic(&self.topic_prefix, cluster_id);
+        if let Some((admin, threshold)) = &self.admin {
+            provision_feed_topic(admin, &topic, *threshold)
+                .await
+                .map_err(ferr)?;
+        }
+        let feed: Arc<dyn ConfigFeed> = PulsarFeed::publisher(&self.client, &topic)
+            .await
+            .map_err(ferr)?;
+        feeds.insert(cluster_id.to_owned(), feed.clone());
+        Ok(feed)
+    }
+}
+
 #[async_trait]
 impl ConfigFeed for PulsarFeed {
-    async fn publish(&self, update: ConfigUpdate) -> Result<(), FeedError> {
+    async fn publish(&self, update: SignedUpdate) -> Result<(), FeedError> {
         let msg = pulsar::producer::Message {
             payload: serde_json::to_vec(&update).map_err(ferr)?,
             // The compaction key: the latest message per app survives compaction.
@@ -147,7 +212,7 @@ impl ConfigFeed for PulsarFeed {
         Ok(())
     }
 
-    async fn snapshot(&self) -> Result<Vec<ConfigUpdate>, FeedError> {
+    async fn snapshot(&self) -> Result<Vec<SignedUpdate>, FeedError> {
         let mut ready = self.ready.clone();
         tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r))
             .await
@@ -162,7 +227,7 @@ impl ConfigFeed for PulsarFeed {
             .collect())
     }
 
-    fn updates(&self) -> broadcast::Receiver<ConfigUpdate> {
+    fn updates(&self) -> broadcast::Receiver<SignedUpdate> {
         self.tx.subscribe()
     }
 }
@@ -198,49 +263,30 @@ fn split_topic(topic: &str) -> anyhow::Result<(&str, &str, &str)> {
 /// - the tenant and namespace of `topic_prefix` (the tenant allowed on every cluster the broker
 ///   knows): a platform's own namespace, so its quotas, policies and permissions are its own and
 ///   not those of `public/default`;
-/// - on the app-config feed topic `feed_topic`: infinite retention and no deletion while
-///   inactive (without a durable subscription Pulsar may otherwise drop the ledgers that hold
-///   the configuration of apps that have not changed for a long time), and a compaction
-///   threshold so the broker compacts it by itself (Pulsar compacts only when asked or when a
-///   threshold is set) and a node's start-up read stays short.
+/// - on an app-config feed topic `feed_topic` (a cell's): its policies, see
+///   [`provision_feed_topic`]. The control plane provisions each cell's topic when it first
+///   publishes to it.
 ///
 /// Node inbox topics keep the namespace defaults: they are consumed by a durable subscription,
 /// and what is acknowledged may go.
 pub async fn provision(
     admin_url: &str,
     topic_prefix: &str,
-    feed_topic: &str,
+    feed_topic: Option<&str>,
     compaction_threshold_bytes: u64,
 ) -> anyhow::Result<Provisioned> {
     use reqwest::StatusCode;
     let (tenant, namespace, _) = split_topic(topic_prefix)?;
-    let (ft, fns, fname) = split_topic(feed_topic)?;
-    // Checked before any call, so a bad pair of names changes nothing in Pulsar.
-    if (ft, fns) != (tenant, namespace) {
-        anyhow::bail!("{feed_topic:?} is not under the topic prefix {topic_prefix:?}");
+    if let Some(feed_topic) = feed_topic {
+        let (ft, fns, _) = split_topic(feed_topic)?;
+        // Checked before any call, so a bad pair of names changes nothing in Pulsar.
+        if (ft, fns) != (tenant, namespace) {
+            anyhow::bail!("{feed_topic:?} is not under the topic prefix {topic_prefix:?}");
+        }
     }
     let base = admin_url.trim_end_matches('/');
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let http = admin_http()?;
     let ctx = |what: &str| format!("Pulsar admin API at {base}: {what}");
-    // Sends one request; `ok` lists the statuses that mean done (409: it already exists).
-    let send = |req: reqwest::RequestBuilder, what: String, ok: &'static [StatusCode]| async move {
-        let res = req
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-        let status = res.status();
-        if status.is_success() || ok.contains(&status) {
-            Ok(status)
-        } else {
-            let body = res.text().await.unwrap_or_default();
-            anyhow::bail!(
-                "{what}: {status} {}",
-                body.chars().take(300).collect::<String>()
-            )
-        }
-    };
     let clusters: Vec<String> = http
         .get(format!("{base}/admin/v2/clusters"))
         .send()
@@ -249,7 +295,7 @@ pub async fn provision(
         .map_err(|e| anyhow::anyhow!("{}: {e}", ctx("listing clusters")))?
         .json()
         .await?;
-    let created_tenant = send(
+    let created_tenant = admin_send(
         http.put(format!("{base}/admin/v2/tenants/{tenant}"))
             .json(&serde_json::json!({"allowedClusters": clusters, "adminRoles": []})),
         ctx(&format!("creating tenant {tenant}")),
@@ -257,28 +303,83 @@ pub async fn provision(
     )
     .await?
         != StatusCode::CONFLICT;
-    let created_namespace = send(
+    let created_namespace = admin_send(
         http.put(format!("{base}/admin/v2/namespaces/{tenant}/{namespace}")),
         ctx(&format!("creating namespace {tenant}/{namespace}")),
         &[StatusCode::CONFLICT],
     )
     .await?
         != StatusCode::CONFLICT;
+    if let Some(feed_topic) = feed_topic {
+        provision_feed_topic(admin_url, feed_topic, compaction_threshold_bytes).await?;
+    }
+    Ok(Provisioned {
+        tenant: tenant.to_owned(),
+        namespace: format!("{tenant}/{namespace}"),
+        created_tenant,
+        created_namespace,
+    })
+}
+
+/// The HTTP client for Pulsar's admin REST API.
+fn admin_http() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+/// Sends one admin request; `ok` lists the statuses that also mean done (409: it exists).
+async fn admin_send(
+    req: reqwest::RequestBuilder,
+    what: String,
+    ok: &'static [reqwest::StatusCode],
+) -> anyhow::Result<reqwest::StatusCode> {
+    let res = req
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    let status = res.status();
+    if status.is_success() || ok.contains(&status) {
+        Ok(status)
+    } else {
+        let body = res.text().await.unwrap_or_default();
+        anyhow::bail!(
+            "{what}: {status} {}",
+            body.chars().take(300).collect::<String>()
+        )
+    }
+}
+
+/// Gives one app-config feed topic (one per cell) its policies, idempotently: infinite
+/// retention and no deletion while inactive (without a durable subscription Pulsar may
+/// otherwise drop the ledgers that hold the configuration of apps that have not changed for a
+/// long time), and a compaction threshold so the broker compacts it by itself and a node's
+/// start-up read stays short. Its namespace must exist.
+pub async fn provision_feed_topic(
+    admin_url: &str,
+    feed_topic: &str,
+    compaction_threshold_bytes: u64,
+) -> anyhow::Result<()> {
+    use reqwest::StatusCode;
+    let (ft, fns, fname) = split_topic(feed_topic)?;
+    let base = admin_url.trim_end_matches('/');
+    let http = admin_http()?;
+    let ctx = |what: &str| format!("Pulsar admin API at {base}: {what}");
     let topic = format!("{base}/admin/v2/persistent/{ft}/{fns}/{fname}");
-    send(
+    admin_send(
         http.put(&topic),
         ctx(&format!("creating topic {feed_topic}")),
         &[StatusCode::CONFLICT],
     )
     .await?;
-    send(
+    admin_send(
         http.post(format!("{topic}/retention"))
             .json(&serde_json::json!({"retentionTimeInMinutes": -1, "retentionSizeInMB": -1})),
         ctx(&format!("setting the retention of {feed_topic}")),
         &[],
     )
     .await?;
-    send(
+    admin_send(
         http.post(format!("{topic}/inactiveTopicPolicies"))
             .json(&serde_json::json!({
                 "inactiveTopicDeleteMode": "delete_when_no_subscriptions",
@@ -289,19 +390,14 @@ pub async fn provision(
         &[],
     )
     .await?;
-    send(
+    admin_send(
         http.post(format!("{topic}/compactionThreshold"))
             .json(&compaction_threshold_bytes),
         ctx(&format!("setting the compaction threshold of {feed_topic}")),
         &[],
     )
     .await?;
-    Ok(Provisioned {
-        tenant: tenant.to_owned(),
-        namespace: format!("{tenant}/{namespace}"),
-        created_tenant,
-        created_namespace,
-    })
+    Ok(())
 }
 
 /// Usage reports from cells to the control plane on a Pulsar topic (see [`crate::usage`]).
@@ -429,6 +525,8 @@ impl crate::usage::UsageFeed for PulsarUsageFeed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::appconfig::ConfigUpdate;
+    use crate::appconfig::conformance::signed;
 
     /// Needs the Pulsar started by `scripts/test` (`TEST_PULSAR_URL`); fails loudly without it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,10 +580,14 @@ mod tests {
         let run = ulid::Ulid::new().to_string().to_lowercase();
         let prefix = format!("persistent://starling-test-{run}/cell/starling-");
         let topic = format!("{prefix}app-config");
-        let first = provision(&admin, &prefix, &topic, 1024).await.unwrap();
+        let first = provision(&admin, &prefix, Some(&topic), 1024)
+            .await
+            .unwrap();
         assert_eq!(first.namespace, format!("starling-test-{run}/cell"));
         assert!(first.created_tenant && first.created_namespace, "{first:?}");
-        let second = provision(&admin, &prefix, &topic, 1024).await.unwrap();
+        let second = provision(&admin, &prefix, Some(&topic), 1024)
+            .await
+            .unwrap();
         assert!(
             !second.created_tenant && !second.created_namespace,
             "{second:?}"
@@ -518,18 +620,18 @@ mod tests {
         let mut last_a = 0;
         for _ in 0..3 {
             last_a = crate::appconfig::next_version();
-            feed.publish(ConfigUpdate::Delete {
+            feed.publish(signed(ConfigUpdate::Delete {
                 app_id: a.clone(),
                 version: last_a,
-            })
+            }))
             .await
             .unwrap();
         }
         let last_b = crate::appconfig::next_version();
-        feed.publish(ConfigUpdate::Delete {
+        feed.publish(signed(ConfigUpdate::Delete {
             app_id: b.clone(),
             version: last_b,
-        })
+        }))
         .await
         .unwrap();
         // Compact now rather than wait for the threshold check (every 60 s by default).
@@ -577,7 +679,7 @@ mod tests {
         let e = provision(
             "http://127.0.0.1:1",
             "persistent://a/b/x-",
-            "persistent://a/c/x-app-config",
+            Some("persistent://a/c/x-app-config"),
             1,
         )
         .await

@@ -1,6 +1,10 @@
 //! What this node knows about apps, fed by the control plane (see `starling_core::appconfig`):
 //! it authenticates API keys and verifies user tokens locally, with no control-plane call per
 //! request. A revoked key stops working as soon as its update arrives.
+//!
+//! The node applies only updates the control plane signed for this node's cell ([`CellTrust`]);
+//! anything else is refused, logged and counted in `starling_config_updates_rejected_total`
+//! by reason (`unknown_key`, `bad_signature`, `other_cell`, `malformed`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -8,11 +12,22 @@ use std::sync::{Arc, RwLock};
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use starling_core::appconfig::{AppConfig, ConfigFeed, ConfigUpdate};
+use starling_core::appconfig::{AppConfig, ConfigFeed, ConfigUpdate, Rejected, SignedUpdate};
 use starling_core::error::{ApiError, ErrorCode};
 use starling_core::id::{ApiKeyId, AppId, TenantId};
 use starling_core::limits::Limits;
 use starling_core::secret::{KeyHasher, split_api_key};
+use starling_core::signing::Verifier;
+
+/// Whose configuration a node accepts: updates the control plane signed (verified with its
+/// public keys) for this node's cell.
+#[derive(Debug, Clone)]
+pub struct CellTrust {
+    /// This node's cell (`gateway.cluster_id`).
+    pub cluster_id: String,
+    /// The control plane's public keys (`auth.control_plane_public_keys`).
+    pub verifier: Verifier,
+}
 
 /// Who is calling the server API.
 #[derive(Debug, Clone)]
@@ -66,6 +81,8 @@ struct State {
 pub struct Directory {
     state: RwLock<State>,
     hasher: KeyHasher,
+    trust: CellTrust,
+    rejected: std::sync::atomic::AtomicU64,
 }
 
 fn unauthorized(msg: impl Into<String>) -> ApiError {
@@ -73,11 +90,48 @@ fn unauthorized(msg: impl Into<String>) -> ApiError {
 }
 
 impl Directory {
-    /// An empty directory; keys are checked with `hasher`.
-    pub fn new(hasher: KeyHasher) -> Self {
+    /// An empty directory; keys are checked with `hasher`, updates with `trust`.
+    pub fn new(hasher: KeyHasher, trust: CellTrust) -> Self {
         Self {
             state: RwLock::new(State::default()),
             hasher,
+            trust,
+            rejected: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// How many updates this node refused (also in the metrics, by reason).
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// This node's cell.
+    pub fn cluster_id(&self) -> &str {
+        &self.trust.cluster_id
+    }
+
+    /// Applies a signed update if the control plane signed it for this cell (and it is newer
+    /// than what this node has); else refuses it, logs and counts why.
+    pub fn accept(&self, signed: &SignedUpdate) -> Result<(), Rejected> {
+        match signed.open(&self.trust.verifier, &self.trust.cluster_id) {
+            Ok(update) => {
+                self.apply(update);
+                Ok(())
+            }
+            Err(e) => {
+                self.rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics::counter!("starling_config_updates_rejected_total", "reason" => e.reason())
+                    .increment(1);
+                tracing::warn!(
+                    app_id = %signed.app_id,
+                    version = signed.version,
+                    reason = e.reason(),
+                    error = %e,
+                    "app-config update refused"
+                );
+                Err(e)
+            }
         }
     }
 
@@ -86,8 +140,9 @@ impl Directory {
         starling_core::secret::internal_api_token(&self.hasher)
     }
 
-    /// Applies an update unless an equal or newer one was applied already.
-    pub fn apply(&self, update: ConfigUpdate) {
+    /// Applies an update unless an equal or newer one was applied already. Only for updates
+    /// already verified ([`Self::accept`] checks them).
+    fn apply(&self, update: ConfigUpdate) {
         let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
         let app = update.app_id().clone();
         if s.versions.get(&app).is_some_and(|v| *v >= update.version()) {
@@ -118,20 +173,24 @@ impl Directory {
     pub async fn follow(self: &Arc<Self>, feed: Arc<dyn ConfigFeed>) -> anyhow::Result<()> {
         let mut rx = feed.updates();
         for u in feed.snapshot().await? {
-            self.apply(u);
+            let _ = self.accept(&u);
         }
         let me = self.clone();
         tokio::spawn(async move {
             loop {
                 match rx.recv().await {
-                    Ok(u) => me.apply(u),
+                    Ok(u) => {
+                        let _ = me.accept(&u);
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(
                             missed = n,
                             "app config feed lagged; reloading the snapshot"
                         );
                         match feed.snapshot().await {
-                            Ok(all) => all.into_iter().for_each(|u| me.apply(u)),
+                            Ok(all) => all.iter().for_each(|u| {
+                                let _ = me.accept(u);
+                            }),
                             Err(e) => tracing::error!(error = %e, "reloading app config failed"),
                         }
                     }

@@ -175,8 +175,27 @@ impl CellFixture {
             ]
         };
         let cp_addr = format!("127.0.0.1:{}", free_port());
+        let (signing_key, public_key) =
+            starling_e2e::keygen(&starling_e2e::starling_bin()).unwrap();
+        // The cell's cluster id: registered once the control plane is up, before the nodes.
+        let cluster_id = std::cell::RefCell::new(String::new());
         let spawn = |args: &[&str], listen: &str| {
             let mut env = common(listen);
+            if args[0] == "control-plane" {
+                env.push((
+                    "STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY".into(),
+                    signing_key.clone(),
+                ));
+            } else {
+                env.push((
+                    "STARLING_AUTH__CONTROL_PLANE_PUBLIC_KEYS".into(),
+                    format!("[\"{public_key}\"]"),
+                ));
+                env.push((
+                    "STARLING_GATEWAY__CLUSTER_ID".into(),
+                    cluster_id.borrow().clone(),
+                ));
+            }
             if let Some(ep) = &otlp {
                 env.push(("STARLING_TELEMETRY__OTLP_ENDPOINT".into(), ep.clone()));
                 let name = args.last().copied().unwrap_or("starling");
@@ -210,13 +229,20 @@ impl CellFixture {
         wait_healthy(&format!("{cp}/readyz"), Duration::from_secs(60))
             .await
             .unwrap();
-        let mut nodes = Vec::new();
+        let addrs: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let nodes: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
+        let c = reqwest::Client::new();
+        use reqwest::Method;
+        // The operator registers the cell; its nodes are started with its id.
+        let (st, cl) = call(&c, Method::POST, &format!("{cp}/admin/v1/clusters"), OPERATOR, Some(json!({"name": format!("cell-{}", ulid::Ulid::new().to_string().to_lowercase()), "region": "local", "capacity_apps": 100, "endpoint": nodes[0]}))).await;
+        assert_eq!(st, 201, "{cl}");
+        *cluster_id.borrow_mut() = cl["id"].as_str().unwrap().to_owned();
         let mut procs = Vec::new();
-        for i in 0..n {
-            let addr = format!("127.0.0.1:{}", free_port());
+        for (i, addr) in addrs.iter().enumerate() {
             let id = format!("node-{}", (b'a' + i as u8) as char);
-            procs.push(spawn(&["data-plane", "--node-id", &id], &addr));
-            nodes.push(format!("http://{addr}"));
+            procs.push(spawn(&["data-plane", "--node-id", &id], addr));
         }
         for node in &nodes {
             if let Err(e) = wait_healthy(&format!("{node}/readyz"), Duration::from_secs(60)).await {
@@ -226,8 +252,6 @@ impl CellFixture {
                 panic!("{e}");
             }
         }
-        let c = reqwest::Client::new();
-        use reqwest::Method;
         let (st, t) = call(
             &c,
             Method::POST,
@@ -238,9 +262,7 @@ impl CellFixture {
         .await;
         assert_eq!(st, 201, "{t}");
         let t = t["id"].as_str().unwrap().to_owned();
-        // The operator registers the cell, then places the app on it.
-        let (st, cl) = call(&c, Method::POST, &format!("{cp}/admin/v1/clusters"), OPERATOR, Some(json!({"name": format!("cell-{}", ulid::Ulid::new().to_string().to_lowercase()), "region": "local", "capacity_apps": 100, "endpoint": nodes[0]}))).await;
-        assert_eq!(st, 201, "{cl}");
+        // The app is placed on the cell.
         let (st, a) = call(&c, Method::POST, &format!("{cp}/admin/v1/tenants/{t}/apps"), OPERATOR, Some(json!({"name": "Chat", "cluster_id": cl["id"], "quota_overrides": {"api_requests_per_second": 100000, "concurrent_connections": 100000}}))).await;
         assert_eq!(st, 201, "{a}");
         let a = a["id"].as_str().unwrap().to_owned();

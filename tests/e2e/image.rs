@@ -239,7 +239,13 @@ async fn image_processes_start_from_terraform_env_only() {
         ulid::Ulid::new().to_string().to_lowercase()
     );
     let mut samples: BTreeMap<&str, String> = BTreeMap::new();
+    let (signing_key, public_key) = starling_e2e::keygen(&starling_e2e::starling_bin()).unwrap();
     for (k, v) in [
+        ("STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY", signing_key),
+        (
+            "STARLING_AUTH__CONTROL_PLANE_PUBLIC_KEYS",
+            format!("[\"{public_key}\"]"),
+        ),
         ("STARLING_DATABASE__URL", env("TEST_DATABASE_URL")),
         ("STARLING_DATABASE__MAX_CONNECTIONS", "5".into()),
         ("STARLING_CACHE__REDIS_URL", env("TEST_REDIS_URL")),
@@ -308,6 +314,22 @@ async fn image_processes_start_from_terraform_env_only() {
         "{out}"
     );
 
+    // The operator registers the cell; its nodes are started with its id (as the cell module's
+    // cluster_id variable gives it).
+    let (st, cl) = call(
+        Method::POST,
+        &format!("{cp_base}/admin/v1/clusters"),
+        OPERATOR,
+        Some(json!({
+            "name": format!("image-{}", ulid::Ulid::new().to_string().to_lowercase()),
+            "region": "local",
+            "capacity_apps": 10,
+        })),
+    )
+    .await;
+    assert_eq!(st, 201, "{cl}");
+    let cluster_id = cl["id"].as_str().unwrap().to_owned();
+    samples.insert("STARLING_GATEWAY__CLUSTER_ID", cluster_id.clone());
     let node_dir = tempfile::tempdir().unwrap();
     let (mut node, node_port, node_env) =
         spawn_on_free_port("data-plane", node_dir.path(), |port| {
@@ -339,8 +361,12 @@ async fn image_processes_start_from_terraform_env_only() {
         "the node logs JSON: {logs:?}"
     );
 
-    // Both were told the admin API: the feed topic has its policies.
-    assert_feed_policies(&format!("{prefix}app-config"), 2_097_152).await;
+    // Both were told the admin API: the cell's feed topic has its policies.
+    assert_feed_policies(
+        &format!("{prefix}app-config-{}", cluster_id.to_lowercase()),
+        2_097_152,
+    )
+    .await;
 
     // The two work together: the control plane's key reaches the node over Pulsar.
     let (st, t) = call(
@@ -352,19 +378,6 @@ async fn image_processes_start_from_terraform_env_only() {
     .await;
     assert_eq!(st, 201, "{t}");
     let t = t["id"].as_str().unwrap();
-    let (st, cl) = call(
-        Method::POST,
-        &format!("{cp_base}/admin/v1/clusters"),
-        OPERATOR,
-        Some(json!({
-            "name": format!("image-{}", ulid::Ulid::new().to_string().to_lowercase()),
-            "region": "local",
-            "capacity_apps": 10,
-            "endpoint": node_base,
-        })),
-    )
-    .await;
-    assert_eq!(st, 201, "{cl}");
     let (st, a) = call(
         Method::POST,
         &format!("{cp_base}/admin/v1/tenants/{t}/apps"),

@@ -53,6 +53,35 @@ pub fn starling_bin() -> PathBuf {
     .clone()
 }
 
+/// A control-plane signing key pair from `bin keygen`: `(private, public)` in the text forms the
+/// settings take (`auth.control_plane_signing_key`, one of `auth.control_plane_public_keys`).
+pub fn keygen(bin: &Path) -> anyhow::Result<(String, String)> {
+    let out = Command::new(bin)
+        .arg("keygen")
+        .output()
+        .context("running starling keygen")?;
+    if !out.status.success() {
+        bail!(
+            "starling keygen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|v| {
+                v.trim_matches(|c| c == '"' || c == '[' || c == ']' || c == ' ')
+                    .to_owned()
+            })
+            .with_context(|| format!("keygen printed no {prefix:?} line: {text}"))
+    };
+    Ok((
+        value("control_plane_signing_key = ")?,
+        value("control_plane_public_keys = ")?,
+    ))
+}
+
 /// A free TCP port on 127.0.0.1 (free when asked; the child binds it right after).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -263,7 +263,7 @@ impl ControlPlane {
 
     /// Deletes an app and its API keys.
     pub async fn delete_app(&self, tenant: &TenantId, id: &AppId) -> Result<()> {
-        self.app_model(tenant, id).await?;
+        let old = self.app_model(tenant, id).await?;
         let txn = self.db.begin().await?;
         api_key::Entity::delete_many()
             .filter(api_key::Column::TenantId.eq(tenant.as_str()))
@@ -276,7 +276,7 @@ impl ControlPlane {
             .exec(&txn)
             .await?;
         txn.commit().await?;
-        self.publish_app(tenant.as_str(), id.as_str()).await;
+        self.publish_removal(&old.cluster_id, id.as_str()).await;
         Ok(())
     }
 
@@ -327,9 +327,14 @@ impl ControlPlane {
             return Ok(a.into());
         }
         let c = self.place(Some(input.cluster_id.as_str()), None).await?;
+        let old_cluster = a.cluster_id.clone();
         let mut m: app::ActiveModel = a.into();
         m.cluster_id = Set(c.id);
         m.updated_at = Set(super::now());
-        Ok(m.update(&self.db).await?.into())
+        let out = m.update(&self.db).await?;
+        // The old cell forgets the app (its keys and secrets) before the new one learns it.
+        self.publish_removal(&old_cluster, id.as_str()).await;
+        self.publish_app(tenant.as_str(), id.as_str()).await;
+        Ok(out.into())
     }
 }

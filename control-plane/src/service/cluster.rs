@@ -294,19 +294,35 @@ impl ControlPlane {
         })
     }
 
-    /// Registers the `local` cluster of a standalone process when no cluster exists yet.
-    pub async fn ensure_local_cluster(&self, endpoint: Option<String>) -> Result<()> {
-        if cluster::Entity::find().count(&self.db).await? > 0 {
-            return Ok(());
+    /// The cluster a standalone process serves, registered as `local` when no cluster exists
+    /// yet; its id.
+    pub async fn ensure_local_cluster(&self, endpoint: Option<String>) -> Result<String> {
+        use sea_orm::QueryOrder;
+        // The cluster standalone's node serves: `local`, else (renamed) the first one made.
+        if let Some(c) = cluster::Entity::find()
+            .filter(cluster::Column::Name.eq("local"))
+            .one(&self.db)
+            .await?
+        {
+            return Ok(c.id);
         }
-        self.create_cluster(ClusterIn {
-            name: "local".into(),
-            region: "local".into(),
-            endpoint,
-            capacity_apps: 10_000,
-            status: None,
-        })
-        .await?;
-        Ok(())
+        if let Some(c) = cluster::Entity::find()
+            .order_by_asc(cluster::Column::CreatedAt)
+            .order_by_asc(cluster::Column::Id)
+            .one(&self.db)
+            .await?
+        {
+            return Ok(c.id);
+        }
+        let c = self
+            .create_cluster(ClusterIn {
+                name: "local".into(),
+                region: "local".into(),
+                endpoint,
+                capacity_apps: 10_000,
+                status: None,
+            })
+            .await?;
+        Ok(c.id.to_string())
     }
 }

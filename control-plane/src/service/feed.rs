@@ -1,25 +1,37 @@
 //! Publishing app configuration to data-plane cells (see `starling_core::appconfig`).
 //!
 //! Every change that alters what a cell must know about an app (status, limits, keys, token
-//! secrets) republishes that app's whole configuration, after the change is committed. At start
-//! the control plane republishes every app, so the feed's compacted view is complete.
+//! secrets) republishes that app's whole configuration, after the change is committed, signed
+//! for the cell the app is placed on and on that cell's feed only: no cell learns the apps of
+//! another. Moving an app publishes its deletion to the old cell first. At start the control
+//! plane republishes every app, so each feed's compacted view is complete.
 
 use std::sync::Arc;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use starling_core::appconfig::{
-    AppConfig, ConfigFeed, ConfigUpdate, KeyConfig, TokenSecret, next_version,
+    AppConfig, CellFeeds, ConfigUpdate, KeyConfig, SignedUpdate, TokenSecret, next_version,
 };
 use starling_core::id::{ApiKeyId, AppId, TenantId};
 use starling_core::limits::Limits;
+use starling_core::signing::SigningKey;
 
 use super::{ControlPlane, Result};
 use crate::entity::{Status, api_key, app, plan, pre_send_hook, tenant, webhook_endpoint};
 
+/// Where and how app configuration is published: each cell's feed, and the signing key.
+#[derive(Clone)]
+pub struct Publisher {
+    /// The feeds, by cluster id.
+    pub feeds: Arc<dyn CellFeeds>,
+    /// The control plane's signing key.
+    pub key: SigningKey,
+}
+
 impl ControlPlane {
-    /// Publishes app configuration on `feed` from now on.
-    pub fn with_feed(mut self, feed: Arc<dyn ConfigFeed>) -> Self {
-        self.feed = Some(feed);
+    /// Publishes app configuration on each cell's feed in `feeds` from now on, signed with `key`.
+    pub fn with_feed(mut self, feeds: Arc<dyn CellFeeds>, key: SigningKey) -> Self {
+        self.feed = Some(Publisher { feeds, key });
         self
     }
 
@@ -109,31 +121,60 @@ impl ControlPlane {
         }))
     }
 
-    async fn send(&self, update: ConfigUpdate) {
-        if let Some(feed) = &self.feed
-            && let Err(e) = feed.publish(update).await
-        {
+    async fn send(&self, cluster_id: &str, update: ConfigUpdate) {
+        let Some(p) = &self.feed else { return };
+        let signed = SignedUpdate::sign(&p.key, cluster_id, &update);
+        let r = match p.feeds.feed(cluster_id).await {
+            Ok(feed) => feed.publish(signed).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
             // The next change of this app, or the next start, republishes it.
-            tracing::error!(error = %e, "publishing app config failed");
+            tracing::error!(error = %e, cluster_id, "publishing app config failed");
         }
     }
 
-    /// Republishes one app (or its deletion, when it is gone).
+    /// The cluster an app is placed on, if the app exists.
+    async fn cluster_of(&self, tenant_id: &str, app_id: &str) -> Result<Option<String>> {
+        Ok(app::Entity::find()
+            .filter(app::Column::TenantId.eq(tenant_id))
+            .filter(app::Column::Id.eq(app_id))
+            .one(&self.db)
+            .await?
+            .map(|a| a.cluster_id))
+    }
+
+    /// Republishes one app on its cell's feed.
     pub(crate) async fn publish_app(&self, tenant_id: &str, app_id: &str) {
         if self.feed.is_none() {
             return;
         }
-        match self.app_config(tenant_id, app_id).await {
-            Ok(Some(c)) => self.send(ConfigUpdate::Upsert(c)).await,
-            Ok(None) => {
-                self.send(ConfigUpdate::Delete {
-                    app_id: AppId::from_trusted(app_id.to_owned()),
-                    version: next_version(),
-                })
-                .await
+        let cluster = match self.cluster_of(tenant_id, app_id).await {
+            Ok(Some(c)) => c,
+            // Gone: its deletion was published by whoever deleted it (it knew the cell).
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, app_id, "reading app config to publish failed");
+                return;
             }
+        };
+        match self.app_config(tenant_id, app_id).await {
+            Ok(Some(c)) => self.send(&cluster, ConfigUpdate::Upsert(c)).await,
+            Ok(None) => {}
             Err(e) => tracing::error!(error = %e, app_id, "reading app config to publish failed"),
         }
+    }
+
+    /// Publishes that an app is gone from the cell `cluster_id` (deleted, or moved away).
+    pub(crate) async fn publish_removal(&self, cluster_id: &str, app_id: &str) {
+        self.send(
+            cluster_id,
+            ConfigUpdate::Delete {
+                app_id: AppId::from_trusted(app_id.to_owned()),
+                version: next_version(),
+            },
+        )
+        .await
     }
 
     /// Republishes every app of a tenant.

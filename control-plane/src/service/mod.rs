@@ -143,8 +143,9 @@ pub struct ControlPlane {
     pub db: DatabaseConnection,
     /// Hashes API-key secrets.
     pub hasher: KeyHasher,
-    /// Where app configuration is published for data-plane cells, if anywhere.
-    pub feed: Option<std::sync::Arc<dyn starling_core::appconfig::ConfigFeed>>,
+    /// Where app configuration is published for data-plane cells (each cell's feed), and the
+    /// key every update is signed with; `None`: nowhere.
+    pub feed: Option<feed::Publisher>,
     /// The time usage periods and billing grace periods are taken from.
     pub clock: std::sync::Arc<dyn starling_core::clock::Clock>,
     /// Called for every quota threshold event (webhooks plug in here).

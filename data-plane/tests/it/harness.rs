@@ -8,14 +8,16 @@ use futures::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use starling_core::appconfig::{
-    AppConfig, ConfigFeed, ConfigUpdate, InProcessFeed, KeyConfig, TokenSecret, next_version,
+    AppConfig, ConfigFeed, ConfigUpdate, InProcessFeed, KeyConfig, SignedUpdate, TokenSecret,
+    next_version,
 };
 use starling_core::config::GatewayConfig;
 use starling_core::id::{AppId, TenantId, TokenSecretId};
 use starling_core::limits::Limits;
 use starling_core::secret::{KeyHasher, generate_api_key, random_token};
+use starling_core::signing::{SigningKey, Verifier};
 use starling_data_plane::bus::InProcessBus;
-use starling_data_plane::directory::Directory;
+use starling_data_plane::directory::{CellTrust, Directory};
 use starling_data_plane::node::Node;
 use starling_data_plane::registry::InProcessRegistry;
 use tokio::sync::{OnceCell, mpsc};
@@ -33,6 +35,19 @@ pub enum Backend {
 }
 
 const KEY_HASH_SECRET: &str = "dp-test-key-hash-secret-0123456789abcdef";
+/// The cell the test nodes serve.
+pub const CLUSTER_ID: &str = "cls_01JTESTCE11000000000000000";
+
+/// The control plane's signing key, as the test nodes trust it.
+pub fn control_plane_key() -> &'static SigningKey {
+    static KEY: std::sync::OnceLock<SigningKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(SigningKey::generate)
+}
+
+/// `update` as the control plane sends it to the test cell.
+pub fn signed(update: ConfigUpdate) -> SignedUpdate {
+    SignedUpdate::sign(control_plane_key(), CLUSTER_ID, &update)
+}
 static PG_MIGRATED: OnceCell<()> = OnceCell::const_new();
 
 pub struct Cell {
@@ -174,7 +189,13 @@ impl Cell {
         let mut base = String::new();
         for i in 0..n {
             let db = starling_core::db::connect(&url, 10).await.expect("connect");
-            let directory = Arc::new(Directory::new(KeyHasher::new(KEY_HASH_SECRET)));
+            let directory = Arc::new(Directory::new(
+                KeyHasher::new(KEY_HASH_SECRET),
+                CellTrust {
+                    cluster_id: CLUSTER_ID.into(),
+                    verifier: Verifier::new([control_plane_key().public_key()]),
+                },
+            ));
             directory.follow(feed.clone()).await.unwrap();
             let mut g = GatewayConfig {
                 node_id: format!("node-{i}-{}", ulid::Ulid::new()),
@@ -257,7 +278,7 @@ impl Cell {
     pub async fn publish(&self, mut cfg: AppConfig) -> AppConfig {
         cfg.version = next_version();
         self.feed
-            .publish(ConfigUpdate::Upsert(cfg.clone()))
+            .publish(signed(ConfigUpdate::Upsert(cfg.clone())))
             .await
             .unwrap();
         for _ in 0..200 {

@@ -90,3 +90,22 @@ variable "backups" {
     error_message = "backups.destination must be an s3:// or gs:// prefix without a trailing '/'."
   }
 }
+
+variable "control_plane_signing_key" {
+  description = "The control plane's signing key from `starling keygen`. Pass it as TF_VAR_control_plane_signing_key; never an output."
+  type        = string
+  sensitive   = true
+}
+
+variable "control_plane_public_key" {
+  description = "The public key `starling keygen` printed beside the signing key; every cell trusts it."
+  type        = string
+}
+
+variable "cluster_ids" {
+  description = "The ids the control plane gave the two cells when they were registered (POST /admin/v1/clusters), by region key."
+  type = object({
+    eu = string
+    us = string
+  })
+}

@@ -51,6 +51,8 @@ locals {
       "STARLING_DATABASE__URL"         = local.database_secret
       "STARLING_AUTH__OPERATOR_TOKEN"  = { name = local.auth_secret, key = "operator-token" }
       "STARLING_AUTH__KEY_HASH_SECRET" = { name = local.auth_secret, key = "key-hash-secret" }
+      # Signs every app-config update and internal call; only the control plane holds it.
+      "STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY" = { name = local.auth_secret, key = "control-plane-signing-key" }
     },
     var.redis_enabled && var.redis_password != null ? {
       "STARLING_CACHE__REDIS_URL" = { name = kubernetes_secret_v1.redis_url[0].metadata[0].name, key = "url" }
@@ -80,14 +82,15 @@ resource "kubernetes_secret_v1" "auth" {
   }
 
   data = {
-    "operator-token"  = var.operator_token
-    "key-hash-secret" = var.key_hash_secret
+    "operator-token"            = var.operator_token
+    "key-hash-secret"           = var.key_hash_secret
+    "control-plane-signing-key" = var.control_plane_signing_key
   }
 
   lifecycle {
     precondition {
-      condition     = var.operator_token != null && var.key_hash_secret != null
-      error_message = "Set operator_token and key_hash_secret, or existing_auth_secret."
+      condition     = var.operator_token != null && var.key_hash_secret != null && var.control_plane_signing_key != null
+      error_message = "Set operator_token, key_hash_secret and control_plane_signing_key, or existing_auth_secret."
     }
   }
 }

@@ -81,8 +81,20 @@ variable "key_hash_secret" {
   }
 }
 
+variable "control_plane_signing_key" {
+  description = "The control plane's Ed25519 signing key (`starling keygen` prints it with its public key, which every cell gets as control_plane_public_keys). It signs every app-config update and every call to a cell's internal API. Ignored when existing_auth_secret is set; never an output."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.control_plane_signing_key == null || can(regex("^[A-Za-z0-9_-]{43}$", coalesce(var.control_plane_signing_key, "x")))
+    error_message = "control_plane_signing_key must be the 43-character key `starling keygen` prints."
+  }
+}
+
 variable "existing_auth_secret" {
-  description = "Name of an existing Secret in the namespace with keys `operator-token` and `key-hash-secret` (e.g. synced from a secret manager), so the secrets never pass through Terraform. Null: the module makes one from operator_token and key_hash_secret."
+  description = "Name of an existing Secret in the namespace with keys `operator-token`, `key-hash-secret` and `control-plane-signing-key` (e.g. synced from a secret manager), so the secrets never pass through Terraform. Null: the module makes one from operator_token and key_hash_secret."
   type        = string
   default     = null
 

@@ -39,7 +39,8 @@ locals {
   # Clients go through the proxy; the admin REST API is asked of the brokers directly.
   pulsar_url       = "pulsar://${local.pulsar}-proxy.${local.namespace}.svc:6650"
   pulsar_admin_url = "http://${local.pulsar}-broker.${local.namespace}.svc:8080"
-  feed_topic       = "${var.pulsar_topic_prefix}app-config"
+  # The cell's own app-config topic: only the apps placed on it (see core/src/pulsar.rs feed_topic).
+  feed_topic = "${var.pulsar_topic_prefix}app-config-${lower(var.cluster_id)}"
 
   redis_url_plain = var.redis_password == null ? "redis://${module.redis.host}:6379/0" : null
 
@@ -63,6 +64,8 @@ locals {
       "STARLING_GATEWAY__OUTBOUND_QUEUE"            = tostring(var.gateway.outbound_queue)
       "STARLING_GATEWAY__WRITE_DELAY_MS"            = tostring(var.gateway.write_delay_ms)
       "STARLING_GATEWAY__CONTROL_PLANE_URL"         = var.control_plane_url
+      "STARLING_GATEWAY__CLUSTER_ID"                = var.cluster_id
+      "STARLING_AUTH__CONTROL_PLANE_PUBLIC_KEYS"    = jsonencode(var.control_plane_public_keys)
     } : k => v if v != null
   }
 

@@ -45,6 +45,26 @@ variable "image" {
   }
 }
 
+variable "cluster_id" {
+  description = "The id (cls_…) the control plane gave this cell when the operator registered it (POST /admin/v1/clusters). Nodes read only this cell's app-config feed and accept only updates signed for it."
+  type        = string
+
+  validation {
+    condition     = can(regex("^cls_[0-9A-Za-z]{26}$", var.cluster_id))
+    error_message = "cluster_id must be a cluster id (cls_ followed by 26 characters)."
+  }
+}
+
+variable "control_plane_public_keys" {
+  description = "The control plane's public signing key(s) (`starling keygen` prints one); two while the control plane's key is rotated. Public: not a secret."
+  type        = list(string)
+
+  validation {
+    condition     = length(var.control_plane_public_keys) > 0 && alltrue([for k in var.control_plane_public_keys : can(regex("^[A-Za-z0-9_-]{43}$", k))])
+    error_message = "control_plane_public_keys must list at least one 43-character public key as `starling keygen` prints it."
+  }
+}
+
 variable "key_hash_secret" {
   description = "The control plane's key_hash_secret (gateways check API keys with it). Ignored when existing_auth_secret is set; never an output."
   type        = string

@@ -97,6 +97,8 @@ pub struct Server {
     pub bin: Option<PathBuf>,
     /// For a cell: how many data-plane nodes it has.
     pub cell_nodes: Option<usize>,
+    /// The cluster id the spawned cell's nodes serve (apps are placed on it).
+    pub cell_cluster: Option<String>,
     children: Vec<Child>,
     log: Arc<Mutex<ServerLog>>,
     _dir: Option<tempfile::TempDir>,
@@ -239,6 +241,7 @@ impl Server {
             pids: vec![child.id()],
             bin: Some(bin.to_owned()),
             cell_nodes: None,
+            cell_cluster: None,
             children: vec![child],
             log,
             _dir: Some(dir),
@@ -292,6 +295,7 @@ impl Server {
             pids: pid.into_iter().collect(),
             bin: None,
             cell_nodes: None,
+            cell_cluster: None,
             children: Vec::new(),
             log: Arc::default(),
             _dir: None,
@@ -349,26 +353,65 @@ impl Server {
             pids: Vec::new(),
             bin: Some(bin.to_owned()),
             cell_nodes: Some(nodes),
+            cell_cluster: None,
             children: Vec::new(),
             log,
             _dir: None,
         };
-        let mut start = |args: &[&str], tag: &str| -> anyhow::Result<String> {
-            let listen = format!("127.0.0.1:{}", starling_e2e::free_port());
-            let (child, rx) =
-                spawn_child(bin, args, &common(&listen), dir.path(), &server.log, tag)?;
-            std::thread::spawn(move || for _ in rx {});
-            server.pids.push(child.id());
-            server.children.push(child);
-            Ok(listen)
-        };
-        let cp = start(&["control-plane"], "control-plane")?;
+        let (signing_key, public_key) = starling_e2e::keygen(bin)?;
+        let mut start =
+            |args: &[&str], tag: &str, extra: Vec<(String, String)>| -> anyhow::Result<String> {
+                let listen = format!("127.0.0.1:{}", starling_e2e::free_port());
+                let mut env = common(&listen);
+                env.extend(extra);
+                let (child, rx) = spawn_child(bin, args, &env, dir.path(), &server.log, tag)?;
+                std::thread::spawn(move || for _ in rx {});
+                server.pids.push(child.id());
+                server.children.push(child);
+                Ok(listen)
+            };
+        let cp = start(
+            &["control-plane"],
+            "control-plane",
+            vec![(
+                "STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY".into(),
+                signing_key,
+            )],
+        )?;
+        // The operator registers the cell before its nodes start: they serve that cluster id.
+        starling_e2e::wait_healthy(&format!("http://{cp}/readyz"), Duration::from_secs(60))
+            .await
+            .map_err(|e| anyhow::anyhow!("control plane {cp} not ready: {e}"))?;
+        let cluster = call(
+            &reqwest::Client::new(),
+            Method::POST,
+            format!("http://{cp}/admin/v1/clusters"),
+            &operator_token,
+            Some(json!({
+                "name": format!("bench-{}", &run[..16].to_lowercase()),
+                "region": "local",
+                "capacity_apps": 1000,
+            })),
+        )
+        .await?;
+        let cluster_id = cluster["id"].as_str().context("cluster id")?.to_owned();
         let node_addrs = (0..nodes)
             .map(|i| {
                 let id = format!("bench-node-{i}");
-                start(&["data-plane", "--node-id", &id], &id)
+                start(
+                    &["data-plane", "--node-id", &id],
+                    &id,
+                    vec![
+                        ("STARLING_GATEWAY__CLUSTER_ID".into(), cluster_id.clone()),
+                        (
+                            "STARLING_AUTH__CONTROL_PLANE_PUBLIC_KEYS".into(),
+                            format!("[\"{public_key}\"]"),
+                        ),
+                    ],
+                )
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        server.cell_cluster = Some(cluster_id);
         server.base = format!("http://{cp}");
         server.api_base = format!("http://{}", node_addrs[0]);
         server.gateways = node_addrs.iter().map(|a| format!("ws://{a}")).collect();
@@ -459,20 +502,9 @@ impl Server {
         .await?;
         let t = t["id"].as_str().context("tenant id")?.to_owned();
         let mut app = json!({"name": "bench", "environment": "production"});
-        if self.cell_nodes.is_some() {
-            // A distributed control plane places apps on registered cells: register this one.
-            let c = admin(
-                Method::POST,
-                "/admin/v1/clusters".into(),
-                json!({
-                    "name": format!("bench-{label}-{stamp}"),
-                    "region": "local",
-                    "capacity_apps": 1000,
-                    "endpoint": self.api_base,
-                }),
-            )
-            .await?;
-            app["cluster_id"] = c["id"].clone();
+        if let Some(cluster) = &self.cell_cluster {
+            // A distributed control plane places apps on registered cells: on this one.
+            app["cluster_id"] = json!(cluster);
         }
         let a = admin(Method::POST, format!("/admin/v1/tenants/{t}/apps"), app).await?;
         let a = a["id"].as_str().context("app id")?.to_owned();
