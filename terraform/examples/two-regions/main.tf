@@ -88,8 +88,8 @@ module "cell_eu" {
   key_hash_secret           = var.key_hash_secret
   cluster_id                = var.cluster_ids.eu
   control_plane_public_keys = [var.control_plane_public_key]
-  postgres        = local.backup["eu-1"]
-  load_balancer   = { annotations = var.public_lb_annotations.eu }
+  postgres                  = local.backup["eu-1"]
+  load_balancer             = { annotations = var.public_lb_annotations.eu }
   pulsar = {
     expose             = true
     expose_annotations = var.internal_lb_annotations
@@ -108,8 +108,8 @@ module "cell_us" {
   key_hash_secret           = var.key_hash_secret
   cluster_id                = var.cluster_ids.us
   control_plane_public_keys = [var.control_plane_public_key]
-  postgres        = local.backup["us-1"]
-  load_balancer   = { annotations = var.public_lb_annotations.us }
+  postgres                  = local.backup["us-1"]
+  load_balancer             = { annotations = var.public_lb_annotations.us }
 
   depends_on = [module.postgres_operator_us]
 }
