@@ -357,9 +357,9 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
                 .map(|a| (a, cfg.pulsar.compaction_threshold_bytes)),
         );
         cp = cp.with_feed(Arc::new(feeds), signing_key);
-        let usage = Arc::new(starling_core::pulsar::PulsarUsageFeed::new(
+        let usage = Arc::new(starling_core::pulsar::PulsarUsageFeed::for_cells(
             client.clone(),
-            &format!("{}usage", cfg.pulsar.topic_prefix),
+            &cfg.pulsar.topic_prefix,
         ));
         cp.consume_usage(usage)
             .await
@@ -493,7 +493,7 @@ pub async fn run_data_plane(
     .await?;
     let usage = Arc::new(starling_core::pulsar::PulsarUsageFeed::new(
         client.clone(),
-        &format!("{}usage", cfg.pulsar.topic_prefix),
+        &starling_core::pulsar::usage_topic(&cfg.pulsar.topic_prefix, directory.cluster_id()),
     ));
     let bus = starling_data_plane::pulsar_bus::PulsarBus::new(client, &cfg.pulsar.topic_prefix);
     let limiter = starling_data_plane::ratelimit::RedisLimiter::connect(&redis_url).await?;

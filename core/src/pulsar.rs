@@ -400,25 +400,56 @@ pub async fn provision_feed_topic(
     Ok(())
 }
 
-/// Usage reports from cells to the control plane on a Pulsar topic (see [`crate::usage`]).
-/// Every node publishes; the control plane reads with one shared durable subscription and acks
-/// a report only after aggregating it, so a report is never lost between the planes (and a
-/// redelivered one is recognised by its id).
+/// The usage topic of the cell `cluster_id` under `topic_prefix`: its nodes publish there.
+pub fn usage_topic(topic_prefix: &str, cluster_id: &str) -> String {
+    format!("{topic_prefix}usage-{}", cluster_id.to_lowercase())
+}
+
+/// Usage reports from cells to the control plane on Pulsar topics (see [`crate::usage`]).
+/// Each cell's nodes publish on their cell's topic ([`usage_topic`]); the control plane reads
+/// every cell's topic with one shared durable subscription and acks a report only after
+/// aggregating it, so a report is never lost between the planes (and a redelivered one is
+/// recognised by its id). The topic a report came on names the cell that sent it, so the
+/// control plane can refuse a cell's report about an app placed on another cell (with the
+/// broker's authorization, only a cell's nodes may produce on its topic).
 pub struct PulsarUsageFeed {
     client: Client,
     topic: String,
+    /// For the control plane: read every `<prefix>usage-<cell>` topic (not only `topic`).
+    cells_prefix: Option<String>,
     producer: Mutex<Option<pulsar::Producer<TokioExecutor>>>,
 }
 
 impl PulsarUsageFeed {
-    /// The feed on `topic` (e.g. `persistent://public/default/starling-usage`).
+    /// The feed on one `topic` (a cell node's: [`usage_topic`]).
     pub fn new(client: Client, topic: &str) -> Self {
         Self {
             client,
             topic: topic.to_owned(),
+            cells_prefix: None,
             producer: Mutex::new(None),
         }
     }
+
+    /// The control plane's side: reads the usage topic of every cell under `topic_prefix`
+    /// (found by pattern, new cells' topics within a minute), each report with the cell it came
+    /// from.
+    pub fn for_cells(client: Client, topic_prefix: &str) -> Self {
+        Self {
+            client,
+            topic: format!("{topic_prefix}usage-"),
+            cells_prefix: Some(format!("{topic_prefix}usage-")),
+            producer: Mutex::new(None),
+        }
+    }
+}
+
+/// The cell a message's topic belongs to, for a consumer of the cells' usage topics.
+fn cell_of_topic(cells_prefix: &str, topic: &str) -> Option<String> {
+    // A partitioned topic's messages name the partition: `…-partition-N`.
+    let topic = topic.split("-partition-").next().unwrap_or(topic);
+    let cell = topic.strip_prefix(cells_prefix)?;
+    (!cell.is_empty()).then(|| cell.to_owned())
 }
 
 fn uerr(e: impl std::fmt::Display) -> crate::usage::UsageError {
@@ -465,10 +496,17 @@ impl crate::usage::UsageFeed for PulsarUsageFeed {
     async fn subscribe(
         &self,
     ) -> Result<tokio::sync::mpsc::Receiver<crate::usage::Received>, crate::usage::UsageError> {
-        let mut consumer = self
-            .client
-            .consumer()
-            .with_topic(&self.topic)
+        let builder = self.client.consumer();
+        let builder = match &self.cells_prefix {
+            Some(prefix) => builder
+                .with_topic_regex(
+                    regex::Regex::new(&format!("^{}.+$", regex::escape(prefix))).map_err(uerr)?,
+                )
+                .with_topic_refresh(Duration::from_secs(30)),
+            None => builder.with_topic(&self.topic),
+        };
+        let cells_prefix = self.cells_prefix.clone();
+        let mut consumer = builder
             .with_subscription("control-plane-usage")
             .with_subscription_type(pulsar::SubType::Shared)
             .with_consumer_name(format!("usage-{}", ulid::Ulid::new()))
@@ -496,8 +534,19 @@ impl crate::usage::UsageFeed for PulsarUsageFeed {
                                 continue;
                             }
                         };
+                        let from = match &cells_prefix {
+                            Some(prefix) => match cell_of_topic(prefix, &msg.topic) {
+                                Some(cell) => Some(cell),
+                                None => {
+                                    tracing::warn!(topic = %msg.topic, "usage report on an unexpected topic skipped");
+                                    let _ = consumer.ack(&msg).await;
+                                    continue;
+                                }
+                            },
+                            None => None,
+                        };
                         let (ack, done) = tokio::sync::oneshot::channel();
-                        if tx.send((report, ack)).await.is_err() {
+                        if tx.send((report, from, ack)).await.is_err() {
                             break;
                         }
                         let stored = done.await.unwrap_or(false);
@@ -685,6 +734,22 @@ mod tests {
         .await
         .unwrap_err();
         assert!(e.to_string().contains("not under the topic prefix"), "{e}");
+    }
+
+    #[test]
+    fn usage_topics_name_their_cell() {
+        let p = "persistent://s/cells/starling-usage-";
+        let t = usage_topic("persistent://s/cells/starling-", "cls_01ABC");
+        assert_eq!(cell_of_topic(p, &t).as_deref(), Some("cls_01abc"));
+        assert_eq!(
+            cell_of_topic(p, &format!("{t}-partition-3")).as_deref(),
+            Some("cls_01abc")
+        );
+        assert_eq!(
+            cell_of_topic(p, "persistent://s/cells/starling-usage-"),
+            None
+        );
+        assert_eq!(cell_of_topic(p, "persistent://s/other/x"), None);
     }
 
     #[test]

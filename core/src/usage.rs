@@ -43,9 +43,10 @@ pub struct UsageReport {
 #[error("usage feed: {0}")]
 pub struct UsageError(pub String);
 
-/// A received report and how to confirm it: send `true` once it is aggregated, `false` to have it
-/// delivered again later.
-pub type Received = (UsageReport, oneshot::Sender<bool>);
+/// A received report, the cell it came from when the transport knows it (the cell's own usage
+/// topic; `None` in process), and how to confirm it: send `true` once it is aggregated (or
+/// refused for good), `false` to have it delivered again later.
+pub type Received = (UsageReport, Option<String>, oneshot::Sender<bool>);
 
 /// The usage transport from cells to the control plane.
 #[async_trait]
@@ -85,7 +86,7 @@ impl UsageFeed for InProcessUsageFeed {
     async fn publish(&self, report: &UsageReport) -> Result<(), UsageError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send((report.clone(), ack))
+            .send((report.clone(), None, ack))
             .await
             .map_err(|_| UsageError("the control plane stopped receiving usage".into()))?;
         match done.await {
@@ -131,7 +132,7 @@ mod tests {
         assert!(feed.subscribe().await.is_err(), "one subscriber only");
         let f = feed.clone();
         let sent = tokio::spawn(async move { f.publish(&report("r1")).await });
-        let (r, ack) = rx.recv().await.unwrap();
+        let (r, _, ack) = rx.recv().await.unwrap();
         assert_eq!(r.id, "r1");
         ack.send(false).unwrap();
         assert!(
@@ -140,7 +141,7 @@ mod tests {
         );
         let f = feed.clone();
         let sent = tokio::spawn(async move { f.publish(&report("r2")).await });
-        let (_, ack) = rx.recv().await.unwrap();
+        let (_, _, ack) = rx.recv().await.unwrap();
         ack.send(true).unwrap();
         sent.await.unwrap().unwrap();
     }

@@ -424,13 +424,13 @@ mod tests {
         m.record_api_call(app.as_str());
         let m2 = m.clone();
         let first = tokio::spawn(async move { m2.flush().await });
-        let (r1, ack) = rx.recv().await.unwrap();
+        let (r1, _, ack) = rx.recv().await.unwrap();
         ack.send(false).unwrap();
         assert_eq!(first.await.unwrap(), 0);
         assert_eq!(m.queued().await, 1);
         let m2 = m.clone();
         let second = tokio::spawn(async move { m2.flush().await });
-        let (r2, ack) = rx.recv().await.unwrap();
+        let (r2, _, ack) = rx.recv().await.unwrap();
         assert_eq!(r1.id, r2.id, "a re-sent report keeps its id");
         assert_eq!(r2.messages, 2);
         assert_eq!(r2.stored_bytes, 15);
@@ -439,7 +439,7 @@ mod tests {
         assert_eq!(r2.active_users, vec!["u1".to_string(), "u2".to_string()]);
         ack.send(true).unwrap();
         // The second flush also cuts the live connection's peak into a new report.
-        let (r3, ack) = rx.recv().await.unwrap();
+        let (r3, _, ack) = rx.recv().await.unwrap();
         assert_ne!(r3.id, r2.id);
         assert_eq!((r3.messages, r3.peak_connections), (0, 1));
         ack.send(true).unwrap();

@@ -221,8 +221,8 @@ impl ControlPlane {
         let mut rx = feed.subscribe().await?;
         let cp = self.clone();
         tokio::spawn(async move {
-            while let Some((r, ack)) = rx.recv().await {
-                let ok = match cp.record_usage(&r).await {
+            while let Some((r, from, ack)) = rx.recv().await {
+                let ok = match cp.record_usage_from(from.as_deref(), &r).await {
                     Ok(_) => true,
                     Err(e) => {
                         tracing::warn!(error = %e, report = %r.id, "storing a usage report failed; it will come again");
@@ -238,6 +238,14 @@ impl ControlPlane {
     /// Aggregates one report. Returns `false` when it was seen before (or its app is gone):
     /// nothing changed.
     pub async fn record_usage(&self, r: &UsageReport) -> Result<bool> {
+        self.record_usage_from(None, r).await
+    }
+
+    /// Aggregates one report that the cell `from` sent (as its transport says: the cell's own
+    /// usage topic), refusing it — `false`, nothing changed, counted in
+    /// `starling_usage_reports_refused_total` — when the app is not placed on that cell: a cell
+    /// bills only its own apps. `None`: an in-process node, trusted.
+    pub async fn record_usage_from(&self, from: Option<&str>, r: &UsageReport) -> Result<bool> {
         let Some(a) = app::Entity::find()
             .filter(app::Column::Id.eq(r.app_id.as_str()))
             .one(&self.db)
@@ -246,6 +254,18 @@ impl ControlPlane {
             tracing::debug!(app_id = %r.app_id, "usage of an unknown app dropped");
             return Ok(false);
         };
+        if let Some(cell) = from
+            && !a.cluster_id.eq_ignore_ascii_case(cell)
+        {
+            metrics::counter!("starling_usage_reports_refused_total").increment(1);
+            tracing::warn!(
+                app_id = %r.app_id,
+                cell,
+                placed_on = a.cluster_id,
+                "usage report from a cell the app is not placed on refused"
+            );
+            return Ok(false);
+        }
         let tenant = a.tenant_id.clone();
         let hour = starling_core::clock::hour_start(r.hour);
         let period = period_of(hour);

@@ -242,7 +242,9 @@ async fn usage_api_validates_and_keeps_tenants_apart(s: Server) {
 }
 
 /// Reports over Pulsar: a report published several times (a node that never heard back) is
-/// aggregated once, and the control plane acks only what it stored.
+/// aggregated once, and the control plane acks only what it stored. Each cell reports on its own
+/// topic; a report about an app that another cell sends is refused (a cell cannot bill an app
+/// of another cell).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_over_pulsar_counts_once() {
     let s = Server::start(Backend::Postgres).await;
@@ -251,36 +253,69 @@ async fn usage_over_pulsar_counts_once() {
     let client = starling_core::pulsar::connect(&url, Duration::from_secs(30))
         .await
         .expect("connect Pulsar");
-    let topic = format!(
-        "persistent://public/default/test-usage-{}",
+    let prefix = format!(
+        "persistent://public/default/test-{}-",
         ulid::Ulid::new().to_string().to_lowercase()
     );
-    let feed: Arc<dyn UsageFeed> =
-        Arc::new(starling_core::pulsar::PulsarUsageFeed::new(client, &topic));
-    let cp = aggregator(&s);
-    cp.consume_usage(feed.clone()).await.unwrap();
     let t = s.tenant().await;
     let a = s.app(&t).await;
+    let app = s
+        .ok(
+            Method::GET,
+            &format!("/admin/v1/tenants/{t}/apps/{a}"),
+            None,
+        )
+        .await;
+    let cell = app["cluster_id"].as_str().unwrap();
+    let node_feed = |cluster: &str| -> Arc<dyn UsageFeed> {
+        Arc::new(starling_core::pulsar::PulsarUsageFeed::new(
+            client.clone(),
+            &starling_core::pulsar::usage_topic(&prefix, cluster),
+        ))
+    };
+    let feed = node_feed(cell);
+    // Another cell's node: its topic exists before the control plane subscribes, as a cell's
+    // would.
+    let other = node_feed("cls_01JOTHERCE110000000000000");
+    let stolen = report(&a, "intruder", 1000, &["mallory"]);
+    other.publish(&stolen).await.unwrap();
+    feed.publish(&report(&a, "n0", 0, &[])).await.unwrap();
+    let cp = aggregator(&s);
+    cp.consume_usage(Arc::new(starling_core::pulsar::PulsarUsageFeed::for_cells(
+        client.clone(),
+        &prefix,
+    )))
+    .await
+    .unwrap();
     let r = report(&a, "n1", 5, &["u1"]);
     for _ in 0..3 {
         feed.publish(&r).await.unwrap();
     }
     feed.publish(&report(&a, "n1", 2, &["u1"])).await.unwrap();
+    other
+        .publish(&report(&a, "intruder", 1000, &["mallory"]))
+        .await
+        .unwrap();
     let tid = starling_core::id::TenantId::parse(&t).unwrap();
     let aid = AppId::parse(&a).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        if cp.usage_report_count(&tid, &aid).await.unwrap() == 2 {
+        if cp.usage_report_count(&tid, &aid).await.unwrap() >= 3 {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "reports not aggregated in 30 s"
+            "reports not aggregated in 60 s"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Give any redelivery time to (wrongly) count.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Give any redelivery, or the other cell's reports, time to (wrongly) count.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        cp.usage_report_count(&tid, &aid).await.unwrap(),
+        3,
+        "counted twice, or counted another cell's reports"
+    );
     let u = s
         .ok(
             Method::GET,
