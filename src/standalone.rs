@@ -321,8 +321,9 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
     if let Some(url) = &cfg.pulsar.url {
+        let auth = cfg.pulsar.auth()?;
         let client =
-            starling_core::pulsar::connect(url, std::time::Duration::from_secs(30)).await?;
+            starling_core::pulsar::connect(url, &auth, std::time::Duration::from_secs(30)).await?;
         let topic = format!("{}app-config", cfg.pulsar.topic_prefix);
         provision_pulsar(&cfg).await?;
         let feed = starling_core::pulsar::PulsarFeed::open(&client, &topic)
@@ -376,6 +377,7 @@ async fn provision_pulsar(cfg: &ControlPlaneConfig) -> anyhow::Result<()> {
     };
     let p = starling_core::pulsar::provision(
         admin,
+        &cfg.pulsar.auth()?,
         &cfg.pulsar.topic_prefix,
         &format!("{}app-config", cfg.pulsar.topic_prefix),
         cfg.pulsar.compaction_threshold_bytes,
@@ -407,10 +409,9 @@ pub async fn run_data_plane(
     let db_url = cfg.database.url.clone().context(
         "database.url: required for data-plane (the cell's PostgreSQL, STARLING_DATABASE__URL)",
     )?;
-    let pulsar_url =
-        cfg.pulsar.url.clone().context(
-            "pulsar.url: required for data-plane (STARLING_PULSAR__URL=pulsar://host:6650)",
-        )?;
+    let pulsar_url = cfg.pulsar.url.clone().context(
+        "pulsar.url: required for data-plane (STARLING_PULSAR__URL=pulsar+ssl://host:6651)",
+    )?;
     let redis_url = cfg.cache.redis_url.clone().context(
         "cache.redis_url: required for data-plane (the cell's Redis, STARLING_CACHE__REDIS_URL)",
     )?;
@@ -422,7 +423,9 @@ pub async fn run_data_plane(
         .await
         .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
 
-    let client = starling_core::pulsar::connect(&pulsar_url, Duration::from_secs(30)).await?;
+    let client =
+        starling_core::pulsar::connect(&pulsar_url, &cfg.pulsar.auth()?, Duration::from_secs(30))
+            .await?;
     provision_pulsar(&cfg).await?;
     let feed = starling_core::pulsar::PulsarFeed::open(
         &client,

@@ -111,7 +111,7 @@ impl CellFixture {
     }
 
     /// Every process on the Pulsar at `pulsar`.
-    async fn start_on_pulsar(n: usize, pulsar: (String, String)) -> CellFixture {
+    async fn start_on_pulsar(n: usize, pulsar: PulsarAccess) -> CellFixture {
         Self::start_inner(n, None, None, Some(pulsar), None).await
     }
 
@@ -135,12 +135,18 @@ impl CellFixture {
         n: usize,
         node_db: Option<String>,
         node_redis: Option<String>,
-        pulsar_urls: Option<(String, String)>,
+        pulsar_access: Option<PulsarAccess>,
         otlp: Option<String>,
     ) -> CellFixture {
         let (db, redis) = (env("TEST_DATABASE_URL"), env("TEST_REDIS_URL"));
-        let (pulsar, pulsar_admin) =
-            pulsar_urls.unwrap_or_else(|| (env("TEST_PULSAR_URL"), env("TEST_PULSAR_ADMIN_URL")));
+        // Every process gets the super-user's token (the control plane provisions with it, and
+        // so do the nodes, which the modules also give pulsar.admin_url).
+        let PulsarAccess {
+            url: pulsar,
+            admin_url: pulsar_admin,
+            ca_file: pulsar_ca,
+            token: pulsar_token,
+        } = pulsar_access.unwrap_or_else(PulsarAccess::from_env);
         // A namespace of the cell's own, made by the processes through Pulsar's admin API.
         let prefix = format!(
             "persistent://starling-e2e/cell-{}/starling-",
@@ -154,6 +160,8 @@ impl CellFixture {
                 ("STARLING_PULSAR__URL".into(), pulsar.clone()),
                 ("STARLING_PULSAR__TOPIC_PREFIX".into(), prefix.clone()),
                 ("STARLING_PULSAR__ADMIN_URL".into(), pulsar_admin.clone()),
+                ("STARLING_PULSAR__TLS_CA_FILE".into(), pulsar_ca.clone()),
+                ("STARLING_PULSAR__TOKEN".into(), pulsar_token.clone()),
                 ("STARLING_AUTH__OPERATOR_TOKEN".into(), OPERATOR.into()),
                 ("STARLING_AUTH__KEY_HASH_SECRET".into(), KEY_HASH.into()),
                 ("STARLING_SERVER__LISTEN".into(), listen.into()),
@@ -1134,6 +1142,26 @@ async fn redis_restart_under_load_loses_nothing() {
     assert_eq!(ui.len(), total);
 }
 
+/// Where a Pulsar is and how to reach it (TLS CA, a token).
+struct PulsarAccess {
+    url: String,
+    admin_url: String,
+    ca_file: String,
+    token: String,
+}
+
+impl PulsarAccess {
+    /// The shared broker of scripts/test, with the super-user's token.
+    fn from_env() -> PulsarAccess {
+        PulsarAccess {
+            url: env("TEST_PULSAR_URL"),
+            admin_url: env("TEST_PULSAR_ADMIN_URL"),
+            ca_file: env("TEST_PULSAR_CA_FILE"),
+            token: env("TEST_PULSAR_ADMIN_TOKEN"),
+        }
+    }
+}
+
 /// A private Pulsar standalone (scripts/pulsar.sh) on fixed ports, so it can be restarted.
 struct PrivatePulsar {
     dir: Option<tempfile::TempDir>,
@@ -1163,12 +1191,23 @@ impl PrivatePulsar {
         }
     }
 
-    fn url(&self) -> String {
-        format!("pulsar://127.0.0.1:{}", self.ports.0)
-    }
-
-    fn admin_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.1)
+    /// Its URLs, CA and super-user token (kept across a restart with kept data).
+    fn access(&self) -> PulsarAccess {
+        let tls = self
+            .dir
+            .as_ref()
+            .expect("started")
+            .path()
+            .join("pulsar/tls");
+        PulsarAccess {
+            url: format!("pulsar+ssl://127.0.0.1:{}", self.ports.0),
+            admin_url: format!("https://127.0.0.1:{}", self.ports.1),
+            ca_file: tls.join("ca.crt").display().to_string(),
+            token: std::fs::read_to_string(tls.join("admin.token"))
+                .expect("the private Pulsar's admin token")
+                .trim()
+                .to_owned(),
+        }
     }
 
     fn pid(&self) -> Option<String> {
@@ -1227,7 +1266,7 @@ impl Drop for PrivatePulsar {
 async fn pulsar_restart_under_load_loses_nothing() {
     let ports = (free_port(), free_port(), free_port());
     let pulsar = PrivatePulsar::start(tempfile::tempdir().unwrap(), ports, false);
-    let f = CellFixture::start_on_pulsar(2, (pulsar.url(), pulsar.admin_url())).await;
+    let f = CellFixture::start_on_pulsar(2, pulsar.access()).await;
     let (cid, alice_token, bob_token) = f.alice_and_bob().await;
     let bob = Receiver::spawn(vec![f.nodes[1].clone()], bob_token, cid.clone());
     let mut alice: Option<Ws> = None;
