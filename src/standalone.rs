@@ -345,8 +345,9 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
              (STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY or auth.control_plane_signing_key_file; \
              `starling keygen` makes one)",
         )?;
+        let auth = cfg.pulsar.auth()?;
         let client =
-            starling_core::pulsar::connect(url, std::time::Duration::from_secs(30)).await?;
+            starling_core::pulsar::connect(url, &auth, std::time::Duration::from_secs(30)).await?;
         provision_pulsar(&cfg, None).await?;
         let feeds = starling_core::pulsar::PulsarCellFeeds::new(
             client.clone(),
@@ -354,7 +355,7 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
             cfg.pulsar
                 .admin_url
                 .clone()
-                .map(|a| (a, cfg.pulsar.compaction_threshold_bytes)),
+                .map(|a| (a, auth.clone(), cfg.pulsar.compaction_threshold_bytes)),
         );
         cp = cp.with_feed(Arc::new(feeds), signing_key);
         let usage = Arc::new(starling_core::pulsar::PulsarUsageFeed::for_cells(
@@ -408,6 +409,7 @@ async fn provision_pulsar(
     };
     let p = starling_core::pulsar::provision(
         admin,
+        &cfg.pulsar.auth()?,
         &cfg.pulsar.topic_prefix,
         feed_topic,
         cfg.pulsar.compaction_threshold_bytes,
@@ -439,10 +441,9 @@ pub async fn run_data_plane(
     let db_url = cfg.database.url.clone().context(
         "database.url: required for data-plane (the cell's PostgreSQL, STARLING_DATABASE__URL)",
     )?;
-    let pulsar_url =
-        cfg.pulsar.url.clone().context(
-            "pulsar.url: required for data-plane (STARLING_PULSAR__URL=pulsar://host:6650)",
-        )?;
+    let pulsar_url = cfg.pulsar.url.clone().context(
+        "pulsar.url: required for data-plane (STARLING_PULSAR__URL=pulsar+ssl://host:6651)",
+    )?;
     let redis_url = cfg.cache.redis_url.clone().context(
         "cache.redis_url: required for data-plane (the cell's Redis, STARLING_CACHE__REDIS_URL)",
     )?;
@@ -466,7 +467,9 @@ pub async fn run_data_plane(
         .await
         .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
 
-    let client = starling_core::pulsar::connect(&pulsar_url, Duration::from_secs(30)).await?;
+    let client =
+        starling_core::pulsar::connect(&pulsar_url, &cfg.pulsar.auth()?, Duration::from_secs(30))
+            .await?;
     let feed_topic = starling_core::pulsar::feed_topic(&cfg.pulsar.topic_prefix, &cluster_id);
     provision_pulsar(&cfg, Some(&feed_topic)).await?;
     let feed = starling_core::pulsar::PulsarFeed::open(&client, &feed_topic)

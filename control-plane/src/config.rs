@@ -272,15 +272,31 @@ pub struct DemoConfig {
 }
 
 /// `[pulsar]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PulsarConfig {
-    /// `pulsar://host:6650`. Required by `data-plane`; when set for `control-plane`, app
+    /// `pulsar+ssl://host:6651` (production: TLS, with `tls_ca_file` unless the broker's
+    /// certificate is from a public CA) or `pulsar://host:6650` (plain: loopback only, unless
+    /// `allow_insecure`). Required by `data-plane`; when set for `control-plane`, app
     /// configuration is published, signed, on each cell's feed topic. Unset in standalone:
     /// in-process.
     pub url: Option<String>,
-    /// Prefix of every topic name: each cell's feed is `<prefix>app-config-<cluster id>`, node
-    /// inboxes `<prefix>inbox-<node>`.
+    /// The token (JWT) this process shows the broker, for the binary protocol and the admin REST
+    /// API; its role is what the broker authorizes. Secret: prefer `STARLING_PULSAR__TOKEN` or
+    /// `token_file`. Unset: no authentication (a broker with authentication refuses the client).
+    pub token: Option<String>,
+    /// A file holding the token (e.g. a mounted Kubernetes secret).
+    pub token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the broker's certificate, for `pulsar+ssl://` and
+    /// `https://` admin URLs (trusted in addition to the public web roots). The broker's
+    /// certificate must name the host of `url`: hostname verification is always on.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Allow a plain `pulsar://` (or `http://` admin) URL to a host that is not loopback.
+    /// Everything on the bus — app configuration with webhook secrets, messages — then crosses
+    /// the network in clear text: for development only.
+    pub allow_insecure: bool,
+    /// Prefix of every topic name: each cell's feed is `<prefix>app-config-<cluster id>`, its
+    /// usage `<prefix>usage-<cluster id>`, node inboxes `<prefix>inbox-<node>`.
     pub topic_prefix: String,
     /// The broker's admin REST API, `http://host:8080`. When set, `control-plane` and
     /// `data-plane` make sure at start that the tenant and namespace of `topic_prefix` exist and
@@ -292,10 +308,110 @@ pub struct PulsarConfig {
     pub compaction_threshold_bytes: u64,
 }
 
+impl std::fmt::Debug for PulsarConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PulsarConfig")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("token_file", &self.token_file)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("allow_insecure", &self.allow_insecure)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("admin_url", &self.admin_url)
+            .field(
+                "compaction_threshold_bytes",
+                &self.compaction_threshold_bytes,
+            )
+            .finish()
+    }
+}
+
+impl PulsarConfig {
+    /// The token and CA to reach the broker with (binary protocol and admin REST API).
+    pub fn auth(&self) -> Result<starling_core::pulsar::PulsarAuth, ConfigError> {
+        Ok(starling_core::pulsar::PulsarAuth {
+            token: plain_secret(&self.token, &self.token_file, "pulsar.token")?,
+            ca_file: self.tls_ca_file.clone(),
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.auth()?;
+        if let Some(ca) = &self.tls_ca_file {
+            let pem = std::fs::read_to_string(ca).map_err(|e| {
+                ConfigError::field(
+                    "pulsar.tls_ca_file",
+                    format!("cannot read {}: {e}", ca.display()),
+                )
+            })?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(ConfigError::field(
+                    "pulsar.tls_ca_file",
+                    format!("{} holds no PEM certificate", ca.display()),
+                ));
+            }
+        }
+        if self.allow_insecure {
+            return Ok(());
+        }
+        let plain = [
+            (
+                "pulsar.url",
+                self.url.as_deref(),
+                "pulsar://",
+                "pulsar+ssl://",
+            ),
+            (
+                "pulsar.admin_url",
+                self.admin_url.as_deref(),
+                "http://",
+                "https://",
+            ),
+        ];
+        for (field, url, scheme, tls) in plain {
+            if let Some(rest) = url.and_then(|u| u.strip_prefix(scheme))
+                && !only_loopback_hosts(rest)
+            {
+                return Err(ConfigError::field(
+                    field,
+                    format!(
+                        "{scheme} to a host that is not loopback sends the bus in clear text: \
+                         use {tls} (with pulsar.tls_ca_file), or set pulsar.allow_insecure = true \
+                         (development only)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether every host of `hosts` (`host:port[,host:port…][/path]`, the part of a URL after the
+/// scheme) is `localhost` or a loopback IP.
+fn only_loopback_hosts(hosts: &str) -> bool {
+    let authority = hosts.split(['/', '?']).next().unwrap_or("");
+    let authority = authority.rsplit('@').next().unwrap_or("");
+    authority.split(',').all(|hp| {
+        let host = if let Some(v6) = hp.strip_prefix('[') {
+            v6.split(']').next().unwrap_or("")
+        } else {
+            hp.rsplit_once(':').map_or(hp, |(h, _)| h)
+        };
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
+}
+
 impl Default for PulsarConfig {
     fn default() -> Self {
         Self {
             url: None,
+            token: None,
+            token_file: None,
+            tls_ca_file: None,
+            allow_insecure: false,
             topic_prefix: "persistent://public/default/starling-".into(),
             admin_url: None,
             compaction_threshold_bytes: 1024 * 1024,
@@ -575,6 +691,7 @@ impl ControlPlaneConfig {
                 ));
             }
         }
+        self.pulsar.validate()?;
         Ok(())
     }
 
@@ -668,6 +785,63 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("gateway.webhooks.prune_interval_secs"), "{e}");
     }
+
+    /// Plain Pulsar is refused beyond loopback unless allowed; the token is a secret.
+    #[test]
+    fn plain_pulsar_only_on_loopback_unless_allowed() {
+        let check = |url: &str, admin: Option<&str>, insecure: bool| {
+            let mut c = ControlPlaneConfig::default();
+            c.pulsar.url = Some(url.into());
+            c.pulsar.admin_url = admin.map(Into::into);
+            c.pulsar.allow_insecure = insecure;
+            c.validate().map_err(|e| e.to_string())
+        };
+        for ok in [
+            "pulsar://127.0.0.1:6650",
+            "pulsar://localhost:6650",
+            "pulsar://[::1]:6650",
+            "pulsar://127.0.0.1:6650,127.0.0.2:6650",
+            "pulsar+ssl://pulsar.internal:6651",
+        ] {
+            check(ok, None, false).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "pulsar://pulsar.internal:6650",
+            "pulsar://10.0.0.5:6650",
+            "pulsar://127.0.0.1:6650,pulsar.internal:6650",
+            "pulsar://localhost.evil.example:6650",
+        ] {
+            let e = check(bad, None, false).unwrap_err();
+            assert!(
+                e.contains("pulsar.url") && e.contains("allow_insecure"),
+                "{bad}: {e}"
+            );
+            check(bad, None, true).unwrap_or_else(|e| panic!("{bad} allowed: {e}"));
+        }
+        let e = check(
+            "pulsar+ssl://p:6651",
+            Some("http://pulsar.internal:8080"),
+            false,
+        )
+        .unwrap_err();
+        assert!(e.contains("pulsar.admin_url"), "{e}");
+        check("pulsar+ssl://p:6651", Some("https://p:8443"), false).unwrap();
+
+        let mut c = ControlPlaneConfig::default();
+        c.pulsar.tls_ca_file = Some("/nonexistent/ca.pem".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("pulsar.tls_ca_file"), "{e}");
+        let mut c = ControlPlaneConfig::default();
+        c.pulsar.token = Some("eyJ.tok3n-v4lue".into());
+        assert!(!format!("{c:?}").contains("tok3n"));
+        assert_eq!(
+            c.pulsar.auth().unwrap().token.as_deref(),
+            Some("eyJ.tok3n-v4lue")
+        );
+        c.pulsar.token = Some(" ".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("pulsar.token"), "{e}");
+    }
 }
 
 #[cfg(test)]
@@ -716,6 +890,9 @@ mod doc_tests {
         cfg.gateway.cluster_id = Some(String::new());
         cfg.telemetry.otlp_endpoint = Some(String::new());
         cfg.pulsar.url = Some(String::new());
+        cfg.pulsar.token = Some(String::new());
+        cfg.pulsar.token_file = Some(PathBuf::new());
+        cfg.pulsar.tls_ca_file = Some(PathBuf::new());
         cfg.gateway.control_plane_url = Some(String::new());
         cfg.console.graphiql = Some(false);
         cfg.console.introspection = Some(false);

@@ -111,7 +111,7 @@ impl CellFixture {
     }
 
     /// Every process on the Pulsar at `pulsar`.
-    async fn start_on_pulsar(n: usize, pulsar: (String, String)) -> CellFixture {
+    async fn start_on_pulsar(n: usize, pulsar: PulsarAccess) -> CellFixture {
         Self::start_inner(n, None, None, Some(pulsar), None).await
     }
 
@@ -135,17 +135,24 @@ impl CellFixture {
         n: usize,
         node_db: Option<String>,
         node_redis: Option<String>,
-        pulsar_urls: Option<(String, String)>,
+        pulsar_access: Option<PulsarAccess>,
         otlp: Option<String>,
     ) -> CellFixture {
         let (db, redis) = (env("TEST_DATABASE_URL"), env("TEST_REDIS_URL"));
-        let (pulsar, pulsar_admin) =
-            pulsar_urls.unwrap_or_else(|| (env("TEST_PULSAR_URL"), env("TEST_PULSAR_ADMIN_URL")));
-        // A namespace of the cell's own, made by the processes through Pulsar's admin API.
-        let prefix = format!(
-            "persistent://starling-e2e/cell-{}/starling-",
-            ulid::Ulid::new().to_string().to_lowercase()
-        );
+        let access = pulsar_access.unwrap_or_else(PulsarAccess::from_env);
+        let PulsarAccess {
+            url: pulsar,
+            admin_url: pulsar_admin,
+            ca_file: pulsar_ca,
+            token: pulsar_token,
+            ..
+        } = &access;
+        // A namespace of the cell's own, made by the control plane through Pulsar's admin API
+        // with the super-user's token. The nodes run as the cell's own role, granted that
+        // namespace only (no pulsar.admin_url: they cannot provision, and need not).
+        let ns = format!("cell-{}", ulid::Ulid::new().to_string().to_lowercase());
+        let prefix = format!("persistent://starling-e2e/{ns}/starling-");
+        let cell_token = access.token_of(&ns);
         let dir = tempfile::tempdir().unwrap();
         let common = |listen: &str| -> Vec<(String, String)> {
             vec![
@@ -153,7 +160,8 @@ impl CellFixture {
                 ("STARLING_CACHE__REDIS_URL".into(), redis.clone()),
                 ("STARLING_PULSAR__URL".into(), pulsar.clone()),
                 ("STARLING_PULSAR__TOPIC_PREFIX".into(), prefix.clone()),
-                ("STARLING_PULSAR__ADMIN_URL".into(), pulsar_admin.clone()),
+                ("STARLING_PULSAR__TLS_CA_FILE".into(), pulsar_ca.clone()),
+                ("STARLING_PULSAR__TOKEN".into(), pulsar_token.clone()),
                 ("STARLING_AUTH__OPERATOR_TOKEN".into(), OPERATOR.into()),
                 ("STARLING_AUTH__KEY_HASH_SECRET".into(), KEY_HASH.into()),
                 ("STARLING_SERVER__LISTEN".into(), listen.into()),
@@ -202,6 +210,15 @@ impl CellFixture {
                 env.push(("STARLING_TELEMETRY__SERVICE_NAME".into(), name.into()));
             }
             if args[0] == "data-plane" {
+                for (k, v) in env.iter_mut() {
+                    if k == "STARLING_PULSAR__TOKEN" {
+                        *v = cell_token.clone();
+                    }
+                }
+            } else {
+                env.push(("STARLING_PULSAR__ADMIN_URL".into(), pulsar_admin.clone()));
+            }
+            if args[0] == "data-plane" {
                 // The server API's webhook endpoint calls go to the control plane.
                 env.push((
                     "STARLING_GATEWAY__CONTROL_PLANE_URL".into(),
@@ -229,6 +246,8 @@ impl CellFixture {
         wait_healthy(&format!("{cp}/readyz"), Duration::from_secs(60))
             .await
             .unwrap();
+        // Ready means provisioned: the namespace exists; grant the cell's role on it.
+        access.grant_namespace("starling-e2e", &ns, &ns).await;
         let addrs: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
@@ -1156,6 +1175,65 @@ async fn redis_restart_under_load_loses_nothing() {
     assert_eq!(ui.len(), total);
 }
 
+/// Where a Pulsar is and how to reach it (TLS CA, the super-user's token, the token key).
+struct PulsarAccess {
+    url: String,
+    admin_url: String,
+    ca_file: String,
+    token: String,
+    /// The HS256 key the broker checks tokens with: tokens of any role are minted with it.
+    token_secret: Vec<u8>,
+}
+
+impl PulsarAccess {
+    /// The shared broker of scripts/test.
+    fn from_env() -> PulsarAccess {
+        use base64::Engine;
+        PulsarAccess {
+            url: env("TEST_PULSAR_URL"),
+            admin_url: env("TEST_PULSAR_ADMIN_URL"),
+            ca_file: env("TEST_PULSAR_CA_FILE"),
+            token: env("TEST_PULSAR_ADMIN_TOKEN"),
+            token_secret: base64::engine::general_purpose::STANDARD
+                .decode(env("TEST_PULSAR_TOKEN_SECRET"))
+                .expect("TEST_PULSAR_TOKEN_SECRET is base64"),
+        }
+    }
+
+    /// A token of `role` (what `pulsar tokens create --secret-key` makes).
+    fn token_of(&self, role: &str) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({ "sub": role }),
+            &jsonwebtoken::EncodingKey::from_secret(&self.token_secret),
+        )
+        .unwrap()
+    }
+
+    /// Grants `role` produce and consume on the namespace `tenant/ns`, as the super-user.
+    async fn grant_namespace(&self, tenant: &str, ns: &str, role: &str) {
+        let ca = std::fs::read(&self.ca_file).unwrap();
+        let r = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .build()
+            .unwrap()
+            .post(format!(
+                "{}/admin/v2/namespaces/{tenant}/{ns}/permissions/{role}",
+                self.admin_url
+            ))
+            .bearer_auth(&self.token)
+            .json(&json!(["produce", "consume"]))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "granting {role} on {tenant}/{ns}: {}",
+            r.status()
+        );
+    }
+}
+
 /// A private Pulsar standalone (scripts/pulsar.sh) on fixed ports, so it can be restarted.
 struct PrivatePulsar {
     dir: Option<tempfile::TempDir>,
@@ -1185,12 +1263,25 @@ impl PrivatePulsar {
         }
     }
 
-    fn url(&self) -> String {
-        format!("pulsar://127.0.0.1:{}", self.ports.0)
-    }
-
-    fn admin_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports.1)
+    /// Its URLs, CA and super-user token (kept across a restart with kept data).
+    fn access(&self) -> PulsarAccess {
+        let tls = self
+            .dir
+            .as_ref()
+            .expect("started")
+            .path()
+            .join("pulsar/tls");
+        PulsarAccess {
+            url: format!("pulsar+ssl://127.0.0.1:{}", self.ports.0),
+            admin_url: format!("https://127.0.0.1:{}", self.ports.1),
+            ca_file: tls.join("ca.crt").display().to_string(),
+            token: std::fs::read_to_string(tls.join("admin.token"))
+                .expect("the private Pulsar's admin token")
+                .trim()
+                .to_owned(),
+            token_secret: std::fs::read(tls.join("token-secret.key"))
+                .expect("the private Pulsar's token key"),
+        }
     }
 
     fn pid(&self) -> Option<String> {
@@ -1249,7 +1340,7 @@ impl Drop for PrivatePulsar {
 async fn pulsar_restart_under_load_loses_nothing() {
     let ports = (free_port(), free_port(), free_port());
     let pulsar = PrivatePulsar::start(tempfile::tempdir().unwrap(), ports, false);
-    let f = CellFixture::start_on_pulsar(2, (pulsar.url(), pulsar.admin_url())).await;
+    let f = CellFixture::start_on_pulsar(2, pulsar.access()).await;
     let (cid, alice_token, bob_token) = f.alice_and_bob().await;
     let bob = Receiver::spawn(vec![f.nodes[1].clone()], bob_token, cid.clone());
     let mut alice: Option<Ws> = None;

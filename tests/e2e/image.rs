@@ -186,14 +186,21 @@ fn healthcheck(extra: &[&str], env: &[(String, String)]) -> (bool, String) {
 async fn assert_feed_policies(topic: &str, threshold: u64) {
     let admin = env("TEST_PULSAR_ADMIN_URL");
     let path = topic.replacen("persistent://", "persistent/", 1);
-    let c = reqwest::Client::new();
+    // The broker's admin API is TLS-only with token authentication (scripts/pulsar.sh).
+    let ca = std::fs::read(env("TEST_PULSAR_CA_FILE")).unwrap();
+    let c = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .build()
+        .unwrap();
+    let token = env("TEST_PULSAR_ADMIN_TOKEN");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let get = |what: &str| {
             let url = format!("{admin}/admin/v2/{path}/{what}");
             let c = c.clone();
+            let token = token.clone();
             async move {
-                match c.get(url).send().await {
+                match c.get(url).bearer_auth(token).send().await {
                     Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null),
                     Err(_) => Value::Null,
                 }
@@ -252,6 +259,9 @@ async fn image_processes_start_from_terraform_env_only() {
         ("STARLING_PULSAR__URL", env("TEST_PULSAR_URL")),
         ("STARLING_PULSAR__TOPIC_PREFIX", prefix.clone()),
         ("STARLING_PULSAR__ADMIN_URL", env("TEST_PULSAR_ADMIN_URL")),
+        // Both modules pass a token (a Kubernetes secret) and the broker's CA.
+        ("STARLING_PULSAR__TOKEN", env("TEST_PULSAR_ADMIN_TOKEN")),
+        ("STARLING_PULSAR__TLS_CA_FILE", env("TEST_PULSAR_CA_FILE")),
         (
             "STARLING_PULSAR__COMPACTION_THRESHOLD_BYTES",
             "2097152".into(),

@@ -250,7 +250,15 @@ async fn usage_over_pulsar_counts_once() {
     let s = Server::start(Backend::Postgres).await;
     let url = std::env::var("TEST_PULSAR_URL")
         .expect("TEST_PULSAR_URL is not set: run the tests with scripts/test, which starts Pulsar");
-    let client = starling_core::pulsar::connect(&url, Duration::from_secs(30))
+    let var = |k: &str| {
+        std::env::var(k)
+            .unwrap_or_else(|_| panic!("{k} is not set: run the tests with scripts/test"))
+    };
+    let auth = starling_core::pulsar::PulsarAuth {
+        token: Some(var("TEST_PULSAR_ADMIN_TOKEN")),
+        ca_file: Some(var("TEST_PULSAR_CA_FILE").into()),
+    };
+    let client = starling_core::pulsar::connect(&url, &auth, Duration::from_secs(30))
         .await
         .expect("connect Pulsar");
     let prefix = format!(

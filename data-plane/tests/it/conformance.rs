@@ -15,9 +15,14 @@ fn env(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulsar_bus_conforms() {
-    let client = starling_core::pulsar::connect(&env("TEST_PULSAR_URL"), Duration::from_secs(30))
-        .await
-        .expect("connect Pulsar");
+    let auth = starling_core::pulsar::PulsarAuth {
+        token: Some(env("TEST_PULSAR_ADMIN_TOKEN")),
+        ca_file: Some(env("TEST_PULSAR_CA_FILE").into()),
+    };
+    let client =
+        starling_core::pulsar::connect(&env("TEST_PULSAR_URL"), &auth, Duration::from_secs(30))
+            .await
+            .expect("connect Pulsar");
     let prefix = format!("persistent://public/default/test-{}-", ulid::Ulid::new());
     let bus = PulsarBus::new(client, &prefix);
     starling_data_plane::bus::conformance::run(&bus).await;

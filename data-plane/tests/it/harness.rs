@@ -148,10 +148,16 @@ impl Cell {
             Arc<dyn starling_data_plane::registry::Registry>,
             Arc<dyn starling_data_plane::ratelimit::RateLimiter>,
         ) = if backend == Backend::Cell {
-            let client =
-                starling_core::pulsar::connect(&env("TEST_PULSAR_URL"), Duration::from_secs(30))
-                    .await
-                    .expect("connect Pulsar");
+            let client = starling_core::pulsar::connect(
+                &env("TEST_PULSAR_URL"),
+                &starling_core::pulsar::PulsarAuth {
+                    token: Some(env("TEST_PULSAR_ADMIN_TOKEN")),
+                    ca_file: Some(env("TEST_PULSAR_CA_FILE").into()),
+                },
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("connect Pulsar");
             let prefix = format!(
                 "persistent://public/default/it-{}-",
                 ulid::Ulid::new().to_string().to_lowercase()

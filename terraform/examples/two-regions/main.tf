@@ -125,6 +125,8 @@ module "control_plane" {
   postgres                  = local.backup["control"]
   pulsar_url                = module.cell_eu.pulsar_external_url
   pulsar_admin_url          = module.cell_eu.pulsar_external_admin_url
+  pulsar_ca_pem             = module.cell_eu.pulsar_ca_pem
+  pulsar_token              = var.pulsar_admin_token
 
   depends_on = [module.postgres_operator_control]
 }

@@ -109,3 +109,8 @@ variable "cluster_ids" {
     us = string
   })
 }
+variable "pulsar_admin_token" {
+  description = "A super-user token (role \"admin\") of cell eu-1's Pulsar, for the control plane: it publishes the app-config feed and provisions the namespace. Read it from the secret <release>-token-admin (key TOKEN) that the Pulsar chart's prepare_helm_release.sh made in that cell's cluster."
+  type        = string
+  sensitive   = true
+}

@@ -42,6 +42,7 @@ locals {
       "STARLING_PULSAR__URL"                        = var.pulsar_url
       "STARLING_PULSAR__TOPIC_PREFIX"               = var.pulsar_topic_prefix
       "STARLING_PULSAR__ADMIN_URL"                  = var.pulsar_admin_url
+      "STARLING_PULSAR__TLS_CA_FILE"                = var.pulsar_ca_pem != null ? "${local.pulsar_ca_dir}/ca.crt" : null
       "STARLING_PULSAR__COMPACTION_THRESHOLD_BYTES" = tostring(var.pulsar_compaction_threshold_bytes)
     } : k => v if v != null
   }
@@ -54,10 +55,15 @@ locals {
       # Signs every app-config update and internal call; only the control plane holds it.
       "STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY" = { name = local.auth_secret, key = "control-plane-signing-key" }
     },
+    var.pulsar_url != null ? {
+      "STARLING_PULSAR__TOKEN" = { name = kubernetes_secret_v1.pulsar[0].metadata[0].name, key = "token" }
+    } : {},
     var.redis_enabled && var.redis_password != null ? {
       "STARLING_CACHE__REDIS_URL" = { name = kubernetes_secret_v1.redis_url[0].metadata[0].name, key = "url" }
     } : {},
   )
+
+  pulsar_ca_dir = "/etc/starling/pulsar-ca"
 
   # The migrate Job runs again whenever the image changes.
   migrate_job = "${var.name}-migrate-${substr(sha1(var.image), 0, 10)}"
@@ -92,6 +98,43 @@ resource "kubernetes_secret_v1" "auth" {
       condition     = var.operator_token != null && var.key_hash_secret != null && var.control_plane_signing_key != null
       error_message = "Set operator_token, key_hash_secret and control_plane_signing_key, or existing_auth_secret."
     }
+  }
+}
+
+# The control plane's Pulsar token (it provisions the namespace with it: a super-user's for now).
+resource "kubernetes_secret_v1" "pulsar" {
+  count = var.pulsar_url != null ? 1 : 0
+
+  metadata {
+    name      = "${var.name}-pulsar"
+    namespace = local.namespace
+    labels    = local.labels
+  }
+
+  data = {
+    "token" = var.pulsar_token
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.pulsar_token != null
+      error_message = "Set pulsar_token with pulsar_url: the cell's Pulsar requires token authentication."
+    }
+  }
+}
+
+# The CA of the cell's Pulsar (STARLING_PULSAR__TLS_CA_FILE).
+resource "kubernetes_config_map_v1" "pulsar_ca" {
+  count = var.pulsar_ca_pem != null ? 1 : 0
+
+  metadata {
+    name      = "${var.name}-pulsar-ca"
+    namespace = local.namespace
+    labels    = local.labels
+  }
+
+  data = {
+    "ca.crt" = var.pulsar_ca_pem
   }
 }
 
@@ -299,10 +342,29 @@ resource "kubernetes_deployment_v1" "control_plane" {
           }
         }
 
+        dynamic "volume" {
+          for_each = var.pulsar_ca_pem != null ? [1] : []
+          content {
+            name = "pulsar-ca"
+            config_map {
+              name = kubernetes_config_map_v1.pulsar_ca[0].metadata[0].name
+            }
+          }
+        }
+
         container {
           name  = "control-plane"
           image = var.image
           args  = ["control-plane"]
+
+          dynamic "volume_mount" {
+            for_each = var.pulsar_ca_pem != null ? [1] : []
+            content {
+              name       = "pulsar-ca"
+              mount_path = local.pulsar_ca_dir
+              read_only  = true
+            }
+          }
 
           port {
             name           = "http"

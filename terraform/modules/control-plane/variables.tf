@@ -174,24 +174,37 @@ variable "redis_password" {
 }
 
 variable "pulsar_url" {
-  description = "pulsar:// URL the app-configuration feed is published on (STARLING_PULSAR__URL): a cell's Pulsar reachable from here. Null: no feed (cells learn nothing; only for a control plane without cells)."
+  description = "pulsar+ssl:// URL the app-configuration feed is published on (STARLING_PULSAR__URL): a cell's Pulsar reachable from here (the data-plane-cell module's pulsar_external_url). TLS only: the cells' Pulsar has no plain port. Null: no feed (cells learn nothing; only for a control plane without cells)."
   type        = string
   default     = null
 
   validation {
-    condition     = var.pulsar_url == null || can(regex("^pulsar(\\+ssl)?://[^\\s/]+:[0-9]+$", coalesce(var.pulsar_url, "x")))
-    error_message = "pulsar_url must look like pulsar://host:6650 or pulsar+ssl://host:6651."
+    condition     = var.pulsar_url == null || can(regex("^pulsar\\+ssl://[^\\s/]+:[0-9]+$", coalesce(var.pulsar_url, "x")))
+    error_message = "pulsar_url must look like pulsar+ssl://host:6651 (TLS)."
   }
 }
 
+variable "pulsar_token" {
+  description = "The token (JWT) the control plane shows that Pulsar (STARLING_PULSAR__TOKEN), required with pulsar_url. It provisions the namespace with it, so for now a super-user's (the chart's \"admin\" role). Kept in a Kubernetes Secret (and so in Terraform state); never an output."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "pulsar_ca_pem" {
+  description = "PEM of the CA of that Pulsar's certificates (STARLING_PULSAR__TLS_CA_FILE; the data-plane-cell module's pulsar_ca_pem). Null: the broker's certificate must chain to a public CA."
+  type        = string
+  default     = null
+}
+
 variable "pulsar_admin_url" {
-  description = "Admin REST API of that Pulsar (STARLING_PULSAR__ADMIN_URL, http://host:8080): the control plane then creates the namespace of pulsar_topic_prefix and gives the feed topic its policies at start. Null: they must exist already."
+  description = "Admin REST API of that Pulsar (STARLING_PULSAR__ADMIN_URL, https://host:443): the control plane then creates the namespace of pulsar_topic_prefix and gives the feed topic its policies at start. Null: they must exist already."
   type        = string
   default     = null
 
   validation {
-    condition     = var.pulsar_admin_url == null || can(regex("^https?://[^\\s]+$", coalesce(var.pulsar_admin_url, "x")))
-    error_message = "pulsar_admin_url must be an http:// or https:// URL."
+    condition     = var.pulsar_admin_url == null || can(regex("^https://[^\\s]+$", coalesce(var.pulsar_admin_url, "x")))
+    error_message = "pulsar_admin_url must be an https:// URL (TLS)."
   }
 }
 

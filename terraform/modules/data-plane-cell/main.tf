@@ -36,9 +36,24 @@ locals {
   }
 
   # The release name holds the chart's name, so the chart's objects are named "<release>-…".
-  # Clients go through the proxy; the admin REST API is asked of the brokers directly.
-  pulsar_url       = "pulsar://${local.pulsar}-proxy.${local.namespace}.svc:6650"
-  pulsar_admin_url = "http://${local.pulsar}-broker.${local.namespace}.svc:8080"
+  # Clients go through the proxy; the admin REST API is asked of the brokers directly. TLS only
+  # (the chart's certificates, signed by its cert-manager CA, name these service hosts: see
+  # tls.*.dnsNames below), with the token of pulsar.token_secret.
+  pulsar_proxy_host  = "${local.pulsar}-proxy.${local.namespace}.svc"
+  pulsar_broker_host = "${local.pulsar}-broker.${local.namespace}.svc"
+  pulsar_url         = "pulsar+ssl://${local.pulsar_proxy_host}:6651"
+  pulsar_admin_url   = "https://${local.pulsar_broker_host}:8443"
+  # The chart's CA (cert-manager keeps it in this secret), mounted into the gateway pods.
+  pulsar_ca_secret = "${local.pulsar}-ca-tls"
+  pulsar_ca_dir    = "/etc/starling/pulsar-ca"
+  # The token the nodes show the broker. The chart does not mint tokens: its
+  # scripts/pulsar/prepare_helm_release.sh (or the operator) stores them as
+  # "<release>-token-<role>" with key TOKEN. The nodes provision their namespace
+  # (STARLING_PULSAR__ADMIN_URL), which needs a super-user token (role "admin") for now.
+  pulsar_token_secret = var.pulsar.token_secret != null ? var.pulsar.token_secret : {
+    name = "${local.pulsar}-token-admin"
+    key  = "TOKEN"
+  }
   # The cell's own app-config topic: only the apps placed on it (see core/src/pulsar.rs feed_topic).
   feed_topic = "${var.pulsar_topic_prefix}app-config-${lower(var.cluster_id)}"
 
@@ -52,6 +67,7 @@ locals {
       "STARLING_PULSAR__URL"                        = local.pulsar_url
       "STARLING_PULSAR__TOPIC_PREFIX"               = var.pulsar_topic_prefix
       "STARLING_PULSAR__ADMIN_URL"                  = local.pulsar_admin_url
+      "STARLING_PULSAR__TLS_CA_FILE"                = "${local.pulsar_ca_dir}/ca.crt"
       "STARLING_PULSAR__COMPACTION_THRESHOLD_BYTES" = tostring(var.pulsar.compaction_threshold_bytes)
       "STARLING_TELEMETRY__LOG_FORMAT"              = "json"
       "STARLING_TELEMETRY__LOG_FILTER"              = var.log_filter
@@ -73,6 +89,7 @@ locals {
     {
       "STARLING_DATABASE__URL"         = local.database_secret
       "STARLING_AUTH__KEY_HASH_SECRET" = { name = local.auth_secret, key = "key-hash-secret" }
+      "STARLING_PULSAR__TOKEN"         = local.pulsar_token_secret
     },
     var.redis_password != null ? {
       "STARLING_CACHE__REDIS_URL" = { name = kubernetes_secret_v1.redis_url[0].metadata[0].name, key = "url" }
@@ -221,6 +238,34 @@ resource "helm_release" "pulsar" {
     # The chart's bundled monitoring stacks: bring your own Prometheus instead.
     "victoria-metrics-k8s-stack" = { enabled = false }
     "kube-prometheus-stack"      = { enabled = false }
+    # TLS on the proxy and the brokers, with certificates from cert-manager (which must be
+    # installed in the cluster) signed by the chart's own self-signed CA. With TLS on the proxy
+    # its Service carries only the TLS ports (6651, 443): nothing reaches Pulsar in clear text
+    # from outside, exposed or not. Extra names: the service hosts the nodes use (the chart's
+    # own names are the pod wildcards and the bare service name), and the exposed ones.
+    tls = {
+      enabled = true
+      proxy = {
+        enabled  = true
+        dnsNames = concat([local.pulsar_proxy_host, "${local.pulsar_proxy_host}.cluster.local"], var.pulsar.expose_dns_names)
+      }
+      broker = {
+        enabled  = true
+        dnsNames = [local.pulsar_broker_host, "${local.pulsar_broker_host}.cluster.local"]
+      }
+    }
+    certs = {
+      internal_issuer = { enabled = true, type = "selfsigning" }
+    }
+    # Every client shows a token (JWT), and may do only what its role was granted.
+    auth = {
+      authentication = {
+        enabled  = true
+        provider = "jwt"
+        jwt      = { usingSecretKey = false }
+      }
+      authorization = { enabled = true }
+    }
     zookeeper = {
       replicaCount = var.pulsar.zookeepers
       volumes      = { data = { size = var.pulsar.zookeeper_data } }
@@ -256,6 +301,16 @@ resource "helm_release" "pulsar" {
       }
     }
   })]
+}
+
+# The CA a control plane in another cluster needs to trust the exposed proxy (output pulsar_ca_pem).
+data "kubernetes_secret_v1" "pulsar_ca" {
+  metadata {
+    name      = local.pulsar_ca_secret
+    namespace = local.namespace
+  }
+
+  depends_on = [helm_release.pulsar]
 }
 
 data "kubernetes_service_v1" "pulsar_proxy" {
@@ -350,6 +405,17 @@ resource "kubernetes_stateful_set_v1" "gateway" {
           }
         }
 
+        volume {
+          name = "pulsar-ca"
+          secret {
+            secret_name = local.pulsar_ca_secret
+            items {
+              key  = "ca.crt"
+              path = "ca.crt"
+            }
+          }
+        }
+
         container {
           name  = "gateway"
           image = var.image
@@ -358,6 +424,13 @@ resource "kubernetes_stateful_set_v1" "gateway" {
           port {
             name           = "http"
             container_port = 7400
+          }
+
+          # The CA of the cell's Pulsar (STARLING_PULSAR__TLS_CA_FILE).
+          volume_mount {
+            name       = "pulsar-ca"
+            mount_path = local.pulsar_ca_dir
+            read_only  = true
           }
 
           # The node's id is its pod name: stable across restarts (see the top of this file).

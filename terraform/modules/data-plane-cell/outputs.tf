@@ -37,18 +37,23 @@ output "websocket_url" {
 }
 
 output "pulsar_url" {
-  description = "In-cluster pulsar:// URL of the cell's Pulsar (through its proxy)."
+  description = "In-cluster pulsar+ssl:// URL of the cell's Pulsar (through its proxy)."
   value       = local.pulsar_url
 }
 
 output "pulsar_external_url" {
-  description = "pulsar:// URL of the cell's Pulsar proxy load balancer when pulsar.expose is set (for a control plane in another Kubernetes cluster), else null."
-  value       = var.pulsar.expose ? try("pulsar://${coalesce(data.kubernetes_service_v1.pulsar_proxy[0].status[0].load_balancer[0].ingress[0].hostname, data.kubernetes_service_v1.pulsar_proxy[0].status[0].load_balancer[0].ingress[0].ip)}:6650", null) : null
+  description = "pulsar+ssl:// URL of the cell's Pulsar proxy load balancer when pulsar.expose is set (for a control plane in another Kubernetes cluster), else null. Its first pulsar.expose_dns_names entry when given (the certificate names it), else the load balancer's address."
+  value       = var.pulsar.expose ? try("pulsar+ssl://${coalesce(try(var.pulsar.expose_dns_names[0], null), data.kubernetes_service_v1.pulsar_proxy[0].status[0].load_balancer[0].ingress[0].hostname, data.kubernetes_service_v1.pulsar_proxy[0].status[0].load_balancer[0].ingress[0].ip)}:6651", null) : null
 }
 
 output "pulsar_external_admin_url" {
-  description = "URL of Pulsar's admin REST API through the proxy's load balancer when pulsar.expose is set (the control plane's pulsar_admin_url), else null."
-  value       = var.pulsar.expose ? try("http://${coalesce(data.kubernetes_service_v1.pulsar_proxy[0].status[0].load_balancer[0].ingress[0].hostname, data.kubernetes_service_v1.pulsar_proxy[0].status[0].load_balancer[0].ingress[0].ip)}:80", null) : null
+  description = "https:// URL of Pulsar's admin REST API through the proxy's load balancer when pulsar.expose is set (the control plane's pulsar_admin_url), else null."
+  value       = var.pulsar.expose ? try("https://${coalesce(try(var.pulsar.expose_dns_names[0], null), data.kubernetes_service_v1.pulsar_proxy[0].status[0].load_balancer[0].ingress[0].hostname, data.kubernetes_service_v1.pulsar_proxy[0].status[0].load_balancer[0].ingress[0].ip)}:443", null) : null
+}
+
+output "pulsar_ca_pem" {
+  description = "PEM of the CA that signed the cell's Pulsar certificates (the control plane's pulsar_ca_pem)."
+  value       = try(data.kubernetes_secret_v1.pulsar_ca.data["ca.crt"], null)
 }
 
 output "pulsar_admin_url" {

@@ -244,7 +244,7 @@ variable "redis_max_memory" {
 }
 
 variable "pulsar" {
-  description = "The cell's Apache Pulsar, installed with its official Helm chart (https://pulsar.apache.org/charts). expose: also put the proxy behind a load balancer (annotations: make it internal), for a control plane in another Kubernetes cluster."
+  description = "The cell's Apache Pulsar, installed with its official Helm chart (https://pulsar.apache.org/charts), TLS-only with token authentication and authorization (needs cert-manager in the cluster, and the token secret: see docs/OPERATIONS.md). expose: also put the proxy behind a load balancer (annotations: make it internal), TLS ports only, for a control plane in another Kubernetes cluster; expose_dns_names: the names it is reached by, for its certificate."
   type = object({
     chart_version      = optional(string, "4.6.0")
     zookeepers         = optional(number, 3)
@@ -256,6 +256,11 @@ variable "pulsar" {
     zookeeper_data     = optional(string, "20Gi")
     expose             = optional(bool, false)
     expose_annotations = optional(map(string), {})
+    # DNS names the exposed proxy is reached by (added to its TLS certificate).
+    expose_dns_names = optional(list(string), [])
+    # The Kubernetes secret holding the nodes' Pulsar token (STARLING_PULSAR__TOKEN). Null:
+    # "<release>-token-admin", key TOKEN, as the chart's prepare_helm_release.sh names it.
+    token_secret = optional(object({ name = string, key = string }))
     # Backlog at which the broker compacts the app-config topic (pulsar.compaction_threshold_bytes).
     compaction_threshold_bytes = optional(number, 1048576)
   })

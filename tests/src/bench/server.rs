@@ -111,8 +111,12 @@ pub struct CellServices {
     pub database_url: String,
     /// `redis://…`
     pub redis_url: String,
-    /// `pulsar://…`
+    /// `pulsar+ssl://…` (or `pulsar://…`)
     pub pulsar_url: String,
+    /// The token the processes show the broker (`STARLING_PULSAR__TOKEN`), if it wants one.
+    pub pulsar_token: Option<String>,
+    /// The CA of the broker's TLS certificate (`STARLING_PULSAR__TLS_CA_FILE`).
+    pub pulsar_ca_file: Option<String>,
 }
 
 /// Fails unless `url` points at loopback (127.0.0.0/8, ::1, localhost). `what` names the option.
@@ -317,7 +321,11 @@ impl Server {
             &["postgres", "postgresql"],
         )?;
         is_loopback("--redis-url", &services.redis_url, &["redis"])?;
-        is_loopback("--pulsar-url", &services.pulsar_url, &["pulsar"])?;
+        is_loopback(
+            "--pulsar-url",
+            &services.pulsar_url,
+            &["pulsar", "pulsar+ssl"],
+        )?;
         let dir = tempfile::Builder::new()
             .prefix("starling-bench-cell-")
             .tempdir()
@@ -341,6 +349,15 @@ impl Server {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
+            let pulsar_auth = [
+                ("STARLING_PULSAR__TOKEN", &services.pulsar_token),
+                ("STARLING_PULSAR__TLS_CA_FILE", &services.pulsar_ca_file),
+            ];
+            for (k, v) in pulsar_auth {
+                if let Some(v) = v {
+                    e.push((k.to_owned(), v.clone()));
+                }
+            }
             e.extend(env.iter().cloned());
             e
         };

@@ -72,6 +72,17 @@ struct Cli {
     /// The cell's Pulsar broker (loopback only).
     #[arg(long, global = true, env = "TEST_PULSAR_URL")]
     pulsar_url: Option<String>,
+    /// A token for that Pulsar (scripts/pulsar.sh's super-user token by default).
+    #[arg(
+        long,
+        global = true,
+        env = "TEST_PULSAR_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pulsar_token: Option<String>,
+    /// The CA of that Pulsar's TLS certificate.
+    #[arg(long, global = true, env = "TEST_PULSAR_CA_FILE")]
+    pulsar_ca_file: Option<String>,
     /// Extra environment for the child server, e.g. STARLING_GATEWAY__OUTBOUND_QUEUE=1024
     /// (repeatable).
     #[arg(long = "server-env", global = true, value_parser = parse_kv)]
@@ -287,6 +298,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         database_url: need(&cli.database_url, "database")?,
                         redis_url: need(&cli.redis_url, "redis")?,
                         pulsar_url: need(&cli.pulsar_url, "pulsar")?,
+                        pulsar_token: cli.pulsar_token.clone(),
+                        pulsar_ca_file: cli.pulsar_ca_file.clone(),
                     };
                     eprintln!(
                         "starting a cell: {} control-plane and {n} × data-plane …",
