@@ -212,7 +212,11 @@ pub struct PulsarCellFeeds {
 impl PulsarCellFeeds {
     /// Publishers under `topic_prefix`; with `admin` (`(admin_url, auth, compaction
     /// threshold)`), each new cell topic gets the feed's policies before its first message.
-    pub fn new(client: Client, topic_prefix: &str, admin: Option<(String, PulsarAuth, u64)>) -> Self {
+    pub fn new(
+        client: Client,
+        topic_prefix: &str,
+        admin: Option<(String, PulsarAuth, u64)>,
+    ) -> Self {
         Self {
             client,
             topic_prefix: topic_prefix.to_owned(),
@@ -549,7 +553,10 @@ mod tests {
             cell_of_topic(p, &format!("{t}-partition-3")).as_deref(),
             Some("cls_01abc")
         );
-        assert_eq!(cell_of_topic(p, "persistent://s/cells/starling-usage-"), None);
+        assert_eq!(
+            cell_of_topic(p, "persistent://s/cells/starling-usage-"),
+            None
+        );
         assert_eq!(cell_of_topic(p, "persistent://s/other/x"), None);
     }
 }

@@ -243,9 +243,10 @@ impl CellFixture {
         };
         let cp_proc = spawn(&["control-plane"], &cp_addr);
         let cp = format!("http://{cp_addr}");
-        wait_healthy(&format!("{cp}/readyz"), Duration::from_secs(60))
-            .await
-            .unwrap();
+        // Generous: ten of these tests may start their cells at once on two busy cores.
+        if let Err(e) = wait_healthy(&format!("{cp}/readyz"), Duration::from_secs(120)).await {
+            panic!("{e}\ncontrol plane stderr:\n{}", cp_proc.stderr().join("\n"));
+        }
         // Ready means provisioned: the namespace exists; grant the cell's role on it.
         access.grant_namespace("starling-e2e", &ns, &ns).await;
         let addrs: Vec<String> = (0..n)
