@@ -11,6 +11,7 @@ mod basics;
 mod billing;
 mod idempotency;
 mod plans_clusters;
+mod sealing;
 mod spec;
 mod tenants;
 mod usage;
