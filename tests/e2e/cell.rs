@@ -18,6 +18,8 @@ fn env(name: &str) -> String {
 
 const OPERATOR: &str = "sop_cell-test-operator-token-abcdefghijklmnopqrstuvwxyz";
 const KEY_HASH: &str = "cell-test-key-hash-secret-abcdefghijklmnopqrstuvwxyz";
+/// The control plane's sealing key (`kid:base64` of 32 bytes); the nodes never get it.
+const SEALING_KEY: &str = "e2e:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 struct Ws {
     sink: futures::stream::SplitSink<
@@ -181,6 +183,9 @@ impl CellFixture {
                 env.push(("STARLING_TELEMETRY__OTLP_ENDPOINT".into(), ep.clone()));
                 let name = args.last().copied().unwrap_or("starling");
                 env.push(("STARLING_TELEMETRY__SERVICE_NAME".into(), name.into()));
+            }
+            if args[0] == "control-plane" {
+                env.push(("STARLING_AUTH__SEALING_KEY".into(), SEALING_KEY.into()));
             }
             if args[0] == "data-plane" {
                 // The server API's webhook endpoint calls go to the control plane.

@@ -112,7 +112,7 @@ impl Server {
                 (url, None)
             }
         };
-        Self::start_on(backend, url, dir, |cp| custom(cp), sealer()).await
+        Self::start_on(backend, url, dir, custom, sealer()).await
     }
 
     /// A server on the database at `url`, sealing with `sealer`.

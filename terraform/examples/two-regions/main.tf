@@ -117,6 +117,7 @@ module "control_plane" {
   image            = var.image
   operator_token   = var.operator_token
   key_hash_secret  = var.key_hash_secret
+  sealing_key      = var.sealing_key
   postgres         = local.backup["control"]
   pulsar_url       = module.cell_eu.pulsar_external_url
   pulsar_admin_url = module.cell_eu.pulsar_external_admin_url

@@ -51,6 +51,7 @@ locals {
       "STARLING_DATABASE__URL"         = local.database_secret
       "STARLING_AUTH__OPERATOR_TOKEN"  = { name = local.auth_secret, key = "operator-token" }
       "STARLING_AUTH__KEY_HASH_SECRET" = { name = local.auth_secret, key = "key-hash-secret" }
+      "STARLING_AUTH__SEALING_KEY"     = { name = local.auth_secret, key = "sealing-key" }
     },
     var.redis_enabled && var.redis_password != null ? {
       "STARLING_CACHE__REDIS_URL" = { name = kubernetes_secret_v1.redis_url[0].metadata[0].name, key = "url" }
@@ -82,12 +83,13 @@ resource "kubernetes_secret_v1" "auth" {
   data = {
     "operator-token"  = var.operator_token
     "key-hash-secret" = var.key_hash_secret
+    "sealing-key"     = var.sealing_key
   }
 
   lifecycle {
     precondition {
-      condition     = var.operator_token != null && var.key_hash_secret != null
-      error_message = "Set operator_token and key_hash_secret, or existing_auth_secret."
+      condition     = var.operator_token != null && var.key_hash_secret != null && var.sealing_key != null
+      error_message = "Set operator_token, key_hash_secret and sealing_key, or existing_auth_secret."
     }
   }
 }

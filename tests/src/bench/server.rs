@@ -321,6 +321,12 @@ impl Server {
         let operator_token = run_secret("sop_bench");
         let run = run_secret("");
         let key_hash_secret = run_secret("bench-key-hash-");
+        // `kid:` and 32 bytes in unpadded base64: 42 characters of this run's hex (each a base64
+        // digit) and an `A`, whose low bits are zero as the last digit of 32 bytes must be.
+        let sealing_key = format!(
+            "bench:{}A",
+            &format!("{}{}", run_secret(""), run_secret(""))[..42]
+        );
         let common = |listen: &str| {
             let mut e: Vec<(String, String)> = [
                 ("STARLING_DATABASE__URL", services.database_url.as_str()),
@@ -355,8 +361,12 @@ impl Server {
         };
         let mut start = |args: &[&str], tag: &str| -> anyhow::Result<String> {
             let listen = format!("127.0.0.1:{}", starling_e2e::free_port());
-            let (child, rx) =
-                spawn_child(bin, args, &common(&listen), dir.path(), &server.log, tag)?;
+            let mut env = common(&listen);
+            // Only the control plane holds the sealing key.
+            if args[0] == "control-plane" {
+                env.push(("STARLING_AUTH__SEALING_KEY".into(), sealing_key.clone()));
+            }
+            let (child, rx) = spawn_child(bin, args, &env, dir.path(), &server.log, tag)?;
             std::thread::spawn(move || for _ in rx {});
             server.pids.push(child.id());
             server.children.push(child);
