@@ -4,6 +4,7 @@
 //! - `control-plane`: the control plane alone, on PostgreSQL (and Redis for shared caches),
 //! - `data-plane`: a data-plane gateway node (not built yet),
 //! - `migrate`: apply database migrations and exit,
+//! - `secrets reseal`: seal every stored secret again under the current sealing key,
 //! - `healthcheck`: probe the local server (the container image's health check),
 //! - `keygen`: make a control-plane signing key (config feed and internal calls),
 //! - `specs`: write the generated API specs into `sdk-specs/`.
@@ -52,8 +53,9 @@ enum Command {
     },
     /// Run the control plane alone (admin API) against PostgreSQL.
     ///
-    /// Needs `database.url`, `auth.operator_token` and `auth.key_hash_secret` (config file or
-    /// STARLING_DATABASE__URL, STARLING_AUTH__OPERATOR_TOKEN, STARLING_AUTH__KEY_HASH_SECRET);
+    /// Needs `database.url`, `auth.operator_token`, `auth.key_hash_secret` and
+    /// `auth.sealing_key` (config file or STARLING_DATABASE__URL, STARLING_AUTH__OPERATOR_TOKEN,
+    /// STARLING_AUTH__KEY_HASH_SECRET, STARLING_AUTH__SEALING_KEY);
     /// `cache.redis_url` makes idempotency keys shared between several control-plane processes.
     ControlPlane {
         /// TOML config file (layered over defaults, under STARLING_* env).
@@ -139,6 +141,11 @@ enum Command {
     /// (STARLING_AUTH__CONTROL_PLANE_PUBLIC_KEYS='["…"]'). To rotate: give cells both public
     /// keys, switch the control plane to the new key, then drop the old public key.
     Keygen,
+    /// Manage the secrets sealed in the control-plane database.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Write the API specs generated from the code (OpenAPI of the admin and server APIs; AsyncAPI
     /// and JSON Schemas of the WebSocket protocol; GraphQL SDL of the console API) into a
     /// directory.
@@ -146,6 +153,37 @@ enum Command {
         /// The sdk-specs directory.
         #[arg(long, default_value = "sdk-specs")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SecretsCommand {
+    /// Seal every secret in the control-plane database again under the current sealing key.
+    ///
+    /// The control-plane database stores webhook, token and pre-send hook secrets sealed under
+    /// `auth.sealing_key` (see docs/CONFIGURATION.md). To rotate that key:
+    ///
+    /// 1. make a new key (`echo "k2:$(openssl rand -base64 32)"`) and set it as
+    ///    `auth.sealing_key` (STARLING_AUTH__SEALING_KEY); move the old one to
+    ///    `auth.previous_sealing_keys`; restart the control planes;
+    ///
+    /// 2. run `starling secrets reseal` with that same configuration: it opens every value
+    ///    sealed under an older key and seals it under the current one (any value still in
+    ///    clear is sealed too), printing how many values of each table it resealed;
+    ///
+    /// 3. remove the old key from `auth.previous_sealing_keys` and restart.
+    ///
+    /// Safe to run while control planes serve, and to run again: only values not yet under the
+    /// current key change, each row by a conditional update.
+    Reseal {
+        /// TOML config file (layered over defaults, under STARLING_* env): `database.url`,
+        /// `auth.sealing_key` and `auth.previous_sealing_keys` are read.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// A `starling standalone` data directory: its database and its stored sealing key are
+        /// used unless configured otherwise.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -185,6 +223,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::ControlPlane { config } => standalone::run_control_plane(config).await,
+        Command::Secrets {
+            command: SecretsCommand::Reseal { config, data_dir },
+        } => standalone::reseal(config, data_dir).await,
         Command::DataPlane { node_id, config } => standalone::run_data_plane(config, node_id).await,
         Command::Migrate {
             database_url,

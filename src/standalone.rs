@@ -13,6 +13,7 @@ use starling_control_plane::config::{ControlPlaneConfig, redact_url};
 use starling_control_plane::server;
 use starling_control_plane::service::ControlPlane;
 use starling_core::appconfig::{ConfigFeed, InProcessCellFeeds, InProcessFeed};
+use starling_core::seal::{SealKey, Sealer};
 use starling_core::secret::{KeyHasher, random_token};
 use starling_core::signing::{SigningKey, Verifier};
 use starling_core::usage::{InProcessUsageFeed, UsageFeed};
@@ -33,7 +34,13 @@ pub struct Options {
 struct Secrets {
     operator_token: String,
     key_hash_secret: String,
+    /// `kid:base64`; absent from files made before secrets were sealed (added at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealing_key: Option<String>,
 }
+
+const SEALING_KEY_COMMENT: &str = "# sealing_key seals the secrets the database holds (webhook and token secrets): without it\n\
+     # they cannot be read. Keep it with the data, like the rest of this file.\n";
 
 const SECRETS_FILE: &str = "secrets.toml";
 const DB_FILE: &str = "starling.db";
@@ -45,8 +52,22 @@ fn load_or_create_secrets(data_dir: &Path) -> anyhow::Result<(Secrets, bool)> {
     if path.exists() {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        let s: Secrets =
+        let mut s: Secrets =
             toml::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
+        if s.sealing_key.is_none() {
+            // A data dir from before secrets were sealed: its database holds them in clear (the
+            // control plane seals them at this start), so a new key loses nothing.
+            let key = SealKey::generate("k1")?.to_config_string();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("adding a sealing key to {}", path.display()))?;
+            let sep = if text.ends_with('\n') { "" } else { "\n" };
+            f.write_all(format!("{sep}{SEALING_KEY_COMMENT}sealing_key = \"{key}\"\n").as_bytes())?;
+            f.sync_all()?;
+            tracing::info!(file = %path.display(), "sealing key added to the secrets file");
+            s.sealing_key = Some(key);
+        }
         return Ok((s, false));
     }
     if data_dir.join(DB_FILE).exists() {
@@ -60,10 +81,12 @@ fn load_or_create_secrets(data_dir: &Path) -> anyhow::Result<(Secrets, bool)> {
     let s = Secrets {
         operator_token: random_token("sop_"),
         key_hash_secret: random_token(""),
+        sealing_key: Some(SealKey::generate("k1")?.to_config_string()),
     };
     let text = format!(
         "# Starling standalone secrets: keep this file private and keep it with the data.\n\
-         # operator_token authenticates the admin API; key_hash_secret keys the API-key hashes.\n{}",
+         # operator_token authenticates the admin API; key_hash_secret keys the API-key hashes.\n\
+         {SEALING_KEY_COMMENT}{}",
         toml::to_string(&s)?
     );
     let mut opts = std::fs::OpenOptions::new();
@@ -76,6 +99,94 @@ fn load_or_create_secrets(data_dir: &Path) -> anyhow::Result<(Secrets, bool)> {
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
     Ok((s, true))
+}
+
+/// A standalone process's sealer: `auth.sealing_key` when configured, else the data dir's.
+fn standalone_sealer(
+    cfg: &ControlPlaneConfig,
+    secrets: &Secrets,
+    data_dir: &Path,
+) -> anyhow::Result<Sealer> {
+    let current = match cfg.auth.sealing_key()? {
+        Some(k) => k,
+        None => {
+            let stored = secrets
+                .sealing_key
+                .as_deref()
+                .context("the secrets file has no sealing_key")?;
+            SealKey::parse(stored).with_context(|| {
+                format!(
+                    "sealing_key in {} is not valid",
+                    data_dir.join(SECRETS_FILE).display()
+                )
+            })?
+        }
+    };
+    Ok(cfg.auth.sealer(current)?)
+}
+
+/// `starling secrets reseal`: every sealed secret of the control-plane database sealed again
+/// under the current sealing key (and any still in clear sealed). With `data_dir`, a
+/// standalone data dir's database and stored key are the defaults.
+pub async fn reseal(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let cfg: ControlPlaneConfig = starling_core::config::load(config.as_deref())?;
+    cfg.validate()?;
+    let (db_url, sealer) = match &data_dir {
+        Some(dir) => {
+            let dir = dir
+                .canonicalize()
+                .with_context(|| format!("data dir {}", dir.display()))?;
+            if !dir.join(SECRETS_FILE).exists() {
+                anyhow::bail!("{} does not exist", dir.join(SECRETS_FILE).display());
+            }
+            let (secrets, _) = load_or_create_secrets(&dir)?;
+            let url = cfg.database.url.clone().unwrap_or_else(|| {
+                format!("sqlite://{}?mode=rw", dir.join(DB_FILE).display())
+            });
+            (url, standalone_sealer(&cfg, &secrets, &dir)?)
+        }
+        None => (
+            cfg.database.url.clone().context(
+                "database.url: required (STARLING_DATABASE__URL, or --data-dir for a standalone data dir)",
+            )?,
+            cfg.auth.required_sealer("secrets reseal")?,
+        ),
+    };
+    println!(
+        "Resealing under key {:?} in {}",
+        sealer.current_kid(),
+        redact_url(&db_url)
+    );
+    let db = starling_control_plane::store::connect(&db_url, 2)
+        .await
+        .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
+    starling_control_plane::store::migrate(&db).await?;
+    // API keys are not touched: the key-hash secret is not needed to reseal.
+    let cp = ControlPlane::new(db, KeyHasher::new(b"unused"), sealer);
+    let mut total = 0;
+    let counts = cp
+        .reseal_secrets(&mut |c| {
+            println!(
+                "  {:<18} {:>6} resealed of {} sealed values",
+                c.table, c.changed, c.seen
+            )
+        })
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}\nValues resealed so far stay resealed; add the missing key to \
+                 auth.previous_sealing_keys and run this again."
+            )
+        })?;
+    for c in &counts {
+        total += c.changed;
+    }
+    println!(
+        "Done: {total} values resealed. Every secret is now sealed under {:?}; keys in \
+         auth.previous_sealing_keys can be removed.",
+        cp.sealer.current_kid()
+    );
+    Ok(())
 }
 
 /// Turns Stripe billing on when a secret key is configured (else it stays off).
@@ -163,7 +274,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let key_hash_secret = cfg
         .auth
         .key_hash_secret()?
-        .unwrap_or(secrets.key_hash_secret);
+        .unwrap_or(secrets.key_hash_secret.clone());
+    let sealer = standalone_sealer(&cfg, &secrets, &data_dir)?;
     let db_url = cfg
         .database
         .url
@@ -177,9 +289,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     let base = format!("http://{local}");
 
-    let cp = server::open(&db_url, cfg.database.max_connections, &key_hash_secret)
-        .await
-        .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
+    let cp = server::open(
+        &db_url,
+        cfg.database.max_connections,
+        &key_hash_secret,
+        sealer,
+    )
+    .await
+    .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
     let cluster_id = cp
         .ensure_local_cluster(Some(format!("ws://{local}")))
         .await
@@ -332,13 +449,19 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
         .auth
         .key_hash_secret()?
         .context("auth.key_hash_secret: required for control-plane (STARLING_AUTH__KEY_HASH_SECRET or auth.key_hash_secret_file)")?;
+    let sealer = cfg.auth.required_sealer("control-plane")?;
     let addr = cfg.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
-    let mut cp = server::open(&db_url, cfg.database.max_connections, &key_hash_secret)
-        .await
-        .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
+    let mut cp = server::open(
+        &db_url,
+        cfg.database.max_connections,
+        &key_hash_secret,
+        sealer,
+    )
+    .await
+    .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
     if let Some(url) = &cfg.pulsar.url {
         let signing_key = cfg.auth.control_plane_signing_key()?.context(
             "auth.control_plane_signing_key: required for control-plane with a Pulsar feed \

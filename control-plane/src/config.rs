@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use starling_core::config::ConfigError;
+use starling_core::seal::{SealKey, Sealer};
 use starling_core::telemetry::TelemetryConfig;
 
 /// Everything a control-plane process needs.
@@ -519,6 +520,20 @@ pub struct AuthConfig {
     /// The public keys a cell node trusts for the control plane's signatures (base64url; two
     /// while the signing key is rotated). Required by `data-plane`. Public: safe to publish.
     pub control_plane_public_keys: Vec<String>,
+    /// The key that seals the secrets the database holds (webhook and token secrets), as
+    /// `<key id>:<base64 of 32 random bytes>`, e.g. `k1:$(openssl rand -base64 32)`. Its own
+    /// root secret, not derived from `key_hash_secret`. Required by `control-plane`; `standalone`
+    /// makes one. Prefer `STARLING_AUTH__SEALING_KEY` or `sealing_key_file`.
+    pub sealing_key: Option<String>,
+    /// A file holding the sealing key (`<key id>:<base64>`).
+    pub sealing_key_file: Option<PathBuf>,
+    /// Older sealing keys (`<key id>:<base64>` each), still accepted for opening values sealed
+    /// before a rotation; `starling secrets reseal` moves every value to `sealing_key`, after
+    /// which they can be dropped.
+    pub previous_sealing_keys: Vec<String>,
+    /// A file holding older sealing keys, one `<key id>:<base64>` a line (added to
+    /// `previous_sealing_keys`).
+    pub previous_sealing_keys_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -543,6 +558,20 @@ impl std::fmt::Debug for AuthConfig {
                 &self.control_plane_signing_key_file,
             )
             .field("control_plane_public_keys", &self.control_plane_public_keys)
+            .field("sealing_key", &self.sealing_key.as_ref().map(|_| "***"))
+            .field("sealing_key_file", &self.sealing_key_file)
+            .field(
+                "previous_sealing_keys",
+                &self
+                    .previous_sealing_keys
+                    .iter()
+                    .map(|_| "***")
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "previous_sealing_keys_file",
+                &self.previous_sealing_keys_file,
+            )
             .finish()
     }
 }
@@ -616,6 +645,70 @@ impl AuthConfig {
         starling_core::signing::Verifier::from_texts(&self.control_plane_public_keys)
             .map_err(|e| ConfigError::field("auth.control_plane_public_keys", e.to_string()))
     }
+
+    /// The current sealing key, from the value or the file; `None` when neither is set.
+    pub fn sealing_key(&self) -> Result<Option<SealKey>, ConfigError> {
+        plain_secret(
+            &self.sealing_key,
+            &self.sealing_key_file,
+            "auth.sealing_key",
+        )?
+        .map(|k| SealKey::parse(&k).map_err(|e| ConfigError::field("auth.sealing_key", e)))
+        .transpose()
+    }
+
+    /// The older sealing keys, from the list and the file.
+    pub fn previous_sealing_keys(&self) -> Result<Vec<SealKey>, ConfigError> {
+        let mut keys = Vec::new();
+        for (i, k) in self.previous_sealing_keys.iter().enumerate() {
+            keys.push(
+                SealKey::parse(k).map_err(|e| {
+                    ConfigError::field(&format!("auth.previous_sealing_keys[{i}]"), e)
+                })?,
+            );
+        }
+        if let Some(path) = &self.previous_sealing_keys_file {
+            let field = "auth.previous_sealing_keys_file";
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::field(field, format!("cannot read {}: {e}", path.display()))
+            })?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                keys.push(
+                    SealKey::parse(line)
+                        .map_err(|e| ConfigError::field(field, format!("line {}: {e}", n + 1)))?,
+                );
+            }
+        }
+        Ok(keys)
+    }
+
+    /// The sealer: `current` (the configured `sealing_key`, or a standalone process's stored
+    /// one) seals; the previous keys still open.
+    pub fn sealer(&self, current: SealKey) -> Result<Sealer, ConfigError> {
+        Sealer::new(current, self.previous_sealing_keys()?)
+            .map_err(|e| ConfigError::field("auth.previous_sealing_keys", e))
+    }
+
+    /// The sealer from configuration alone: an error naming `STARLING_AUTH__SEALING_KEY`
+    /// when no sealing key is configured (what `control-plane` and `secrets reseal` need).
+    pub fn required_sealer(&self, command: &str) -> Result<Sealer, ConfigError> {
+        let current = self.sealing_key()?.ok_or_else(|| {
+            ConfigError::field(
+                "auth.sealing_key",
+                format!(
+                    "required for {command}: set STARLING_AUTH__SEALING_KEY (or \
+                     auth.sealing_key_file) to <key id>:<base64 of 32 random bytes>, e.g. \
+                     k1:$(openssl rand -base64 32); keep it outside the database, it opens \
+                     every secret the database holds"
+                ),
+            )
+        })?;
+        self.sealer(current)
+    }
 }
 
 impl ControlPlaneConfig {
@@ -650,6 +743,11 @@ impl ControlPlaneConfig {
         self.auth.key_hash_secret()?;
         self.auth.control_plane_signing_key()?;
         self.auth.control_plane_verifier()?;
+        if let Some(k) = self.auth.sealing_key()? {
+            self.auth.sealer(k)?;
+        } else {
+            self.auth.previous_sealing_keys()?;
+        }
         self.telemetry.validate()?;
         self.gateway.validate()?;
         self.console.validate()?;
@@ -737,6 +835,50 @@ mod tests {
         assert!(e.contains("demo.enabled"), "{e}");
         c.demo.enabled = false;
         c.validate().expect("no demo, any address");
+    }
+
+    #[test]
+    fn sealing_keys_are_checked_at_load() {
+        let key = |kid: &str| starling_core::seal::SealKey::generate(kid).unwrap();
+        let mut c = ControlPlaneConfig::default();
+        c.validate()
+            .expect("no sealing key is valid config (standalone makes one)");
+        let e = c
+            .auth
+            .required_sealer("control-plane")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("STARLING_AUTH__SEALING_KEY"), "{e}");
+        c.auth.sealing_key = Some("k1:short".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("auth.sealing_key:"), "{e}");
+        c.auth.sealing_key = Some(key("k2").to_config_string());
+        c.auth.previous_sealing_keys = vec![key("k1").to_config_string(), "bad".into()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("auth.previous_sealing_keys[1]"), "{e}");
+        c.auth.previous_sealing_keys = vec![key("k2").to_config_string()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("auth.previous_sealing_keys") && e.contains("\"k2\""),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("old-keys");
+        std::fs::write(
+            &file,
+            format!("# retired 2026-12\n{}\n\n", key("k0").to_config_string()),
+        )
+        .unwrap();
+        c.auth.previous_sealing_keys = vec![key("k1").to_config_string()];
+        c.auth.previous_sealing_keys_file = Some(file.clone());
+        c.validate().unwrap();
+        let s = c.auth.required_sealer("control-plane").unwrap();
+        assert_eq!(s.current_kid(), "k2");
+        assert_eq!(c.auth.previous_sealing_keys().unwrap().len(), 2);
+        std::fs::write(&file, "k0:nope\n").unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("auth.previous_sealing_keys_file: line 1"), "{e}");
+        assert!(!format!("{c:?}").contains(c.auth.sealing_key.as_deref().unwrap()));
     }
 
     #[test]
@@ -886,6 +1028,10 @@ mod doc_tests {
             control_plane_signing_key: Some(String::new()),
             control_plane_signing_key_file: Some(PathBuf::new()),
             control_plane_public_keys: vec![],
+            sealing_key: Some(String::new()),
+            sealing_key_file: Some(PathBuf::new()),
+            previous_sealing_keys: vec![],
+            previous_sealing_keys_file: Some(PathBuf::new()),
         };
         cfg.gateway.cluster_id = Some(String::new());
         cfg.telemetry.otlp_endpoint = Some(String::new());

@@ -16,6 +16,7 @@ use starling_core::error::ApiError;
 use starling_core::http::{
     method_not_allowed_fallback, not_found_fallback, request_id, track_metrics,
 };
+use starling_core::seal::Sealer;
 use starling_core::secret::KeyHasher;
 use tokio::net::TcpListener;
 
@@ -33,15 +34,23 @@ struct OpsState {
     metrics: PrometheusHandle,
 }
 
-/// Connects, migrates and seeds the default plan: a control plane ready to serve.
+/// Connects, migrates, seals any secret still in clear and seeds the default plan: a control
+/// plane ready to serve. `sealer` seals the secrets the database holds; `key_hash_secret` only
+/// keys API-key hashes (separate root secrets, see docs/CONFIGURATION.md).
 pub async fn open(
     database_url: &str,
     max_connections: u32,
     key_hash_secret: &str,
+    sealer: Sealer,
 ) -> anyhow::Result<ControlPlane> {
     let db = store::connect(database_url, max_connections).await?;
     store::migrate(&db).await?;
-    let cp = ControlPlane::new(db, KeyHasher::new(key_hash_secret));
+    let cp = ControlPlane::new(db, KeyHasher::new(key_hash_secret), sealer);
+    // Rows from before sealing existed (or written by an older version): sealed now, so an
+    // upgraded deployment holds no secret in clear after its first start.
+    cp.seal_clear_secrets()
+        .await
+        .map_err(|e| anyhow::anyhow!("sealing secrets stored in clear: {e}"))?;
     cp.ensure_default_plan()
         .await
         .map_err(|e| anyhow::anyhow!("seeding the default plan: {e}"))?;

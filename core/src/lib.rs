@@ -3,6 +3,7 @@
 //! - [`id`]: typed, prefixed ids (`tnt_…`, `app_…`, `key_…`) — never bare integers in APIs.
 //! - [`error`]: transport-neutral [`error::ErrorCode`]s and the JSON error body `{code, message, request_id}`.
 //! - [`secret`]: API-key and token generation, keyed hashing, constant-time checks.
+//! - [`seal`]: secrets sealed at rest (XChaCha20-Poly1305 under a key id, for rotation).
 //! - [`config`]: layered configuration (defaults → TOML file → `STARLING_*` env) with field-named errors.
 //! - [`telemetry`]: tracing, optional OpenTelemetry OTLP export, Prometheus metrics.
 //! - [`http`]: shared HTTP plumbing: request ids, JSON extraction with field-named errors, pagination,
@@ -24,6 +25,7 @@ pub mod http;
 pub mod id;
 pub mod limits;
 pub mod pulsar;
+pub mod seal;
 pub mod secret;
 pub mod signing;
 pub mod telemetry;

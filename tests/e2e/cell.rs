@@ -18,6 +18,8 @@ fn env(name: &str) -> String {
 
 const OPERATOR: &str = "sop_cell-test-operator-token-abcdefghijklmnopqrstuvwxyz";
 const KEY_HASH: &str = "cell-test-key-hash-secret-abcdefghijklmnopqrstuvwxyz";
+/// The control plane's sealing key (`kid:base64` of 32 bytes); the nodes never get it.
+const SEALING_KEY: &str = "e2e:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 struct Ws {
     sink: futures::stream::SplitSink<
@@ -209,6 +211,9 @@ impl CellFixture {
                 let name = args.last().copied().unwrap_or("starling");
                 env.push(("STARLING_TELEMETRY__SERVICE_NAME".into(), name.into()));
             }
+            if args[0] == "control-plane" {
+                env.push(("STARLING_AUTH__SEALING_KEY".into(), SEALING_KEY.into()));
+            }
             if args[0] == "data-plane" {
                 for (k, v) in env.iter_mut() {
                     if k == "STARLING_PULSAR__TOKEN" {
@@ -245,7 +250,10 @@ impl CellFixture {
         let cp = format!("http://{cp_addr}");
         // Generous: ten of these tests may start their cells at once on two busy cores.
         if let Err(e) = wait_healthy(&format!("{cp}/readyz"), Duration::from_secs(120)).await {
-            panic!("{e}\ncontrol plane stderr:\n{}", cp_proc.stderr().join("\n"));
+            panic!(
+                "{e}\ncontrol plane stderr:\n{}",
+                cp_proc.stderr().join("\n")
+            );
         }
         // Ready means provisioned: the namespace exists; grant the cell's role on it.
         access.grant_namespace("starling-e2e", &ns, &ns).await;

@@ -19,6 +19,8 @@ use starling_e2e::{Proc, free_port, starling_bin, wait_healthy};
 const START: Duration = Duration::from_secs(60);
 const OPERATOR: &str = "sop_image-test-operator-token-abcdefghijklmnopqrstuvwxyz";
 const KEY_HASH: &str = "image-test-key-hash-secret-abcdefghijklmnopqrstuvwxyz";
+/// The control plane's sealing key (`kid:base64` of 32 bytes); cells never get it.
+const SEALING_KEY: &str = "e2e:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -268,6 +270,7 @@ async fn image_processes_start_from_terraform_env_only() {
         ),
         ("STARLING_AUTH__OPERATOR_TOKEN", OPERATOR.into()),
         ("STARLING_AUTH__KEY_HASH_SECRET", KEY_HASH.into()),
+        ("STARLING_AUTH__SEALING_KEY", SEALING_KEY.into()),
         ("STARLING_TELEMETRY__LOG_FORMAT", "json".into()),
         ("STARLING_TELEMETRY__LOG_FILTER", "info".into()),
         ("STARLING_TELEMETRY__SERVICE_NAME", "starling-test".into()),

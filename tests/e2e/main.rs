@@ -377,6 +377,10 @@ async fn control_plane_process_on_postgres_and_redis() {
                 "STARLING_AUTH__KEY_HASH_SECRET",
                 "e2e-key-hash-secret-abcdefghijklmnopqrstuvwxyz",
             ),
+            (
+                "STARLING_AUTH__SEALING_KEY",
+                "e2e:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
             ("STARLING_SERVER__LISTEN", &listen),
         ],
         dir.path(),

@@ -21,6 +21,17 @@ pub enum Backend {
 
 pub const OPERATOR: &str = "sop_console-test-operator-token-0123456789abcdef";
 pub const KEY_HASH_SECRET: &str = "console-test-key-hash-secret-0123456789abcdefgh";
+/// The sealing key of the tests' control plane: the control-plane tests' own, since both share
+/// the PostgreSQL database.
+pub const SEALING_KEY: &str = "test:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn sealer() -> starling_core::seal::Sealer {
+    starling_core::seal::Sealer::new(
+        starling_core::seal::SealKey::parse(SEALING_KEY).unwrap(),
+        vec![],
+    )
+    .unwrap()
+}
 pub const PASSWORD: &str = "correct horse battery staple";
 
 static PG_MIGRATED: OnceCell<()> = OnceCell::const_new();
@@ -59,7 +70,7 @@ impl Server {
                 );
                 PG_MIGRATED
                     .get_or_init(|| async {
-                        let cp = server::open(&url, 2, KEY_HASH_SECRET)
+                        let cp = server::open(&url, 2, KEY_HASH_SECRET, sealer())
                             .await
                             .expect("migrate PostgreSQL");
                         starling_console_api::migrate(&cp.db)
@@ -70,7 +81,7 @@ impl Server {
                 (url, None)
             }
         };
-        let cp = server::open(&url, 5, KEY_HASH_SECRET)
+        let cp = server::open(&url, 5, KEY_HASH_SECRET, sealer())
             .await
             .expect("open control plane");
         starling_console_api::migrate(&cp.db).await.unwrap();

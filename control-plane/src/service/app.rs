@@ -192,7 +192,7 @@ impl ControlPlane {
         };
         let txn = self.db.begin().await?;
         let m = m.insert(&txn).await?;
-        super::token_secret::insert_secret(&txn, &m.tenant_id, &m.id).await?;
+        super::token_secret::insert_secret(&txn, &self.sealer, &m.tenant_id, &m.id).await?;
         txn.commit().await?;
         self.publish_app(&m.tenant_id, &m.id).await;
         Ok(m.into())

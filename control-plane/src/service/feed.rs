@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use starling_core::appconfig::{
-    AppConfig, CellFeeds, ConfigUpdate, KeyConfig, SignedUpdate, TokenSecret, next_version,
+    AppConfig, CellFeeds, ConfigUpdate, KeyConfig, SignedUpdate, next_version,
 };
 use starling_core::id::{ApiKeyId, AppId, TenantId};
 use starling_core::limits::Limits;
@@ -77,29 +77,23 @@ impl ControlPlane {
                 revoked: k.revoked_at.is_some(),
             })
             .collect();
-        let token_secrets = super::token_secret::secrets_of(&self.db, tenant_id, app_id)
-            .await?
-            .into_iter()
-            .map(|s| TokenSecret {
-                kid: s.kid,
-                secret: s.secret,
-                expires_at: s.expires_at,
-            })
-            .collect();
+        // Secrets are sealed at rest; cells get them opened (see service::sealed).
+        let token_secrets = self.token_secrets_for_cells(tenant_id, app_id).await?;
         let webhooks = webhook_endpoint::Entity::find()
             .filter(webhook_endpoint::Column::TenantId.eq(tenant_id))
             .filter(webhook_endpoint::Column::AppId.eq(app_id))
             .all(&self.db)
             .await?
             .into_iter()
-            .map(super::webhook::endpoint_config)
-            .collect();
+            .map(|m| super::webhook::endpoint_config(&self.sealer, m))
+            .collect::<Result<_>>()?;
         let pre_send_hook = pre_send_hook::Entity::find()
             .filter(pre_send_hook::Column::TenantId.eq(tenant_id))
             .filter(pre_send_hook::Column::AppId.eq(app_id))
             .one(&self.db)
             .await?
-            .map(super::webhook::hook_config);
+            .map(|m| super::webhook::hook_config(&self.sealer, m))
+            .transpose()?;
         let suspended = if t.status != Status::Active {
             Some("tenant_suspended".to_owned())
         } else if a.status != Status::Active {

@@ -7,6 +7,7 @@ pub mod billing;
 pub mod cluster;
 pub mod feed;
 pub mod plan;
+pub mod sealed;
 pub mod tenant;
 pub mod token_secret;
 pub mod usage;
@@ -15,6 +16,7 @@ pub mod webhook;
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait, Select, SqlErr};
 use starling_core::error::{ApiError, ErrorCode};
 use starling_core::http::{Page, PageParams};
+use starling_core::seal::Sealer;
 use starling_core::secret::KeyHasher;
 
 /// A domain error; each maps to one [`ErrorCode`].
@@ -45,6 +47,10 @@ pub enum Error {
     /// The database failed.
     #[error("database: {0}")]
     Db(DbErr),
+    /// A stored secret does not open: its sealing key is not configured, or the row was
+    /// altered. The operator's problem, never the caller's.
+    #[error("{0}")]
+    Sealed(String),
 }
 
 impl From<DbErr> for Error {
@@ -70,6 +76,7 @@ impl From<Error> for ApiError {
             Error::Api(e) => e,
             // Connection trouble is a retryable 503; anything else an opaque 500.
             Error::Db(e) => e.into(),
+            Error::Sealed(m) => ApiError::internal(m),
         }
     }
 }
@@ -143,6 +150,8 @@ pub struct ControlPlane {
     pub db: DatabaseConnection,
     /// Hashes API-key secrets.
     pub hasher: KeyHasher,
+    /// Seals the secrets the database holds (see [`sealed`]).
+    pub sealer: Sealer,
     /// Where app configuration is published for data-plane cells (each cell's feed), and the
     /// key every update is signed with; `None`: nowhere.
     pub feed: Option<feed::Publisher>,
@@ -164,10 +173,11 @@ impl std::fmt::Debug for ControlPlane {
 
 impl ControlPlane {
     /// A control plane over a migrated database.
-    pub fn new(db: DatabaseConnection, hasher: KeyHasher) -> Self {
+    pub fn new(db: DatabaseConnection, hasher: KeyHasher, sealer: Sealer) -> Self {
         Self {
             db,
             hasher,
+            sealer,
             feed: None,
             clock: starling_core::clock::system(),
             quota_hook: None,

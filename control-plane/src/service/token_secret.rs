@@ -8,11 +8,13 @@ use sea_orm::{
     TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
+use starling_core::appconfig::TokenSecret;
 use starling_core::id::{AppId, TenantId, TokenSecretId};
+use starling_core::seal::Sealer;
 use starling_core::secret::random_token;
 use utoipa::ToSchema;
 
-use super::{ControlPlane, Result, invalid};
+use super::{ControlPlane, Result, invalid, sealed};
 use crate::entity::app_token_secret;
 
 /// A token-signing secret.
@@ -37,30 +39,46 @@ pub struct RotateTokenSecretIn {
     pub overlap_seconds: Option<u64>,
 }
 
-fn out(m: app_token_secret::Model) -> TokenSecretOut {
-    TokenSecretOut {
+/// The row as shown, its secret opened.
+fn out(sealer: &Sealer, m: app_token_secret::Model) -> Result<TokenSecretOut> {
+    let secret = open_secret(sealer, &m)?;
+    Ok(TokenSecretOut {
         kid: TokenSecretId::from_trusted(m.kid),
-        secret: m.secret,
+        secret,
         created_at: m.created_at,
         expires_at: m.expires_at,
-    }
+    })
 }
 
+/// The clear secret of a row (the column holds it sealed).
+pub(crate) fn open_secret(sealer: &Sealer, m: &app_token_secret::Model) -> Result<String> {
+    sealed::open(
+        sealer,
+        &sealed::token_secret_aad(&m.tenant_id, &m.app_id, &m.kid),
+        &m.secret,
+    )
+}
+
+/// Makes a new secret and stores it sealed; returns the row and the clear secret.
 pub(crate) async fn insert_secret(
     db: &impl ConnectionTrait,
+    sealer: &Sealer,
     tenant: &str,
     app: &str,
-) -> Result<app_token_secret::Model> {
-    Ok(app_token_secret::ActiveModel {
+) -> Result<(app_token_secret::Model, String)> {
+    let kid = TokenSecretId::generate().into_string();
+    let secret = random_token("");
+    let m = app_token_secret::ActiveModel {
         tenant_id: Set(tenant.to_owned()),
         app_id: Set(app.to_owned()),
-        kid: Set(TokenSecretId::generate().into_string()),
-        secret: Set(random_token("")),
+        secret: Set(sealer.seal(&sealed::token_secret_aad(tenant, app, &kid), &secret)),
+        kid: Set(kid),
         created_at: Set(super::now()),
         expires_at: Set(None),
     }
     .insert(db)
-    .await?)
+    .await?;
+    Ok((m, secret))
 }
 
 pub(crate) async fn secrets_of(
@@ -86,11 +104,29 @@ impl ControlPlane {
         self.app_model(tenant, app).await?;
         let now = Utc::now();
         let all = secrets_of(&self.db, tenant.as_str(), app.as_str()).await?;
-        Ok(all
-            .into_iter()
+        all.into_iter()
             .filter(|s| s.expires_at.is_none_or(|e| e > now))
-            .map(out)
-            .collect())
+            .map(|m| out(&self.sealer, m))
+            .collect()
+    }
+
+    /// The app's token secrets as cells need them (opened), newest first.
+    pub(crate) async fn token_secrets_for_cells(
+        &self,
+        tenant: &str,
+        app: &str,
+    ) -> Result<Vec<TokenSecret>> {
+        secrets_of(&self.db, tenant, app)
+            .await?
+            .into_iter()
+            .map(|m| {
+                Ok(TokenSecret {
+                    secret: open_secret(&self.sealer, &m)?,
+                    kid: m.kid,
+                    expires_at: m.expires_at,
+                })
+            })
+            .collect()
     }
 
     /// Makes a new secret; the current ones stay valid for the overlap.
@@ -117,9 +153,15 @@ impl ControlPlane {
                 a.update(&txn).await?;
             }
         }
-        let new = insert_secret(&txn, tenant.as_str(), app.as_str()).await?;
+        let (new, secret) =
+            insert_secret(&txn, &self.sealer, tenant.as_str(), app.as_str()).await?;
         txn.commit().await?;
         self.publish_app(tenant.as_str(), app.as_str()).await;
-        Ok(out(new))
+        Ok(TokenSecretOut {
+            kid: TokenSecretId::from_trusted(new.kid),
+            secret,
+            created_at: new.created_at,
+            expires_at: new.expires_at,
+        })
     }
 }

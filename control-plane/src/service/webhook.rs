@@ -13,6 +13,7 @@ use starling_core::appconfig::{PreSendHookConfig, WebhookEndpointConfig, Webhook
 use starling_core::error::ApiError;
 use starling_core::http::{Page, PageParams};
 use starling_core::id::{AppId, TenantId, WebhookEndpointId};
+use starling_core::seal::Sealer;
 use starling_core::webhook::{check_url, event_type, generate_secret};
 use utoipa::ToSchema;
 
@@ -21,7 +22,7 @@ pub use starling_core::webhook_admin::{
     WebhookEndpointOut, WebhookEndpointPatch, WebhookSecretOut,
 };
 
-use super::{ControlPlane, Result, invalid, not_found, paginate};
+use super::{ControlPlane, Result, invalid, not_found, paginate, sealed};
 use crate::entity::{pre_send_hook, webhook_endpoint};
 use crate::store::app_scoped;
 
@@ -107,21 +108,37 @@ fn check_rate(r: u32) -> Result<i32> {
     Ok(r as i32)
 }
 
-/// What a cell needs of an endpoint row.
-pub(crate) fn endpoint_config(m: webhook_endpoint::Model) -> WebhookEndpointConfig {
+/// The clear signing secret of an endpoint row (the column holds it sealed).
+fn open_endpoint_secret(sealer: &Sealer, m: &webhook_endpoint::Model) -> Result<String> {
+    sealed::open(
+        sealer,
+        &sealed::endpoint_aad("secret", &m.tenant_id, &m.app_id, &m.id),
+        &m.secret,
+    )
+}
+
+/// What a cell needs of an endpoint row, its secrets opened.
+pub(crate) fn endpoint_config(
+    sealer: &Sealer,
+    m: webhook_endpoint::Model,
+) -> Result<WebhookEndpointConfig> {
     let mut secrets = vec![WebhookSecret {
-        secret: m.secret,
+        secret: open_endpoint_secret(sealer, &m)?,
         expires_at: None,
     }];
-    if let (Some(s), Some(e)) = (m.previous_secret, m.previous_expires_at)
+    if let (Some(s), Some(e)) = (&m.previous_secret, m.previous_expires_at)
         && e > Utc::now()
     {
         secrets.push(WebhookSecret {
-            secret: s,
+            secret: sealed::open(
+                sealer,
+                &sealed::endpoint_aad("previous_secret", &m.tenant_id, &m.app_id, &m.id),
+                s,
+            )?,
             expires_at: Some(e),
         });
     }
-    WebhookEndpointConfig {
+    Ok(WebhookEndpointConfig {
         id: m.id,
         url: m.url,
         event_types: serde_json::from_value(m.event_types).unwrap_or_default(),
@@ -130,20 +147,29 @@ pub(crate) fn endpoint_config(m: webhook_endpoint::Model) -> WebhookEndpointConf
         enabled_at: m.enabled_at,
         rate_limit_per_second: m.rate_limit_per_second.map(|r| r as u32),
         ordered: m.ordered,
-    }
+    })
 }
 
-/// What a cell needs of a hook row.
-pub(crate) fn hook_config(m: pre_send_hook::Model) -> PreSendHookConfig {
-    PreSendHookConfig {
-        url: m.url,
+/// The clear signing secret of a hook row (the column holds it sealed).
+fn open_hook_secret(sealer: &Sealer, m: &pre_send_hook::Model) -> Result<String> {
+    sealed::open(
+        sealer,
+        &sealed::hook_aad(&m.tenant_id, &m.app_id),
+        &m.secret,
+    )
+}
+
+/// What a cell needs of a hook row, its secret opened.
+pub(crate) fn hook_config(sealer: &Sealer, m: pre_send_hook::Model) -> Result<PreSendHookConfig> {
+    Ok(PreSendHookConfig {
         secret: WebhookSecret {
-            secret: m.secret,
+            secret: open_hook_secret(sealer, &m)?,
             expires_at: None,
         },
+        url: m.url,
         timeout_ms: m.timeout_ms as u64,
         fail_open: m.fail_open,
-    }
+    })
 }
 
 impl ControlPlane {
@@ -203,14 +229,20 @@ impl ControlPlane {
             )));
         }
         let now = super::now();
+        let id = WebhookEndpointId::generate().into_string();
+        let secret = generate_secret();
+        let sealed_secret = self.sealer.seal(
+            &sealed::endpoint_aad("secret", tenant.as_str(), app.as_str(), &id),
+            &secret,
+        );
         let m = webhook_endpoint::ActiveModel {
             tenant_id: Set(tenant.to_string()),
             app_id: Set(app.to_string()),
-            id: Set(WebhookEndpointId::generate().into_string()),
+            id: Set(id),
             url: Set(input.url),
             description: Set(description),
             event_types: Set(serde_json::json!(types)),
-            secret: Set(generate_secret()),
+            secret: Set(sealed_secret),
             previous_secret: Set(None),
             previous_expires_at: Set(None),
             enabled: Set(input.enabled.unwrap_or(true)),
@@ -225,7 +257,7 @@ impl ControlPlane {
         self.publish_app(tenant.as_str(), app.as_str()).await;
         Ok(WebhookEndpointCreatedOut {
             endpoint: out(&m),
-            secret: m.secret,
+            secret,
         })
     }
 
@@ -321,7 +353,7 @@ impl ControlPlane {
     ) -> Result<WebhookSecretOut> {
         let m = self.endpoint_model(tenant, app, id).await?;
         Ok(WebhookSecretOut {
-            secret: m.secret,
+            secret: open_endpoint_secret(&self.sealer, &m)?,
             previous_expires_at: m.previous_expires_at.filter(|e| *e > Utc::now()),
         })
     }
@@ -344,16 +376,25 @@ impl ControlPlane {
         let m = self.endpoint_model(tenant, app, id).await?;
         let now = super::now();
         let end = now + Duration::seconds(overlap as i64);
-        let old = m.secret.clone();
+        // Each column's value is bound to its column: the old secret is opened and sealed anew
+        // as the previous one.
+        let old = open_endpoint_secret(&self.sealer, &m)?;
+        let (t, ap, i) = (tenant.as_str(), app.as_str(), id.as_str());
+        let secret = generate_secret();
         let mut a: webhook_endpoint::ActiveModel = m.into();
-        a.previous_secret = Set(Some(old));
+        a.previous_secret = Set(Some(
+            self.sealer
+                .seal(&sealed::endpoint_aad("previous_secret", t, ap, i), &old),
+        ));
         a.previous_expires_at = Set(Some(end));
-        a.secret = Set(generate_secret());
+        a.secret = Set(self
+            .sealer
+            .seal(&sealed::endpoint_aad("secret", t, ap, i), &secret));
         a.updated_at = Set(now);
-        let m = a.update(&self.db).await?;
+        a.update(&self.db).await?;
         self.publish_app(tenant.as_str(), app.as_str()).await;
         Ok(WebhookSecretOut {
-            secret: m.secret,
+            secret,
             previous_expires_at: Some(end),
         })
     }
@@ -389,7 +430,10 @@ impl ControlPlane {
                     tenant_id: Set(tenant.to_string()),
                     app_id: Set(app.to_string()),
                     url: Set(input.url),
-                    secret: Set(generate_secret()),
+                    secret: Set(self.sealer.seal(
+                        &sealed::hook_aad(tenant.as_str(), app.as_str()),
+                        &generate_secret(),
+                    )),
                     timeout_ms: Set(timeout as i32),
                     fail_open: Set(input.fail_open),
                     updated_at: Set(now),
@@ -399,7 +443,7 @@ impl ControlPlane {
             }
         };
         self.publish_app(tenant.as_str(), app.as_str()).await;
-        Ok(hook_out(m))
+        hook_out(&self.sealer, m)
     }
 
     /// The app's pre-send hook.
@@ -412,8 +456,8 @@ impl ControlPlane {
         app_scoped::<pre_send_hook::Entity>(tenant, app)
             .one(&self.db)
             .await?
-            .map(hook_out)
-            .ok_or_else(|| not_found("pre-send hook of app", app))
+            .map(|m| hook_out(&self.sealer, m))
+            .ok_or_else(|| not_found("pre-send hook of app", app))?
     }
 
     /// Removes the app's pre-send hook: messages are stored without asking anyone.
@@ -429,14 +473,14 @@ impl ControlPlane {
     }
 }
 
-fn hook_out(m: pre_send_hook::Model) -> PreSendHookOut {
-    PreSendHookOut {
+fn hook_out(sealer: &Sealer, m: pre_send_hook::Model) -> Result<PreSendHookOut> {
+    Ok(PreSendHookOut {
+        secret: open_hook_secret(sealer, &m)?,
         url: m.url,
         timeout_ms: m.timeout_ms as u32,
         fail_open: m.fail_open,
-        secret: m.secret,
         updated_at: m.updated_at,
-    }
+    })
 }
 
 /// The endpoint functions above for the server API of a node in the same process (standalone):

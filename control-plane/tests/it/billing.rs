@@ -161,9 +161,13 @@ async fn subscriptions_and_metered_usage_against_stripe_mock() {
     assert_error(&r, 409, "conflict", None);
 
     // Metered usage: each finished hour once, under an idempotency key and meter identifier.
-    let cp = ControlPlane::new(s.db.clone(), KeyHasher::new(KEY_HASH_SECRET))
-        .with_billing(billing())
-        .with_clock(clock.clone());
+    let cp = ControlPlane::new(
+        s.db.clone(),
+        KeyHasher::new(KEY_HASH_SECRET),
+        crate::harness::sealer(),
+    )
+    .with_billing(billing())
+    .with_clock(clock.clone());
     let hour = hour_start(clock.now());
     cp.record_usage(&UsageReport {
         id: unique("rep"),

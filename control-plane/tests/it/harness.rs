@@ -18,6 +18,18 @@ pub enum Backend {
 
 pub const TOKEN: &str = "sop_test-operator-token-0123456789abcdefghijklmnop";
 pub const KEY_HASH_SECRET: &str = "test-key-hash-secret-0123456789abcdefghijklmnop";
+/// The sealing key every test control plane uses (`kid:base64`). Fixed, and the same in every
+/// test crate that shares the PostgreSQL database, so each one can open what the others sealed.
+pub const SEALING_KEY: &str = "test:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+/// The tests' sealer (just [`SEALING_KEY`]).
+pub fn sealer() -> starling_core::seal::Sealer {
+    starling_core::seal::Sealer::new(
+        starling_core::seal::SealKey::parse(SEALING_KEY).unwrap(),
+        vec![],
+    )
+    .unwrap()
+}
 
 static PG_MIGRATED: OnceCell<()> = OnceCell::const_new();
 
@@ -38,7 +50,35 @@ pub struct Server {
     pub client: reqwest::Client,
     pub backend: Backend,
     pub db: sea_orm::DatabaseConnection,
+    /// The database's URL (to start another control plane on it).
+    pub url: String,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// A database of its own: a new SQLite file, or a new database on the PostgreSQL server of
+/// `TEST_DATABASE_URL` (for tests that must see every row, e.g. resealing all of them).
+pub async fn fresh_database(backend: Backend) -> (String, Option<tempfile::TempDir>) {
+    use sea_orm::ConnectionTrait;
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("cp.db").display());
+            (url, Some(dir))
+        }
+        Backend::Postgres => {
+            let url = pg_url();
+            let name = unique("it").replace('-', "_");
+            let db = sea_orm::Database::connect(&url)
+                .await
+                .expect("connect PostgreSQL");
+            db.execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create a database");
+            db.close().await.unwrap();
+            let (server, _) = url.rsplit_once('/').expect("a database URL has a path");
+            (format!("{server}/{name}"), None)
+        }
+    }
 }
 
 impl Server {
@@ -64,7 +104,7 @@ impl Server {
                 // Migrate once per process: tests run concurrently on one database.
                 PG_MIGRATED
                     .get_or_init(|| async {
-                        server::open(&url, 2, KEY_HASH_SECRET)
+                        server::open(&url, 2, KEY_HASH_SECRET, sealer())
                             .await
                             .expect("migrate PostgreSQL");
                     })
@@ -72,8 +112,21 @@ impl Server {
                 (url, None)
             }
         };
+        Self::start_on(backend, url, dir, custom, sealer()).await
+    }
+
+    /// A server on the database at `url`, sealing with `sealer`.
+    pub async fn start_on(
+        backend: Backend,
+        url: String,
+        dir: Option<tempfile::TempDir>,
+        custom: impl FnOnce(
+            starling_control_plane::service::ControlPlane,
+        ) -> starling_control_plane::service::ControlPlane,
+        sealer: starling_core::seal::Sealer,
+    ) -> Server {
         let cp = custom(
-            server::open(&url, 5, KEY_HASH_SECRET)
+            server::open(&url, 5, KEY_HASH_SECRET, sealer)
                 .await
                 .expect("open control plane"),
         );
@@ -99,6 +152,7 @@ impl Server {
             client: reqwest::Client::new(),
             backend,
             db,
+            url,
             _dir: dir,
         };
         // Each test gets its own active cluster so placement never depends on other tests.

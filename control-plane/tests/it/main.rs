@@ -12,6 +12,7 @@ mod billing;
 mod feeds;
 mod idempotency;
 mod plans_clusters;
+mod sealing;
 mod spec;
 mod tenants;
 mod usage;

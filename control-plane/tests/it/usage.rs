@@ -38,7 +38,11 @@ fn report(app: &str, node: &str, messages: u64, users: &[&str]) -> UsageReport {
 }
 
 fn aggregator(s: &Server) -> ControlPlane {
-    ControlPlane::new(s.db.clone(), KeyHasher::new(KEY_HASH_SECRET))
+    ControlPlane::new(
+        s.db.clone(),
+        KeyHasher::new(KEY_HASH_SECRET),
+        crate::harness::sealer(),
+    )
 }
 
 async fn usage_counts_each_report_once(s: Server) {

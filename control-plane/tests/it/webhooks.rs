@@ -124,6 +124,7 @@ async fn endpoint_lifecycle(s: Server) {
     let cp = ControlPlane::new(
         s.db.clone(),
         KeyHasher::new("any-secret-for-reading-config-0123456789"),
+        crate::harness::sealer(),
     );
     let cfg = cp.app_config(&t, &a).await.unwrap().unwrap();
     assert_eq!(cfg.webhooks.len(), 1);
@@ -188,6 +189,7 @@ async fn pre_send_hook_lifecycle(s: Server) {
     let cp = ControlPlane::new(
         s.db.clone(),
         KeyHasher::new("any-secret-for-reading-config-0123456789"),
+        crate::harness::sealer(),
     );
     let cfg = cp.app_config(&t, &a).await.unwrap().unwrap();
     let hook = cfg.pre_send_hook.unwrap();

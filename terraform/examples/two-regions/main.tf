@@ -122,6 +122,7 @@ module "control_plane" {
   operator_token            = var.operator_token
   key_hash_secret           = var.key_hash_secret
   control_plane_signing_key = var.control_plane_signing_key
+  sealing_key               = var.sealing_key
   postgres                  = local.backup["control"]
   pulsar_url                = module.cell_eu.pulsar_external_url
   pulsar_admin_url          = module.cell_eu.pulsar_external_admin_url

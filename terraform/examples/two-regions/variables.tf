@@ -62,6 +62,17 @@ variable "key_hash_secret" {
   }
 }
 
+variable "sealing_key" {
+  description = "The control plane's sealing key, <key id>:<base64 of 32 random bytes>: it seals the secrets the control-plane database holds; cells never get it. Pass it as TF_VAR_sealing_key=k1:$(openssl rand -base64 32); never an output."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_-]{1,32}:[A-Za-z0-9+/_=-]{43,44}$", var.sealing_key))
+    error_message = "sealing_key must be <key id>:<base64 of 32 bytes>, e.g. k1:$(openssl rand -base64 32)."
+  }
+}
+
 variable "public_lb_annotations" {
   description = "Annotations of each cell's public L4 load balancer, per cloud: e.g. an NLB with a TLS certificate on AWS, or a regional external passthrough load balancer on GCP."
   type = object({

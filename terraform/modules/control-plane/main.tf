@@ -54,6 +54,7 @@ locals {
       "STARLING_AUTH__KEY_HASH_SECRET" = { name = local.auth_secret, key = "key-hash-secret" }
       # Signs every app-config update and internal call; only the control plane holds it.
       "STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY" = { name = local.auth_secret, key = "control-plane-signing-key" }
+      "STARLING_AUTH__SEALING_KEY"               = { name = local.auth_secret, key = "sealing-key" }
     },
     var.pulsar_url != null ? {
       "STARLING_PULSAR__TOKEN" = { name = kubernetes_secret_v1.pulsar[0].metadata[0].name, key = "token" }
@@ -91,12 +92,13 @@ resource "kubernetes_secret_v1" "auth" {
     "operator-token"            = var.operator_token
     "key-hash-secret"           = var.key_hash_secret
     "control-plane-signing-key" = var.control_plane_signing_key
+    "sealing-key"               = var.sealing_key
   }
 
   lifecycle {
     precondition {
-      condition     = var.operator_token != null && var.key_hash_secret != null && var.control_plane_signing_key != null
-      error_message = "Set operator_token, key_hash_secret and control_plane_signing_key, or existing_auth_secret."
+      condition     = var.operator_token != null && var.key_hash_secret != null && var.control_plane_signing_key != null && var.sealing_key != null
+      error_message = "Set operator_token, key_hash_secret, control_plane_signing_key and sealing_key, or existing_auth_secret."
     }
   }
 }

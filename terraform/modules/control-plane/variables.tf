@@ -93,8 +93,20 @@ variable "control_plane_signing_key" {
   }
 }
 
+variable "sealing_key" {
+  description = "The key the secrets in the control-plane database are sealed with, `<key id>:<base64 of 32 random bytes>` (e.g. \"k1:$(openssl rand -base64 32)\"). Its own root secret, held by the control plane only (never by cells). Rotate with auth.previous_sealing_keys and `starling secrets reseal` (docs/CONFIGURATION.md). Ignored when existing_auth_secret is set; never an output."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.sealing_key == null || can(regex("^[A-Za-z0-9_-]{1,32}:[A-Za-z0-9+/_=-]{43,44}$", coalesce(var.sealing_key, "x")))
+    error_message = "sealing_key must be <key id>:<base64 of 32 bytes>, e.g. k1:$(openssl rand -base64 32)."
+  }
+}
+
 variable "existing_auth_secret" {
-  description = "Name of an existing Secret in the namespace with keys `operator-token`, `key-hash-secret` and `control-plane-signing-key` (e.g. synced from a secret manager), so the secrets never pass through Terraform. Null: the module makes one from operator_token and key_hash_secret."
+  description = "Name of an existing Secret in the namespace with keys `operator-token`, `key-hash-secret`, `control-plane-signing-key` and `sealing-key` (e.g. synced from a secret manager), so the secrets never pass through Terraform. Null: the module makes one from operator_token, key_hash_secret, control_plane_signing_key and sealing_key."
   type        = string
   default     = null
 

@@ -333,6 +333,12 @@ impl Server {
         let operator_token = run_secret("sop_bench");
         let run = run_secret("");
         let key_hash_secret = run_secret("bench-key-hash-");
+        // `kid:` and 32 bytes in unpadded base64: 42 characters of this run's hex (each a base64
+        // digit) and an `A`, whose low bits are zero as the last digit of 32 bytes must be.
+        let sealing_key = format!(
+            "bench:{}A",
+            &format!("{}{}", run_secret(""), run_secret(""))[..42]
+        );
         let common = |listen: &str| {
             let mut e: Vec<(String, String)> = [
                 ("STARLING_DATABASE__URL", services.database_url.as_str()),
@@ -387,13 +393,17 @@ impl Server {
                 server.children.push(child);
                 Ok(listen)
             };
+        // Only the control plane holds the signing and sealing keys.
         let cp = start(
             &["control-plane"],
             "control-plane",
-            vec![(
-                "STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY".into(),
-                signing_key,
-            )],
+            vec![
+                (
+                    "STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY".into(),
+                    signing_key,
+                ),
+                ("STARLING_AUTH__SEALING_KEY".into(), sealing_key.clone()),
+            ],
         )?;
         // The operator registers the cell before its nodes start: they serve that cluster id.
         starling_e2e::wait_healthy(&format!("http://{cp}/readyz"), Duration::from_secs(60))
