@@ -205,8 +205,11 @@ impl Verifier {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or(SigningError::BadSignature)?;
-        key.verify(&message(context, msg), &ed25519_dalek::Signature::from_bytes(&raw))
-            .map_err(|_| SigningError::BadSignature)
+        key.verify(
+            &message(context, msg),
+            &ed25519_dalek::Signature::from_bytes(&raw),
+        )
+        .map_err(|_| SigningError::BadSignature)
     }
 }
 
@@ -231,7 +234,12 @@ mod tests {
         );
         let other = SigningKey::generate();
         assert!(matches!(
-            v.verify("ctx-a", other.kid(), b"hello", &other.sign("ctx-a", b"hello")),
+            v.verify(
+                "ctx-a",
+                other.kid(),
+                b"hello",
+                &other.sign("ctx-a", b"hello")
+            ),
             Err(SigningError::UnknownKey(_))
         ));
         // Another key's signature presented under the trusted key's id.

@@ -81,11 +81,6 @@ impl Directory {
         }
     }
 
-    /// The token the control plane presents to this cell's internal API.
-    pub fn internal_api_token(&self) -> String {
-        starling_core::secret::internal_api_token(&self.hasher)
-    }
-
     /// Applies an update unless an equal or newer one was applied already.
     pub fn apply(&self, update: ConfigUpdate) {
         let mut s = self.state.write().unwrap_or_else(|p| p.into_inner());
