@@ -7,6 +7,7 @@ mod harness;
 mod asyncapi;
 mod conformance;
 mod group_commit;
+mod internal_api;
 mod messaging;
 mod migrate;
 mod outbox;
