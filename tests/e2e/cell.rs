@@ -1982,4 +1982,47 @@ async fn the_internal_api_is_on_its_own_listener_for_signed_calls_only() {
         .await;
         assert_eq!(st, 404);
     }
+
+    // The other direction: this cell's credential acts on its own app at the control plane,
+    // but not on an app of the same tenant placed on another cell.
+    let (st, other) = call(&c, Method::POST, &format!("{}/admin/v1/clusters", f.cp), OPERATOR, Some(json!({"name": format!("other-{}", ulid::Ulid::new().to_string().to_lowercase()), "region": "local", "capacity_apps": 10}))).await;
+    assert_eq!(st, 201, "{other}");
+    let (st, a2) = call(
+        &c,
+        Method::POST,
+        &format!("{}/admin/v1/tenants/{}/apps", f.cp, f.tenant),
+        OPERATOR,
+        Some(json!({"name": "Elsewhere", "cluster_id": other["id"]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{a2}");
+    let endpoints = |app: &str| {
+        format!(
+            "{}/internal/v1/tenants/{}/apps/{app}/webhook-endpoints",
+            f.cp, f.tenant
+        )
+    };
+    let hook = json!({"url": "https://example.com/h"});
+    let (st, v) = call(
+        &c,
+        Method::POST,
+        &endpoints(a2["id"].as_str().unwrap()),
+        &f.cell_credential,
+        Some(hook.clone()),
+    )
+    .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (404, Some("not_found")),
+        "another cell's app: {v}"
+    );
+    let (st, v) = call(
+        &c,
+        Method::POST,
+        &endpoints(&f.app),
+        &f.cell_credential,
+        Some(hook),
+    )
+    .await;
+    assert_eq!(st, 201, "its own app: {v}");
 }

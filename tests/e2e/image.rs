@@ -238,6 +238,7 @@ async fn image_processes_start_from_terraform_env_only() {
         "persistent://starling-e2e/image-{}/starling-",
         ulid::Ulid::new().to_string().to_lowercase()
     );
+    let signing_key = starling_core::signing::SigningKey::generate();
     let mut samples: BTreeMap<&str, String> = BTreeMap::new();
     for (k, v) in [
         ("STARLING_DATABASE__URL", env("TEST_DATABASE_URL")),
@@ -271,6 +272,28 @@ async fn image_processes_start_from_terraform_env_only() {
         ("STARLING_GATEWAY__MAX_FRAME_BYTES", "65536".into()),
         ("STARLING_GATEWAY__OUTBOUND_QUEUE", "256".into()),
         ("STARLING_GATEWAY__WRITE_DELAY_MS", "0".into()),
+        // The cell's identities (the modules take them from variables and a Secret).
+        (
+            "STARLING_GATEWAY__CLUSTER_ID",
+            "cls_01jdq3v9k6b2c8x4m7n5p0r1st".into(),
+        ),
+        (
+            "STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY",
+            signing_key.to_text(),
+        ),
+        (
+            "STARLING_AUTH__CONTROL_PLANE_PUBLIC_KEYS",
+            format!("[\"{}\"]", signing_key.public_key().to_text()),
+        ),
+        (
+            "STARLING_GATEWAY__CELL_CREDENTIAL",
+            starling_core::internal_auth::generate_cell_credential().credential,
+        ),
+        // The internal API on a port of its own, as the cell module's ClusterIP Service expects.
+        (
+            "STARLING_SERVER__INTERNAL_LISTEN",
+            format!("0.0.0.0:{}", free_port()),
+        ),
     ] {
         samples.insert(k, v);
     }

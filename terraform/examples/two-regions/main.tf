@@ -78,16 +78,20 @@ module "postgres_operator_us" {
   providers = { helm = helm.us }
 }
 
+# cluster_id comes with a second apply, once the cell is registered (docs/OPERATIONS.md,
+# "Registering a cell"); control_plane_public_keys / control_plane_signing_key from `starling keygen`.
 module "cell_eu" {
   source    = "../../modules/data-plane-cell"
   providers = { kubernetes = kubernetes.eu, helm = helm.eu }
 
-  name            = "eu-1"
-  region          = var.regions.eu
-  image           = var.image
-  key_hash_secret = var.key_hash_secret
-  postgres        = local.backup["eu-1"]
-  load_balancer   = { annotations = var.public_lb_annotations.eu }
+  name                      = "eu-1"
+  region                    = var.regions.eu
+  image                     = var.image
+  key_hash_secret           = var.key_hash_secret
+  cluster_id                = var.cluster_ids.eu
+  control_plane_public_keys = var.control_plane_public_keys
+  postgres                  = local.backup["eu-1"]
+  load_balancer             = { annotations = var.public_lb_annotations.eu }
   pulsar = {
     expose             = true
     expose_annotations = var.internal_lb_annotations
@@ -100,12 +104,14 @@ module "cell_us" {
   source    = "../../modules/data-plane-cell"
   providers = { kubernetes = kubernetes.us, helm = helm.us }
 
-  name            = "us-1"
-  region          = var.regions.us
-  image           = var.image
-  key_hash_secret = var.key_hash_secret
-  postgres        = local.backup["us-1"]
-  load_balancer   = { annotations = var.public_lb_annotations.us }
+  name                      = "us-1"
+  region                    = var.regions.us
+  image                     = var.image
+  key_hash_secret           = var.key_hash_secret
+  cluster_id                = var.cluster_ids.us
+  control_plane_public_keys = var.control_plane_public_keys
+  postgres                  = local.backup["us-1"]
+  load_balancer             = { annotations = var.public_lb_annotations.us }
 
   depends_on = [module.postgres_operator_us]
 }
@@ -114,12 +120,13 @@ module "control_plane" {
   source    = "../../modules/control-plane"
   providers = { kubernetes = kubernetes.control, helm = helm.control }
 
-  image            = var.image
-  operator_token   = var.operator_token
-  key_hash_secret  = var.key_hash_secret
-  postgres         = local.backup["control"]
-  pulsar_url       = module.cell_eu.pulsar_external_url
-  pulsar_admin_url = module.cell_eu.pulsar_external_admin_url
+  image                     = var.image
+  operator_token            = var.operator_token
+  key_hash_secret           = var.key_hash_secret
+  control_plane_signing_key = var.control_plane_signing_key
+  postgres                  = local.backup["control"]
+  pulsar_url                = module.cell_eu.pulsar_external_url
+  pulsar_admin_url          = module.cell_eu.pulsar_external_admin_url
 
   depends_on = [module.postgres_operator_control]
 }

@@ -90,3 +90,25 @@ variable "backups" {
     error_message = "backups.destination must be an s3:// or gs:// prefix without a trailing '/'."
   }
 }
+
+variable "control_plane_signing_key" {
+  description = "The control plane's signing key from `starling keygen` (signs internal calls to cells and the app-config feed)."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "control_plane_public_keys" {
+  description = "The public key(s) `starling keygen` printed with the signing key; every cell trusts them."
+  type        = list(string)
+  default     = []
+}
+
+variable "cluster_ids" {
+  description = "Each cell's cluster id (cls_…) once registered with POST /admin/v1/clusters (null before the first registration: the cell's internal API then refuses every call)."
+  type = object({
+    eu = optional(string)
+    us = optional(string)
+  })
+  default = {}
+}

@@ -52,6 +52,9 @@ locals {
       "STARLING_AUTH__OPERATOR_TOKEN"  = { name = local.auth_secret, key = "operator-token" }
       "STARLING_AUTH__KEY_HASH_SECRET" = { name = local.auth_secret, key = "key-hash-secret" }
     },
+    var.control_plane_signing_key != null || var.existing_auth_secret != null ? {
+      "STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY" = { name = local.auth_secret, key = "control-plane-signing-key" }
+    } : {},
     var.redis_enabled && var.redis_password != null ? {
       "STARLING_CACHE__REDIS_URL" = { name = kubernetes_secret_v1.redis_url[0].metadata[0].name, key = "url" }
     } : {},
@@ -79,10 +82,13 @@ resource "kubernetes_secret_v1" "auth" {
     labels    = local.labels
   }
 
-  data = {
-    "operator-token"  = var.operator_token
-    "key-hash-secret" = var.key_hash_secret
-  }
+  data = merge(
+    {
+      "operator-token"  = var.operator_token
+      "key-hash-secret" = var.key_hash_secret
+    },
+    var.control_plane_signing_key != null ? { "control-plane-signing-key" = var.control_plane_signing_key } : {},
+  )
 
   lifecycle {
     precondition {

@@ -81,8 +81,15 @@ variable "key_hash_secret" {
   }
 }
 
+variable "control_plane_signing_key" {
+  description = "The control plane's Ed25519 signing key (`starling keygen`): it signs every call to a cell's internal API (console moderation) and the app-config feed; cells get its public key. Ignored when existing_auth_secret is set (key `control-plane-signing-key`); never an output."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
 variable "existing_auth_secret" {
-  description = "Name of an existing Secret in the namespace with keys `operator-token` and `key-hash-secret` (e.g. synced from a secret manager), so the secrets never pass through Terraform. Null: the module makes one from operator_token and key_hash_secret."
+  description = "Name of an existing Secret in the namespace with keys `operator-token`, `key-hash-secret` and `control-plane-signing-key` (e.g. synced from a secret manager), so the secrets never pass through Terraform. Null: the module makes one from operator_token, key_hash_secret and control_plane_signing_key."
   type        = string
   default     = null
 
