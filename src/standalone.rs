@@ -15,7 +15,7 @@ use starling_control_plane::service::ControlPlane;
 use starling_core::appconfig::{ConfigFeed, InProcessCellFeeds, InProcessFeed};
 use starling_core::seal::{SealKey, Sealer};
 use starling_core::secret::{KeyHasher, random_token};
-use starling_core::signing::{SigningKey, Verifier};
+use starling_core::signing::Verifier;
 use starling_core::usage::{InProcessUsageFeed, UsageFeed};
 use starling_data_plane::bus::InProcessBus;
 use starling_data_plane::directory::{CellTrust, Directory};
@@ -238,6 +238,7 @@ async fn open_console(
     mode: Mode,
     operator_token: &str,
     key_hash_secret: &str,
+    signing_key: Option<starling_core::signing::SigningKey>,
 ) -> anyhow::Result<Option<Console>> {
     if !cfg.console.enabled {
         return Ok(None);
@@ -251,7 +252,42 @@ async fn open_console(
         mode,
         operator_token,
         key_hash_secret,
+        signing_key,
     )))
+}
+
+/// Serves the public listener and the node's internal listener until a shutdown signal, then
+/// runs `on_shutdown` and lets both finish the requests in flight.
+async fn serve_with_internal(
+    public: (tokio::net::TcpListener, axum::Router),
+    internal: (tokio::net::TcpListener, axum::Router),
+    on_shutdown: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<()> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_shutdown();
+        let _ = tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let internal = tokio::spawn(server::serve(internal.0, internal.1, stopped(rx.clone())));
+    server::serve(public.0, public.1, stopped(rx)).await?;
+    internal.await.context("the internal listener's task")??;
+    Ok(())
+}
+
+/// A node's internal routes with the plumbing of every listener (request ids, metrics).
+fn internal_app(
+    node: &Arc<Node>,
+    auth: starling_data_plane::api::internal::InternalAuth,
+) -> axum::Router {
+    node.internal_router(auth)
+        .layer(axum::middleware::from_fn(
+            starling_core::http::track_metrics,
+        ))
+        .layer(axum::middleware::from_fn(starling_core::http::request_id))
 }
 
 /// `starling standalone`.
@@ -288,6 +324,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     let base = format!("http://{local}");
+    // The node's internal API on its own listener, as on a cell, so the console's moderation
+    // goes through the same signed call tokens and checks as in production (not an in-process
+    // shortcut that production never takes). Loopback only, on a free port: nothing outside
+    // this machine reaches it, and no setting or port clash stands between `standalone` and a
+    // first start.
+    let internal_listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("binding the internal listener on loopback")?;
+    let internal_local = internal_listener.local_addr()?;
+    // The control plane's signing key: the configured one, else one for this process only.
+    // Call tokens live for seconds and are minted and checked in this process, so a key that
+    // dies with it is correct for them.
+    let signing_key = cfg
+        .auth
+        .control_plane_signing_key()?
+        .unwrap_or_else(starling_core::signing::SigningKey::generate);
 
     let cp = server::open(
         &db_url,
@@ -298,15 +350,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     .await
     .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
     let cluster_id = cp
-        .ensure_local_cluster(Some(format!("ws://{local}")))
+        .ensure_local_cluster(
+            Some(format!("ws://{local}")),
+            Some(format!("http://{internal_local}")),
+        )
         .await
-        .map_err(|e| anyhow::anyhow!("registering the local cluster: {e}"))?;
-    // The in-process feeds are rebuilt at every start (publish_all below), so a key made now
-    // signs everything this process's node will read; a configured one is used if given.
-    let signing_key = cfg
-        .auth
-        .control_plane_signing_key()?
-        .unwrap_or_else(SigningKey::generate);
+        .map_err(|e| anyhow::anyhow!("registering the local cluster: {e}"))?
+        .context("no cluster for the standalone node")?
+        .into_string();
+    // The same key signs the in-process feed, which is rebuilt at every start (publish_all
+    // below), so a key made now signs everything this process's node will read.
     let feed: Arc<dyn ConfigFeed> = Arc::new(InProcessFeed::new());
     let directory = Arc::new(Directory::new(
         KeyHasher::new(&key_hash_secret),
@@ -323,7 +376,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             directory: directory.clone(),
         }),
     );
-    let cp = cp.with_feed(feeds, signing_key);
+    let cp = cp.with_feed(feeds, signing_key.clone());
+    let mut gateway = cfg.gateway.clone();
+    gateway.cluster_id = Some(cluster_id);
     let cache = server::open_cache(cfg.cache.redis_url.as_deref()).await?;
     let cp = with_billing(cp, &cfg)?;
     // Usage from the in-process node to the control plane.
@@ -350,10 +405,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         Arc::new(InProcessRegistry::new()),
         Arc::new(starling_data_plane::ratelimit::InProcessLimiter::default()),
         metering,
-        cfg.gateway.clone(),
+        gateway.clone(),
     )
     .await
     .context("starting the data plane")?;
+    let internal = internal_app(
+        &node,
+        starling_data_plane::api::internal::InternalAuth {
+            cluster_id: gateway.cluster_id.clone(),
+            verifier: starling_core::signing::Verifier::new([signing_key.public_key()]),
+        },
+    );
     // The server API manages webhook endpoints through the control plane in this process.
     node.messaging.webhooks.set_admin(Arc::new(cp.clone()));
 
@@ -363,6 +425,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         Mode::Development,
         &operator_token,
         &key_hash_secret,
+        Some(signing_key),
     )
     .await?;
     let mut routes = node.router();
@@ -422,11 +485,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         );
     }
     println!("Press Ctrl-C to stop.");
-    tracing::info!(%local, "listening");
+    tracing::info!(%local, internal = %internal_local, "listening");
     let n = node.clone();
-    server::serve(listener, app, async move {
-        shutdown_signal().await;
-        n.shutdown();
+    serve_with_internal((listener, app), (internal_listener, internal), move || {
+        n.shutdown()
     })
     .await?;
     println!("Starling stopped.");
@@ -500,12 +562,19 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
     }
     let cache = server::open_cache(cfg.cache.redis_url.as_deref()).await?;
     let cp = with_billing(cp, &cfg)?;
+    let signing_key = cfg.auth.control_plane_signing_key()?;
+    if signing_key.is_none() {
+        tracing::warn!(
+            "auth.control_plane_signing_key is not set: the console cannot call cells (moderation answers unavailable)"
+        );
+    }
     let console = open_console(
         &cp,
         &cfg,
         Mode::Production,
         &operator_token,
         &key_hash_secret,
+        signing_key,
     )
     .await?;
     let state = AdminState {
@@ -581,14 +650,30 @@ pub async fn run_data_plane(
     if verifier.is_empty() {
         anyhow::bail!(
             "auth.control_plane_public_keys: required for data-plane: the control plane's public \
-             key(s), which every app-config update must be signed with \
+             key(s), which every app-config update and internal call must be signed with \
              (STARLING_AUTH__CONTROL_PLANE_PUBLIC_KEYS='[\"…\"]'; `starling keygen` prints it)"
         );
     }
+    let cell_credential = cfg.gateway.cell_credential()?;
+    if cfg.gateway.control_plane_url.is_some() && cell_credential.is_none() {
+        anyhow::bail!(
+            "gateway.cell_credential: required with gateway.control_plane_url (issue one with \
+             POST /admin/v1/clusters/{{id}}/credentials; STARLING_GATEWAY__CELL_CREDENTIAL or \
+             gateway.cell_credential_file)"
+        );
+    }
+    let internal_auth = starling_data_plane::api::internal::InternalAuth {
+        cluster_id: Some(cluster_id.clone()),
+        verifier: verifier.clone(),
+    };
     let addr = cfg.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
+    let internal_addr = cfg.internal_listen_addr()?;
+    let internal_listener = tokio::net::TcpListener::bind(internal_addr)
+        .await
+        .with_context(|| format!("server.internal_listen: cannot listen on {internal_addr}"))?;
 
     let client =
         starling_core::pulsar::connect(&pulsar_url, &cfg.pulsar.auth()?, Duration::from_secs(30))
@@ -642,12 +727,10 @@ pub async fn run_data_plane(
     .await
     .context("starting the node")?;
     // The server API manages webhook endpoints through the control plane's internal routes.
-    if let Some(url) = &cfg.gateway.control_plane_url {
-        let client = starling_data_plane::webhook::admin_client::ControlPlaneClient::new(
-            url,
-            node.messaging.directory.internal_api_token(),
-        )
-        .context("gateway.control_plane_url: building the HTTP client")?;
+    if let (Some(url), Some(credential)) = (&cfg.gateway.control_plane_url, cell_credential) {
+        let client =
+            starling_data_plane::webhook::admin_client::ControlPlaneClient::new(url, credential)
+                .context("gateway.control_plane_url: building the HTTP client")?;
         node.messaging.webhooks.set_admin(Arc::new(client));
         tracing::info!(control_plane = %url, "webhook endpoints managed through the control plane");
     }
@@ -659,11 +742,16 @@ pub async fn run_data_plane(
             starling_core::http::track_metrics,
         ))
         .layer(axum::middleware::from_fn(starling_core::http::request_id));
-    tracing::info!(node_id = %node.node_id, local = %listener.local_addr()?, "data-plane node listening");
+    let internal = internal_app(&node, internal_auth);
+    tracing::info!(
+        node_id = %node.node_id,
+        local = %listener.local_addr()?,
+        internal = %internal_listener.local_addr()?,
+        "data-plane node listening"
+    );
     let n = node.clone();
-    server::serve(listener, app, async move {
-        shutdown_signal().await;
-        n.shutdown();
+    serve_with_internal((listener, app), (internal_listener, internal), move || {
+        n.shutdown()
     })
     .await?;
     Ok(())

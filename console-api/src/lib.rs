@@ -105,13 +105,15 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::Db
 
 impl Console {
     /// The console over a migrated control plane. Session tokens are signed with a key derived
-    /// from `key_hash_secret`; the cells' internal API token too.
+    /// from `key_hash_secret`; calls to cells' internal APIs (moderation) with the control
+    /// plane's `signing_key` (without one, moderation answers `unavailable`).
     pub fn new(
         cp: ControlPlane,
         cfg: ConsoleConfig,
         mode: Mode,
         operator_token: &str,
         key_hash_secret: &str,
+        signing_key: Option<starling_core::signing::SigningKey>,
     ) -> Self {
         let hasher = KeyHasher::new(key_hash_secret);
         let jwt_key = hasher.hash("starling-console-session-v1");
@@ -124,7 +126,7 @@ impl Console {
             ),
             graphiql: cfg.graphiql.unwrap_or(dev),
             introspection: cfg.introspection.unwrap_or(dev),
-            cells: CellClient::new(starling_core::secret::internal_api_token(&hasher)),
+            cells: CellClient::new(signing_key),
             cp,
             cfg,
             operator_token: operator_token.to_owned(),

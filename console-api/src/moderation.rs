@@ -1,9 +1,9 @@
 //! The console's client of the data plane's internal moderation API (`/internal/v1`, served by
-//! every gateway node of a cell). The console never touches a cell's storage: it asks the cell the
-//! app lives on, over HTTP, with the internal token both planes derive from
-//! `auth.key_hash_secret` (see `starling_core::secret::internal_api_token`).
-//!
-//! The cell's base URL is its cluster's `endpoint` with `ws`→`http` (`wss`→`https`).
+//! every gateway node of a cell on its internal listener). The console never touches a cell's
+//! storage: it asks the cell the app lives on, over HTTP, at the cluster's `internal_endpoint`
+//! (`https://` unless the operator marked a development cluster), each call with a fresh call
+//! token signed by the control plane's key for that cluster and that request alone
+//! (`starling_core::internal_auth`).
 
 use async_graphql::SimpleObject;
 use chrono::{DateTime, Utc};
@@ -12,7 +12,12 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use starling_core::error::{ErrorBody, ErrorCode};
 
+use starling_core::signing::SigningKey;
+
 use crate::error::{Fail, Result};
+
+/// Lifetime of a call token: one request, sent at once.
+const CALL_TOKEN_TTL_SECS: i64 = 30;
 
 /// An end user of an app, as the data plane shows them to moderators.
 #[derive(Debug, Clone, Deserialize, SimpleObject)]
@@ -89,7 +94,7 @@ pub(crate) struct Messages {
 #[derive(Clone)]
 pub struct CellClient {
     http: reqwest::Client,
-    token: String,
+    key: Option<SigningKey>,
 }
 
 impl std::fmt::Debug for CellClient {
@@ -98,45 +103,62 @@ impl std::fmt::Debug for CellClient {
     }
 }
 
-/// The HTTP base of a cell from its cluster endpoint.
-pub fn base_url(endpoint: &str) -> Option<String> {
-    let e = endpoint.trim_end_matches('/');
-    if let Some(rest) = e.strip_prefix("ws://") {
-        Some(format!("http://{rest}"))
-    } else if let Some(rest) = e.strip_prefix("wss://") {
-        Some(format!("https://{rest}"))
-    } else if e.starts_with("http://") || e.starts_with("https://") {
-        Some(e.to_owned())
-    } else {
-        None
-    }
-}
-
 impl CellClient {
-    /// A client that presents `token`.
-    pub fn new(token: String) -> Self {
+    /// A client that signs its calls with `key` (the control plane's signing key; `None`:
+    /// every call answers `unavailable`, naming the missing setting).
+    pub fn new(key: Option<SigningKey>) -> Self {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
+            // Never follow a redirect: the token is for this URL and this cell only.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        Self { http, token }
+        Self { http, key }
     }
 
-    /// Calls `method path` on the cell at `base` for `app`; the data plane's error code and
-    /// message pass through for client errors (not found, validation), anything else is
-    /// `unavailable`.
+    /// Calls `method path` for `app` on the cell `cluster_id` whose internal API is at `base`;
+    /// the data plane's error code and message pass through for client errors (not found,
+    /// validation), anything else is `unavailable`.
     pub async fn call<T: DeserializeOwned>(
         &self,
         base: &str,
+        cluster_id: &str,
         app: &str,
         method: Method,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<T> {
-        let url = format!("{base}/internal/v1/apps/{app}{path}");
-        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
+        let Some(key) = &self.key else {
+            return Err(Fail::new(
+                ErrorCode::Unavailable,
+                "moderation needs the control plane's signing key (auth.control_plane_signing_key)",
+            ));
+        };
+        let url = reqwest::Url::parse(&format!("{base}/internal/v1/apps/{app}{path}"))
+            .map_err(|e| Fail::internal(format!("internal URL of cluster {cluster_id}: {e}")))?;
+        let bytes = match &body {
+            Some(b) => serde_json::to_vec(b).map_err(Fail::internal)?,
+            None => Vec::new(),
+        };
+        // The token covers the path and query exactly as sent.
+        let path_and_query = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let token = starling_core::internal_auth::mint_call_token(
+            key,
+            cluster_id,
+            method.as_str(),
+            &path_and_query,
+            &bytes,
+            chrono::Utc::now().timestamp(),
+            CALL_TOKEN_TTL_SECS,
+        );
+        let mut req = self.http.request(method, url.clone()).bearer_auth(token);
+        if body.is_some() {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(bytes);
         }
         let res = req.send().await.map_err(|e| {
             tracing::warn!(error = %e, %url, "data plane unreachable");

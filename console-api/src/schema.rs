@@ -955,6 +955,7 @@ pub struct CreateApiKeyInput {
 struct Cell<'a> {
     console: &'a Console,
     base: String,
+    cluster_id: String,
     app: String,
 }
 
@@ -965,22 +966,19 @@ impl<'a> Cell<'a> {
         let c = console(ctx);
         let out = c.cp.get_app(&a.tenant, &app_id(app)?).await?;
         let cluster = c.cp.get_cluster(out.cluster_id.as_str()).await?;
-        let base = cluster
-            .endpoint
-            .as_deref()
-            .and_then(moderation::base_url)
-            .ok_or_else(|| {
-                Fail::new(
-                    ErrorCode::Unavailable,
-                    format!(
-                        "cluster {} has no endpoint: the operator must set one for moderation to reach it",
-                        cluster.name
-                    ),
-                )
-            })?;
+        let base = cluster.internal_endpoint.clone().ok_or_else(|| {
+            Fail::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "cluster {} has no internal_endpoint: the operator must set one for moderation to reach it",
+                    cluster.name
+                ),
+            )
+        })?;
         Ok(Cell {
             console: c,
             base,
+            cluster_id: cluster.id.into_string(),
             app: app.to_owned(),
         })
     }
@@ -993,7 +991,7 @@ impl<'a> Cell<'a> {
     ) -> Result<T, Fail> {
         self.console
             .cells
-            .call(&self.base, &self.app, method, path, body)
+            .call(&self.base, &self.cluster_id, &self.app, method, path, body)
             .await
     }
 }

@@ -426,12 +426,18 @@ impl Default for PulsarConfig {
 pub struct ServerConfig {
     /// Address to listen on, e.g. `127.0.0.1:7400` (`0.0.0.0:7400` for every interface).
     pub listen: String,
+    /// Where a `data-plane` node serves its internal API (`/internal/v1`, the control plane's
+    /// moderation calls), apart from the public listener: bind it to the pod network (e.g.
+    /// `0.0.0.0:7401`) and never expose it outside the platform. Every call needs a token the
+    /// control plane signed for this cell. `standalone` binds its own on a loopback port.
+    pub internal_listen: String,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:7400".into(),
+            internal_listen: "127.0.0.1:7401".into(),
         }
     }
 }
@@ -715,6 +721,7 @@ impl ControlPlaneConfig {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.internal_listen_addr()?;
         if let Some(url) = &self.database.url
             && !(url.starts_with("postgres://")
                 || url.starts_with("postgresql://")
@@ -791,6 +798,16 @@ impl ControlPlaneConfig {
         }
         self.pulsar.validate()?;
         Ok(())
+    }
+
+    /// The address a data-plane node serves its internal API on.
+    pub fn internal_listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.internal_listen.parse().map_err(|e| {
+            ConfigError::field(
+                "server.internal_listen",
+                format!("{e} (expected host:port, e.g. 0.0.0.0:7401)"),
+            )
+        })
     }
 
     /// The address to listen on.
@@ -1034,6 +1051,8 @@ mod doc_tests {
             previous_sealing_keys_file: Some(PathBuf::new()),
         };
         cfg.gateway.cluster_id = Some(String::new());
+        cfg.gateway.cell_credential = Some(Default::default());
+        cfg.gateway.cell_credential_file = Some(PathBuf::new());
         cfg.telemetry.otlp_endpoint = Some(String::new());
         cfg.pulsar.url = Some(String::new());
         cfg.pulsar.token = Some(String::new());

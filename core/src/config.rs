@@ -173,8 +173,25 @@ pub struct GatewayConfig {
     /// manages webhook endpoints through its internal routes. Unset: those calls answer 503
     /// (standalone has the control plane in its process and ignores this).
     pub control_plane_url: Option<String>,
+    /// This cell's credential for the control plane's internal routes (`scc_<id>.<secret>`, from
+    /// `POST /admin/v1/clusters/{id}/credentials`). Required with `control_plane_url`. A
+    /// secret: prefer `STARLING_GATEWAY__CELL_CREDENTIAL` or `cell_credential_file`.
+    pub cell_credential: Option<SecretString>,
+    /// A file holding the cell credential.
+    pub cell_credential_file: Option<std::path::PathBuf>,
     /// `[gateway.webhooks]`: delivering events to customers' endpoints.
     pub webhooks: WebhookConfig,
+}
+
+/// A secret setting: `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// `[gateway.webhooks]`: how a node delivers webhooks and calls pre-send hooks.
@@ -329,6 +346,8 @@ impl Default for GatewayConfig {
             max_token_ttl_secs: 30 * 24 * 3600,
             registry_ttl_secs: 30,
             control_plane_url: None,
+            cell_credential: None,
+            cell_credential_file: None,
             webhooks: WebhookConfig::default(),
             usage_flush_ms: 60_000,
             send_batch_max: 256,
@@ -338,8 +357,38 @@ impl Default for GatewayConfig {
 }
 
 impl GatewayConfig {
+    /// The cell credential, from the value or the file; checked for shape.
+    pub fn cell_credential(&self) -> Result<Option<String>, ConfigError> {
+        const FIELD: &str = "gateway.cell_credential";
+        let v = match (&self.cell_credential, &self.cell_credential_file) {
+            (Some(v), _) => Some(v.0.trim().to_owned()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        ConfigError::field(
+                            "gateway.cell_credential_file",
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        if let Some(c) = &v
+            && crate::internal_auth::split_cell_credential(c).is_none()
+        {
+            return Err(ConfigError::field(
+                FIELD,
+                "must be scc_<id>.<secret> as POST /admin/v1/clusters/{id}/credentials returned it",
+            ));
+        }
+        Ok(v)
+    }
+
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.cell_credential()?;
         if let Some(c) = &self.cluster_id
             && crate::id::ClusterId::parse(c).is_err()
         {

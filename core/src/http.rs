@@ -160,27 +160,6 @@ fn is_json_content_type(ct: &str) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// Checks that a request to an internal API carries `Authorization: Bearer <expected>`
-/// (compared in constant time); `who` says in the refusal which token was wanted.
-pub fn require_internal_token(
-    headers: &axum::http::HeaderMap,
-    expected: &str,
-    who: &str,
-) -> Result<(), ApiError> {
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if presented.is_empty() || !crate::secret::constant_time_eq(presented, expected) {
-        return Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            format!("the internal API needs {who}"),
-        ));
-    }
-    Ok(())
-}
-
 /// Parses JSON the way [`Json`] does, with field-named errors.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);

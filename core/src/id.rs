@@ -158,6 +158,11 @@ typed_id!(
     ClusterId,
     "cls"
 );
+typed_id!(
+    /// A cell's credential for the control plane's internal API (the public part).
+    CellCredentialId,
+    "scc"
+);
 
 typed_id!(
     /// A secret that signs an app's user tokens (the JWT `kid`).

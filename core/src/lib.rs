@@ -23,6 +23,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod id;
+pub mod internal_auth;
 pub mod limits;
 pub mod pulsar;
 pub mod seal;

@@ -103,13 +103,6 @@ impl KeyHasher {
     }
 }
 
-/// The bearer token the control plane presents to cells' internal API (`/internal/v1`), derived
-/// from the deployment's key-hash secret, which both planes already share: no extra secret to
-/// distribute, and rotating the key-hash secret rotates it too.
-pub fn internal_api_token(hasher: &KeyHasher) -> String {
-    format!("sin_{}", hasher.hash("starling-internal-api-v1"))
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -135,11 +135,6 @@ impl Directory {
         }
     }
 
-    /// The token the control plane presents to this cell's internal API.
-    pub fn internal_api_token(&self) -> String {
-        starling_core::secret::internal_api_token(&self.hasher)
-    }
-
     /// Applies an update unless an equal or newer one was applied already. Only for updates
     /// already verified ([`Self::accept`] checks them).
     fn apply(&self, update: ConfigUpdate) {

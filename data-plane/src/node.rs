@@ -191,6 +191,12 @@ impl Node {
         crate::api::router(self.clone())
     }
 
+    /// The internal API (`/internal/v1`, the control plane's moderation calls), for the node's
+    /// internal listener only; every call needs a call token signed for `auth.cluster_id`.
+    pub fn internal_router(self: &Arc<Self>, auth: crate::api::internal::InternalAuth) -> Router {
+        crate::api::internal::router(self.clone(), auth)
+    }
+
     /// Closes every connection (code 1001) so clients reconnect elsewhere.
     pub fn shutdown(&self) {
         self.hub.close_all();

@@ -98,6 +98,15 @@ struct CellFixture {
     cp_proc: Proc,
     procs: Vec<Proc>,
     nodes: Vec<String>,
+    /// Every node's internal API (`server.internal_listen`), in the order of `nodes`.
+    internal: Vec<String>,
+    /// The cell's cluster id (`gateway.cluster_id` of every node).
+    cluster_id: String,
+    /// The control plane's signing key (`auth.control_plane_signing_key`); the nodes trust its
+    /// public key (`auth.control_plane_public_keys`).
+    signing_key: starling_core::signing::SigningKey,
+    /// The cell's credential for the control plane (`gateway.cell_credential`).
+    cell_credential: String,
     cp: String,
     tenant: String,
     app: String,
@@ -156,6 +165,8 @@ impl CellFixture {
         let prefix = format!("persistent://starling-e2e/{ns}/starling-");
         let cell_token = access.token_of(&ns);
         let dir = tempfile::tempdir().unwrap();
+        let signing_key = starling_core::signing::SigningKey::generate();
+        let public_keys = format!("[\"{}\"]", signing_key.public_key().to_text());
         let common = |listen: &str| -> Vec<(String, String)> {
             vec![
                 ("STARLING_DATABASE__URL".into(), db.clone()),
@@ -185,26 +196,21 @@ impl CellFixture {
             ]
         };
         let cp_addr = format!("127.0.0.1:{}", free_port());
-        let (signing_key, public_key) =
-            starling_e2e::keygen(&starling_e2e::starling_bin()).unwrap();
-        // The cell's cluster id: registered once the control plane is up, before the nodes.
-        let cluster_id = std::cell::RefCell::new(String::new());
+        // What a node is told about its cell: set once the control plane has registered it.
+        let cell_env: std::cell::RefCell<Vec<(String, String)>> = Default::default();
         let spawn = |args: &[&str], listen: &str| {
             let mut env = common(listen);
             if args[0] == "control-plane" {
                 env.push((
                     "STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY".into(),
-                    signing_key.clone(),
+                    signing_key.to_text(),
                 ));
             } else {
                 env.push((
                     "STARLING_AUTH__CONTROL_PLANE_PUBLIC_KEYS".into(),
-                    format!("[\"{public_key}\"]"),
+                    public_keys.clone(),
                 ));
-                env.push((
-                    "STARLING_GATEWAY__CLUSTER_ID".into(),
-                    cluster_id.borrow().clone(),
-                ));
+                env.extend(cell_env.borrow().iter().cloned());
             }
             if let Some(ep) = &otlp {
                 env.push(("STARLING_TELEMETRY__OTLP_ENDPOINT".into(), ep.clone()));
@@ -257,19 +263,56 @@ impl CellFixture {
         }
         // Ready means provisioned: the namespace exists; grant the cell's role on it.
         access.grant_namespace("starling-e2e", &ns, &ns).await;
-        let addrs: Vec<String> = (0..n)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
-        let nodes: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
         let c = reqwest::Client::new();
         use reqwest::Method;
-        // The operator registers the cell; its nodes are started with its id.
-        let (st, cl) = call(&c, Method::POST, &format!("{cp}/admin/v1/clusters"), OPERATOR, Some(json!({"name": format!("cell-{}", ulid::Ulid::new().to_string().to_lowercase()), "region": "local", "capacity_apps": 100, "endpoint": nodes[0]}))).await;
+        // The operator registers the cell (its internal endpoint is plain http on loopback, so
+        // it is a development cluster) and issues its credential, before its nodes start.
+        let node_addrs: Vec<(String, String)> = (0..n)
+            .map(|_| {
+                (
+                    format!("127.0.0.1:{}", free_port()),
+                    format!("127.0.0.1:{}", free_port()),
+                )
+            })
+            .collect();
+        let nodes: Vec<String> = node_addrs
+            .iter()
+            .map(|(a, _)| format!("http://{a}"))
+            .collect();
+        let internal: Vec<String> = node_addrs
+            .iter()
+            .map(|(_, a)| format!("http://{a}"))
+            .collect();
+        let (st, cl) = call(&c, Method::POST, &format!("{cp}/admin/v1/clusters"), OPERATOR, Some(json!({"name": format!("cell-{}", ulid::Ulid::new().to_string().to_lowercase()), "region": "local", "capacity_apps": 100, "endpoint": nodes[0], "internal_endpoint": internal[0], "development": true}))).await;
         assert_eq!(st, 201, "{cl}");
-        *cluster_id.borrow_mut() = cl["id"].as_str().unwrap().to_owned();
+        let cluster_id = cl["id"].as_str().unwrap().to_owned();
+        let (st, cred) = call(
+            &c,
+            Method::POST,
+            &format!("{cp}/admin/v1/clusters/{cluster_id}/credentials"),
+            OPERATOR,
+            None,
+        )
+        .await;
+        assert_eq!(st, 201, "{cred}");
+        let cell_credential = cred["secret"].as_str().unwrap().to_owned();
+        *cell_env.borrow_mut() = vec![
+            ("STARLING_GATEWAY__CLUSTER_ID".into(), cluster_id.clone()),
+            (
+                "STARLING_GATEWAY__CELL_CREDENTIAL".into(),
+                cell_credential.clone(),
+            ),
+        ];
         let mut procs = Vec::new();
-        for (i, addr) in addrs.iter().enumerate() {
+        for (i, (addr, internal_addr)) in node_addrs.iter().enumerate() {
             let id = format!("node-{}", (b'a' + i as u8) as char);
+            cell_env
+                .borrow_mut()
+                .retain(|(k, _)| k != "STARLING_SERVER__INTERNAL_LISTEN");
+            cell_env.borrow_mut().push((
+                "STARLING_SERVER__INTERNAL_LISTEN".into(),
+                internal_addr.clone(),
+            ));
             procs.push(spawn(&["data-plane", "--node-id", &id], addr));
         }
         for node in &nodes {
@@ -291,7 +334,7 @@ impl CellFixture {
         assert_eq!(st, 201, "{t}");
         let t = t["id"].as_str().unwrap().to_owned();
         // The app is placed on the cell.
-        let (st, a) = call(&c, Method::POST, &format!("{cp}/admin/v1/tenants/{t}/apps"), OPERATOR, Some(json!({"name": "Chat", "cluster_id": cl["id"], "quota_overrides": {"api_requests_per_second": 100000, "concurrent_connections": 100000}}))).await;
+        let (st, a) = call(&c, Method::POST, &format!("{cp}/admin/v1/tenants/{t}/apps"), OPERATOR, Some(json!({"name": "Chat", "cluster_id": cluster_id, "quota_overrides": {"api_requests_per_second": 100000, "concurrent_connections": 100000}}))).await;
         assert_eq!(st, 201, "{a}");
         let a = a["id"].as_str().unwrap().to_owned();
         let created = Instant::now();
@@ -326,6 +369,10 @@ impl CellFixture {
             cp_proc,
             procs,
             nodes,
+            internal,
+            cluster_id,
+            signing_key,
+            cell_credential,
             cp,
             tenant: t,
             app: a,
@@ -1893,7 +1940,25 @@ async fn server_api_manages_webhook_endpoints_on_a_cell_node() {
         "{}/internal/v1/tenants/{}/apps/{}/webhook-endpoints/{id}",
         f.cp, f.tenant, f.app
     );
-    for bearer in ["sin_wrong", OPERATOR, f.key.as_str()] {
+    // Also the old shared token every gateway could derive from auth.key_hash_secret; and a
+    // call token (the other direction's identity) minted for this very request.
+    let old_shared = old_shared_token();
+    let wrong_direction = starling_core::internal_auth::mint_call_token(
+        &f.signing_key,
+        &f.cluster_id,
+        "GET",
+        &internal[f.cp.len()..],
+        b"",
+        chrono::Utc::now().timestamp(),
+        30,
+    );
+    for bearer in [
+        "sin_wrong",
+        OPERATOR,
+        f.key.as_str(),
+        old_shared.as_str(),
+        wrong_direction.as_str(),
+    ] {
         let (st, e) = call(&c, Method::GET, &internal, bearer, None).await;
         assert_eq!((st, e["code"].as_str()), (401, Some("unauthorized")), "{e}");
     }
@@ -1932,4 +1997,132 @@ async fn server_api_manages_webhook_endpoints_on_a_cell_node() {
     // What the node answers itself keeps working.
     let (st, _) = call(&c, Method::GET, &v1(&n0), &f.key, None).await;
     assert_eq!(st, 200);
+}
+
+/// The token of the old design: HMAC-SHA256 of a constant under the key-hash secret (with the
+/// key hasher the binary uses).
+fn old_shared_token() -> String {
+    format!(
+        "sin_{}",
+        starling_core::secret::KeyHasher::new(KEY_HASH).hash("starling-internal-api-v1")
+    )
+}
+
+/// The nodes' internal API on real processes: absent from every public listener; on the
+/// internal listener of every node, a call token the control plane's key signed for this cell
+/// and request opens it, one for another cell, another path, an expired one or the old shared
+/// token does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_internal_api_is_on_its_own_listener_for_signed_calls_only() {
+    use reqwest::Method;
+    let f = CellFixture::start(2).await;
+    let c = reqwest::Client::new();
+    let (st, v) = call(
+        &c,
+        Method::PUT,
+        &format!("{}/v1/users/alice", f.nodes[0]),
+        &f.key,
+        Some(json!({"name": "alice"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let users = format!("/internal/v1/apps/{}/users", f.app);
+    let now = chrono::Utc::now().timestamp();
+    let mint = |cluster: &str, path: &str, iat: i64| {
+        starling_core::internal_auth::mint_call_token(
+            &f.signing_key,
+            cluster,
+            "GET",
+            path,
+            b"",
+            iat,
+            30,
+        )
+    };
+    let good = mint(&f.cluster_id, &users, now);
+    for node in &f.nodes {
+        for bearer in [good.as_str(), old_shared_token().as_str()] {
+            let (st, v) = call(&c, Method::GET, &format!("{node}{users}"), bearer, None).await;
+            assert_eq!(
+                (st, v["code"].as_str()),
+                (404, Some("not_found")),
+                "public listener {node}: {v}"
+            );
+        }
+    }
+    for internal in &f.internal {
+        let (st, v) = call(&c, Method::GET, &format!("{internal}{users}"), &good, None).await;
+        assert_eq!(st, 200, "{internal}: {v}");
+        assert_eq!(v["data"][0]["id"], "alice", "{v}");
+        let other_cell = mint("cls_01jdq3v9k6b2c8x4m7n5p0r1st", &users, now);
+        let other_path = mint(&f.cluster_id, &format!("{users}/alice"), now);
+        let expired = mint(&f.cluster_id, &users, now - 300);
+        for (bearer, what) in [
+            (other_cell.as_str(), "another cell's token"),
+            (other_path.as_str(), "another path's token"),
+            (expired.as_str(), "an expired token"),
+            (old_shared_token().as_str(), "the old shared token"),
+            (f.key.as_str(), "an API key"),
+        ] {
+            let (st, v) = call(&c, Method::GET, &format!("{internal}{users}"), bearer, None).await;
+            assert_eq!(
+                (st, v["code"].as_str()),
+                (401, Some("unauthorized")),
+                "{what}: {v}"
+            );
+        }
+        // Nothing public on the internal listener.
+        let (st, _) = call(
+            &c,
+            Method::GET,
+            &format!("{internal}/v1/users"),
+            &f.key,
+            None,
+        )
+        .await;
+        assert_eq!(st, 404);
+    }
+
+    // The other direction: this cell's credential acts on its own app at the control plane,
+    // but not on an app of the same tenant placed on another cell.
+    let (st, other) = call(&c, Method::POST, &format!("{}/admin/v1/clusters", f.cp), OPERATOR, Some(json!({"name": format!("other-{}", ulid::Ulid::new().to_string().to_lowercase()), "region": "local", "capacity_apps": 10}))).await;
+    assert_eq!(st, 201, "{other}");
+    let (st, a2) = call(
+        &c,
+        Method::POST,
+        &format!("{}/admin/v1/tenants/{}/apps", f.cp, f.tenant),
+        OPERATOR,
+        Some(json!({"name": "Elsewhere", "cluster_id": other["id"]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{a2}");
+    let endpoints = |app: &str| {
+        format!(
+            "{}/internal/v1/tenants/{}/apps/{app}/webhook-endpoints",
+            f.cp, f.tenant
+        )
+    };
+    let hook = json!({"url": "https://example.com/h"});
+    let (st, v) = call(
+        &c,
+        Method::POST,
+        &endpoints(a2["id"].as_str().unwrap()),
+        &f.cell_credential,
+        Some(hook.clone()),
+    )
+    .await;
+    assert_eq!(
+        (st, v["code"].as_str()),
+        (404, Some("not_found")),
+        "another cell's app: {v}"
+    );
+    let (st, v) = call(
+        &c,
+        Method::POST,
+        &endpoints(&f.app),
+        &f.cell_credential,
+        Some(hook),
+    )
+    .await;
+    assert_eq!(st, 201, "its own app: {v}");
 }

@@ -290,6 +290,20 @@ async fn image_processes_start_from_terraform_env_only() {
         ("STARLING_GATEWAY__MAX_FRAME_BYTES", "65536".into()),
         ("STARLING_GATEWAY__OUTBOUND_QUEUE", "256".into()),
         ("STARLING_GATEWAY__WRITE_DELAY_MS", "0".into()),
+        // The cell's identities (the modules take them from variables and a Secret).
+        (
+            "STARLING_GATEWAY__CLUSTER_ID",
+            "cls_01jdq3v9k6b2c8x4m7n5p0r1st".into(),
+        ),
+        (
+            "STARLING_GATEWAY__CELL_CREDENTIAL",
+            starling_core::internal_auth::generate_cell_credential().credential,
+        ),
+        // The internal API on a port of its own, as the cell module's ClusterIP Service expects.
+        (
+            "STARLING_SERVER__INTERNAL_LISTEN",
+            format!("0.0.0.0:{}", free_port()),
+        ),
     ] {
         samples.insert(k, v);
     }
@@ -343,6 +357,20 @@ async fn image_processes_start_from_terraform_env_only() {
     assert_eq!(st, 201, "{cl}");
     let cluster_id = cl["id"].as_str().unwrap().to_owned();
     samples.insert("STARLING_GATEWAY__CLUSTER_ID", cluster_id.clone());
+    // And issues the cell's credential, which the node shows the control plane's internal
+    // routes (webhook endpoints below).
+    let (st, cred) = call(
+        Method::POST,
+        &format!("{cp_base}/admin/v1/clusters/{cluster_id}/credentials"),
+        OPERATOR,
+        None,
+    )
+    .await;
+    assert_eq!(st, 201, "{cred}");
+    samples.insert(
+        "STARLING_GATEWAY__CELL_CREDENTIAL",
+        cred["secret"].as_str().unwrap().to_owned(),
+    );
     let node_dir = tempfile::tempdir().unwrap();
     let (mut node, node_port, node_env) =
         spawn_on_free_port("data-plane", node_dir.path(), |port| {

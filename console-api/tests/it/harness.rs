@@ -89,12 +89,21 @@ impl Server {
             name: unique("console-cluster"),
             region: "test".into(),
             endpoint: None,
+            internal_endpoint: None,
+            development: false,
             capacity_apps: 10_000,
             status: None,
         })
         .await
         .expect("cluster");
-        let console = Console::new(cp.clone(), cfg, mode, OPERATOR, KEY_HASH_SECRET);
+        let console = Console::new(
+            cp.clone(),
+            cfg,
+            mode,
+            OPERATOR,
+            KEY_HASH_SECRET,
+            Some(starling_core::signing::SigningKey::generate()),
+        );
         let state = AdminState {
             cp: cp.clone(),
             cache: server::open_cache(None).await.unwrap(),

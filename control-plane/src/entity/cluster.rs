@@ -14,6 +14,10 @@ pub struct Model {
     pub status: ClusterStatus,
     /// Public endpoint of the cell's gateways, if known.
     pub endpoint: Option<String>,
+    /// Where the control plane calls the cell's internal API (`https://…` unless development).
+    pub internal_endpoint: Option<String>,
+    /// A development cluster: its internal endpoint may be plain `http://`.
+    pub development: bool,
     /// How many apps the cluster may carry.
     pub capacity_apps: i64,
     pub created_at: DateTimeUtc,

@@ -6,6 +6,7 @@ pub mod app;
 pub mod app_token_secret;
 pub mod billing;
 pub mod cluster;
+pub mod cluster_credential;
 pub mod plan;
 pub mod pre_send_hook;
 pub mod tenant;

@@ -8,6 +8,7 @@ mod m20261127_200001_webhooks;
 mod m20261127_300001_usage;
 mod m20261127_300002_billing;
 mod m20261207_000001_sealed_secrets;
+mod m20261207_100001_cell_identity;
 
 /// All control-plane migrations, oldest first.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_300001_usage::Migration),
             Box::new(m20261127_300002_billing::Migration),
             Box::new(m20261207_000001_sealed_secrets::Migration),
+            Box::new(m20261207_100001_cell_identity::Migration),
         ]
     }
 

@@ -23,6 +23,15 @@ pub struct ClusterIn {
     /// Public URL of the cell's gateways.
     #[schema(example = "https://eu1.chat.example.com")]
     pub endpoint: Option<String>,
+    /// Where the control plane calls the cell's internal API (the nodes'
+    /// `server.internal_listen`, reached on the platform's private network): an `https://`
+    /// origin, or `http://` on a development cluster. Without it the console cannot moderate
+    /// the cell's apps.
+    #[schema(example = "https://eu1-internal.cells.example.internal:7401")]
+    pub internal_endpoint: Option<String>,
+    /// A development cluster: its internal endpoint may be plain `http://` (default false).
+    #[serde(default)]
+    pub development: bool,
     /// How many apps the cluster may carry (at least 1).
     #[schema(example = 500)]
     pub capacity_apps: u32,
@@ -39,6 +48,13 @@ pub struct ClusterPatch {
     #[serde(default, deserialize_with = "starling_core::http::double_option")]
     #[schema(value_type = Option<String>)]
     pub endpoint: Option<Option<String>>,
+    /// New internal endpoint (`null` clears it): `https://`, or `http://` on a development
+    /// cluster.
+    #[serde(default, deserialize_with = "starling_core::http::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub internal_endpoint: Option<Option<String>>,
+    /// Marks or unmarks a development cluster.
+    pub development: Option<bool>,
     /// New capacity; may not go below the apps already placed.
     pub capacity_apps: Option<u32>,
     /// `draining` takes no new apps; `offline` marks it down.
@@ -58,6 +74,10 @@ pub struct ClusterOut {
     pub status: ClusterStatus,
     /// Public URL of the gateways, if known.
     pub endpoint: Option<String>,
+    /// Where the control plane calls the cell's internal API, if known.
+    pub internal_endpoint: Option<String>,
+    /// A development cluster (plain `http://` internal endpoint allowed).
+    pub development: bool,
     /// How many apps it may carry.
     pub capacity_apps: u64,
     /// How many apps are placed on it now.
@@ -75,6 +95,8 @@ fn out(m: cluster::Model, apps: u64) -> ClusterOut {
         region: m.region,
         status: m.status,
         endpoint: m.endpoint,
+        internal_endpoint: m.internal_endpoint,
+        development: m.development,
         capacity_apps: m.capacity_apps.max(0) as u64,
         apps,
         created_at: m.created_at,
@@ -97,6 +119,34 @@ fn check_endpoint(e: &str) -> Result<String> {
             "must be an http(s):// or ws(s):// URL of at most 512 characters",
         ))
     }
+}
+
+/// Checks an internal endpoint: an origin (scheme, host, port; no path, query or credentials,
+/// because call tokens cover the exact path the cell receives), `https://` unless `development`.
+fn check_internal_endpoint(e: &str, development: bool, field: &str) -> Result<String> {
+    let url = e.parse::<axum::http::Uri>().ok().filter(|u| {
+        matches!(u.scheme_str(), Some("http" | "https"))
+            && u.authority()
+                .is_some_and(|a| !a.host().is_empty() && !a.as_str().contains('@'))
+            && u.path() == "/"
+            && u.query().is_none()
+            && !e.contains(['#', ' '])
+            && e.len() <= 512
+    });
+    let Some(url) = url else {
+        return Err(invalid(
+            "internal_endpoint",
+            "must be an https:// origin (scheme, host and port, no path), at most 512 characters",
+        ));
+    };
+    if url.scheme_str() != Some("https") && !development {
+        return Err(invalid(
+            field,
+            "the internal endpoint must be https:// unless the cluster is marked development \
+             (plain http exposes every internal call on the network)",
+        ));
+    }
+    Ok(e.trim_end_matches('/').to_owned())
 }
 
 impl ControlPlane {
@@ -133,6 +183,11 @@ impl ControlPlane {
         let name = check_code("name", &input.name)?;
         let region = check_code("region", &input.region)?;
         let endpoint = input.endpoint.as_deref().map(check_endpoint).transpose()?;
+        let internal_endpoint = input
+            .internal_endpoint
+            .as_deref()
+            .map(|e| check_internal_endpoint(e, input.development, "internal_endpoint"))
+            .transpose()?;
         if input.capacity_apps == 0 {
             return Err(invalid("capacity_apps", "must be at least 1"));
         }
@@ -153,6 +208,8 @@ impl ControlPlane {
             region: Set(region),
             status: Set(input.status.unwrap_or(ClusterStatus::Active)),
             endpoint: Set(endpoint),
+            internal_endpoint: Set(internal_endpoint),
+            development: Set(input.development),
             capacity_apps: Set(input.capacity_apps as i64),
             created_at: Set(now),
             updated_at: Set(now),
@@ -207,10 +264,28 @@ impl ControlPlane {
     pub async fn update_cluster(&self, id: &str, patch: ClusterPatch) -> Result<ClusterOut> {
         let current = self.cluster_model(id).await?;
         let n = self.apps_on(id).await?;
+        let development = patch.development.unwrap_or(current.development);
+        let internal_endpoint = match &patch.internal_endpoint {
+            Some(e) => e.clone(),
+            None => current.internal_endpoint.clone(),
+        };
+        // Checked as it will be after the change: unmarking development with a plain http
+        // endpoint in place is refused, naming `development`.
+        let field = if patch.internal_endpoint.is_some() {
+            "internal_endpoint"
+        } else {
+            "development"
+        };
+        let internal_endpoint = internal_endpoint
+            .as_deref()
+            .map(|e| check_internal_endpoint(e, development, field))
+            .transpose()?;
         let mut m: cluster::ActiveModel = current.into();
         if let Some(e) = patch.endpoint {
             m.endpoint = Set(e.as_deref().map(check_endpoint).transpose()?);
         }
+        m.internal_endpoint = Set(internal_endpoint);
+        m.development = Set(development);
         if let Some(c) = patch.capacity_apps {
             if c == 0 {
                 return Err(invalid("capacity_apps", "must be at least 1"));
@@ -294,35 +369,58 @@ impl ControlPlane {
         })
     }
 
-    /// The cluster a standalone process serves, registered as `local` when no cluster exists
-    /// yet; its id.
-    pub async fn ensure_local_cluster(&self, endpoint: Option<String>) -> Result<String> {
+    /// Registers the `local` cluster of a standalone process when no cluster exists yet, and
+    /// points the `local` cluster (new or not) at this start's endpoints: the internal listener
+    /// of standalone is on a free loopback port that changes from start to start. The local
+    /// cluster is a development cluster (its internal endpoint is plain http on loopback).
+    /// Returns the id of the cluster standalone's node serves: `local`, or the first cluster made
+    /// when the operator's clusters have no `local` (then left as it is).
+    pub async fn ensure_local_cluster(
+        &self,
+        endpoint: Option<String>,
+        internal_endpoint: Option<String>,
+    ) -> Result<Option<ClusterId>> {
         use sea_orm::QueryOrder;
-        // The cluster standalone's node serves: `local`, else (renamed) the first one made.
-        if let Some(c) = cluster::Entity::find()
+        let local = cluster::Entity::find()
             .filter(cluster::Column::Name.eq("local"))
             .one(&self.db)
-            .await?
-        {
-            return Ok(c.id);
+            .await?;
+        if let Some(c) = local {
+            let id = c.id.clone();
+            if c.internal_endpoint != internal_endpoint || !c.development {
+                self.update_cluster(
+                    &id,
+                    ClusterPatch {
+                        internal_endpoint: Some(internal_endpoint),
+                        development: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            }
+            return Ok(Some(ClusterId::from_trusted(id)));
         }
+        // No `local` (renamed or removed by the operator): the node serves the first cluster
+        // made, left as the operator set it.
         if let Some(c) = cluster::Entity::find()
             .order_by_asc(cluster::Column::CreatedAt)
             .order_by_asc(cluster::Column::Id)
             .one(&self.db)
             .await?
         {
-            return Ok(c.id);
+            return Ok(Some(ClusterId::from_trusted(c.id)));
         }
         let c = self
             .create_cluster(ClusterIn {
                 name: "local".into(),
                 region: "local".into(),
                 endpoint,
+                internal_endpoint,
+                development: true,
                 capacity_apps: 10_000,
                 status: None,
             })
             .await?;
-        Ok(c.id.to_string())
+        Ok(Some(c.id))
     }
 }

@@ -4,6 +4,7 @@
 pub mod api_key;
 pub mod app;
 pub mod billing;
+pub mod cell_credential;
 pub mod cluster;
 pub mod feed;
 pub mod plan;

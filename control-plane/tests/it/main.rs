@@ -9,6 +9,7 @@ mod api_keys;
 mod apps;
 mod basics;
 mod billing;
+mod cell_identity;
 mod feeds;
 mod idempotency;
 mod plans_clusters;

@@ -211,14 +211,15 @@ async fn pre_send_hook_lifecycle(s: Server) {
 }
 
 /// What a cell node calls for its server API (`/internal/v1/tenants/{t}/apps/{a}/webhook-
-/// endpoints…`): only with the internal token, every function scoped by tenant and app.
+/// endpoints…`): only with its cell's credential, every function scoped by tenant and app.
 async fn internal_routes_for_cell_nodes(s: Server) {
     use reqwest::StatusCode;
     use serde_json::Value;
-    let token =
-        starling_core::secret::internal_api_token(&KeyHasher::new(crate::harness::KEY_HASH_SECRET));
     let (t1, t2) = (s.tenant().await, s.tenant().await);
-    let (a1, a2) = (s.app(&t1).await, s.app(&t2).await);
+    let c1 = crate::cell_identity::cluster(&s).await;
+    let a1 = crate::cell_identity::app_on(&s, &t1, &c1).await;
+    let a2 = s.app(&t2).await;
+    let token = crate::cell_identity::credential(&s, &c1).await;
     let call = |m: Method, path: String, bearer: Option<String>, body: Option<Value>| {
         let c = s.client.clone();
         let url = format!("{}/internal/v1/tenants{path}", s.base);
@@ -242,11 +243,17 @@ async fn internal_routes_for_cell_nodes(s: Server) {
     let base1 = format!("/{t1}/apps/{a1}/webhook-endpoints");
     let ok = Some(json!({"url": "https://example.com/h", "event_types": ["message.created"]}));
 
-    // No token, a wrong one, the operator's: refused, nothing made.
+    // No token, a wrong one, the operator's, the old shared one derived from
+    // auth.key_hash_secret (every gateway holds that secret): refused, nothing made.
+    let old_shared = format!(
+        "sin_{}",
+        KeyHasher::new(crate::harness::KEY_HASH_SECRET).hash("starling-internal-api-v1")
+    );
     for bearer in [
         None,
         Some("sin_wrong".to_owned()),
         Some(crate::harness::TOKEN.to_owned()),
+        Some(old_shared),
     ] {
         let got = call(Method::POST, base1.clone(), bearer.clone(), ok.clone()).await;
         assert_error(&got, 401, "unauthorized", None);

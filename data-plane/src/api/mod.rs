@@ -101,7 +101,8 @@ pub fn router(node: Arc<Node>) -> Router {
             }),
         )
         .merge(api)
-        .merge(internal::router(node.clone()))
+        // Not the internal routes: those are on the node's internal listener only
+        // (`Node::internal_router`), never on the public one.
         .with_state(node)
 }
 

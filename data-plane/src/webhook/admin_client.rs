@@ -1,8 +1,9 @@
 //! [`ControlPlaneClient`]: the control plane's webhook endpoint functions ([`WebhookAdmin`])
 //! for a node of a cell, called over HTTP on the control plane's internal routes
 //! (`/internal/v1/tenants/{tenant}/apps/{app}/webhook-endpoints…`, see
-//! `starling_control_plane::api::internal`) with the internal token both planes derive from
-//! `auth.key_hash_secret`.
+//! `starling_control_plane::api::internal`) with this cell's credential
+//! (`gateway.cell_credential`, `scc_<id>.<secret>`): the control plane acts only on apps placed
+//! on this cell.
 //!
 //! What the caller of the server API sees:
 //! - the control plane's answer to their request (a validation error naming the field, a 404
@@ -10,9 +11,9 @@
 //! - the control plane unreachable, timing out or answering something unexpected is `503
 //!   unavailable`, saying so (a client can retry; nothing was half-done on the node, which
 //!   keeps no endpoint state of its own);
-//! - the control plane refusing the node's token (a deployment whose planes do not share
-//!   `auth.key_hash_secret`) is also `503 unavailable`, not a 401 the caller would take for a
-//!   problem with their API key.
+//! - the control plane refusing the node's credential (revoked, or for another control plane)
+//!   is also `503 unavailable`, not a 401 the caller would take for a problem with their API
+//!   key.
 
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ impl std::fmt::Debug for ControlPlaneClient {
 
 impl ControlPlaneClient {
     /// A client of the control plane at `base` (`http://host:port`) presenting `token` (the
-    /// internal token, `Directory::internal_api_token`).
+    /// cell's credential, `gateway.cell_credential`).
     pub fn new(base: &str, token: String) -> anyhow::Result<Self> {
         // Not the webhook client: that one is SSRF-guarded for customers' URLs, while the
         // control plane is the operator's and commonly on a private network.
@@ -131,7 +132,7 @@ impl ControlPlaneClient {
                 })
             }
             _ => {
-                tracing::error!(%status, %url, "control plane refused an internal call (do both planes share auth.key_hash_secret?)");
+                tracing::error!(%status, %url, "control plane refused an internal call (is gateway.cell_credential issued for this cluster and not revoked?)");
                 Err(self.unavailable(&format!("refused the call ({status})")))
             }
         }

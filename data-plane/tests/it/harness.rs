@@ -62,6 +62,12 @@ pub struct Cell {
     pub nodes: Vec<Arc<Node>>,
     pub feed: Arc<InProcessFeed>,
     pub client: reqwest::Client,
+    /// Every node's internal API (`/internal/v1`), on a listener of its own.
+    pub internal_bases: Vec<String>,
+    /// The cluster this cell is (`gateway.cluster_id` of its nodes).
+    pub cluster_id: String,
+    /// The control plane's signing key, whose public key the nodes trust.
+    pub signing_key: SigningKey,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -192,7 +198,10 @@ impl Cell {
         };
         let mut nodes = Vec::new();
         let mut ws_bases = Vec::new();
+        let mut internal_bases = Vec::new();
         let mut base = String::new();
+        let cluster_id = starling_core::id::ClusterId::generate().into_string();
+        let signing_key = SigningKey::generate();
         for i in 0..n {
             let db = starling_core::db::connect(&url, 10).await.expect("connect");
             let directory = Arc::new(Directory::new(
@@ -205,6 +214,7 @@ impl Cell {
             directory.follow(feed.clone()).await.unwrap();
             let mut g = GatewayConfig {
                 node_id: format!("node-{i}-{}", ulid::Ulid::new()),
+                cluster_id: Some(cluster_id.clone()),
                 heartbeat_secs: 5,
                 ..Default::default()
             };
@@ -228,10 +238,20 @@ impl Cell {
             .unwrap();
             let app = node
                 .router()
+                .fallback(starling_core::http::not_found_fallback)
                 .layer(axum::middleware::from_fn(starling_core::http::request_id));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             tokio::spawn(async move { axum::serve(listener, app).await });
+            let internal = node
+                .internal_router(starling_data_plane::api::internal::InternalAuth {
+                    cluster_id: node.gateway.cluster_id.clone(),
+                    verifier: Verifier::new([signing_key.public_key()]),
+                })
+                .layer(axum::middleware::from_fn(starling_core::http::request_id));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            internal_bases.push(format!("http://{}", listener.local_addr().unwrap()));
+            tokio::spawn(async move { axum::serve(listener, internal).await });
             if i == 0 {
                 base = format!("http://{addr}");
             }
@@ -246,6 +266,9 @@ impl Cell {
             nodes,
             feed,
             client: reqwest::Client::new(),
+            internal_bases,
+            cluster_id,
+            signing_key,
             _dir: dir,
         }
     }

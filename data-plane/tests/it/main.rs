@@ -8,6 +8,7 @@ mod asyncapi;
 mod config_trust;
 mod conformance;
 mod group_commit;
+mod internal_api;
 mod messaging;
 mod migrate;
 mod outbox;

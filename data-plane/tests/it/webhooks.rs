@@ -384,8 +384,8 @@ async fn an_unreachable_control_plane_is_unavailable_not_an_error() {
         l.local_addr().unwrap()
     };
     let url = format!("http://{closed}");
-    let client =
-        ControlPlaneClient::new(&url, c.node.messaging.directory.internal_api_token()).unwrap();
+    let credential = starling_core::internal_auth::generate_cell_credential().credential;
+    let client = ControlPlaneClient::new(&url, credential).unwrap();
     c.node.messaging.webhooks.set_admin(Arc::new(client));
     let app = c.app(Limits::default()).await;
     for (m, path, body) in [

@@ -78,6 +78,8 @@ module "postgres_operator_us" {
   providers = { helm = helm.us }
 }
 
+# cluster_id comes with a second apply, once the cell is registered (docs/OPERATIONS.md,
+# "Registering a cell"); control_plane_public_keys / control_plane_signing_key from `starling keygen`.
 module "cell_eu" {
   source    = "../../modules/data-plane-cell"
   providers = { kubernetes = kubernetes.eu, helm = helm.eu }

@@ -62,6 +62,7 @@ locals {
   plain_env = {
     for k, v in {
       "STARLING_SERVER__LISTEN"                     = "0.0.0.0:7400"
+      "STARLING_SERVER__INTERNAL_LISTEN"            = "0.0.0.0:${var.internal_port}"
       "STARLING_DATABASE__MAX_CONNECTIONS"          = tostring(var.database_max_connections)
       "STARLING_CACHE__REDIS_URL"                   = local.redis_url_plain
       "STARLING_PULSAR__URL"                        = local.pulsar_url
@@ -94,6 +95,10 @@ locals {
     var.redis_password != null ? {
       "STARLING_CACHE__REDIS_URL" = { name = kubernetes_secret_v1.redis_url[0].metadata[0].name, key = "url" }
     } : {},
+    # The cell's own identity towards the control plane: required with control_plane_url.
+    var.control_plane_url != null ? {
+      "STARLING_GATEWAY__CELL_CREDENTIAL" = { name = local.auth_secret, key = "cell-credential" }
+    } : {},
   )
 }
 
@@ -118,14 +123,19 @@ resource "kubernetes_secret_v1" "auth" {
     labels    = local.labels
   }
 
-  data = {
-    "key-hash-secret" = var.key_hash_secret
-  }
+  data = merge(
+    { "key-hash-secret" = var.key_hash_secret },
+    var.cell_credential != null ? { "cell-credential" = var.cell_credential } : {},
+  )
 
   lifecycle {
     precondition {
       condition     = var.key_hash_secret != null
       error_message = "Set key_hash_secret (the control plane's) or existing_auth_secret."
+    }
+    precondition {
+      condition     = var.control_plane_url == null || var.cell_credential != null
+      error_message = "Set cell_credential (POST /admin/v1/clusters/{id}/credentials) with control_plane_url, or existing_auth_secret holding `cell-credential`."
     }
   }
 }
@@ -426,6 +436,12 @@ resource "kubernetes_stateful_set_v1" "gateway" {
             container_port = 7400
           }
 
+          # The internal API: only the internal ClusterIP Service below points here.
+          port {
+            name           = "internal"
+            container_port = var.internal_port
+          }
+
           # The CA of the cell's Pulsar (STARLING_PULSAR__TLS_CA_FILE).
           volume_mount {
             name       = "pulsar-ca"
@@ -514,6 +530,30 @@ resource "kubernetes_stateful_set_v1" "gateway" {
   }
 
   depends_on = [helm_release.pulsar, helm_release.postgres]
+}
+
+# The internal API (/internal/v1, the control plane's signed moderation calls) inside the
+# Kubernetes network only: ClusterIP, never a load balancer. Register it as the cluster's
+# internal_endpoint behind TLS (a mesh or a TLS-terminating proxy: https is required unless the
+# cluster is marked development; docs/OPERATIONS.md).
+resource "kubernetes_service_v1" "gateway_internal" {
+  metadata {
+    name      = "${local.gateway}-internal"
+    namespace = local.namespace
+    labels    = local.gateway_labels
+  }
+
+  spec {
+    type     = "ClusterIP"
+    selector = local.gateway_selector
+
+    port {
+      name        = "internal"
+      protocol    = "TCP"
+      port        = var.internal_port
+      target_port = "internal"
+    }
+  }
 }
 
 # The public entry: WebSocket (/v1/connect) and server REST API (/v1) on one L4 port. L4 keeps

@@ -75,3 +75,8 @@ output "gateway_statefulset" {
   description = "Name of the gateways' StatefulSet (rolling restarts: kubectl rollout restart statefulset/<name>)."
   value       = kubernetes_stateful_set_v1.gateway.metadata[0].name
 }
+
+output "internal_service" {
+  description = "host:port of the nodes' internal API inside the Kubernetes network (ClusterIP). The cluster's internal_endpoint is https:// to this, through TLS the platform provides (docs/OPERATIONS.md)."
+  value       = "${kubernetes_service_v1.gateway_internal.metadata[0].name}.${local.namespace}.svc:${var.internal_port}"
+}

@@ -78,9 +78,27 @@ variable "key_hash_secret" {
 }
 
 variable "existing_auth_secret" {
-  description = "Name of an existing Secret in the namespace with the key `key-hash-secret`, so the secret never passes through Terraform. Null: the module makes one from key_hash_secret."
+  description = "Name of an existing Secret in the namespace with the key `key-hash-secret` (and `cell-credential` when control_plane_url is set), so the secrets never pass through Terraform. Null: the module makes one from key_hash_secret and cell_credential."
   type        = string
   default     = null
+}
+
+variable "cell_credential" {
+  description = "The cell's credential for the control plane (scc_<id>.<secret>, from POST /admin/v1/clusters/{id}/credentials), required with control_plane_url. Ignored when existing_auth_secret is set; never an output."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.cell_credential == null || can(regex("^scc_[0-7][0-9a-hjkmnp-tv-z]{25}[.][A-Za-z0-9_-]{43}$", coalesce(var.cell_credential, "x")))
+    error_message = "cell_credential must be scc_<id>.<secret> as the control plane issued it."
+  }
+}
+
+variable "internal_port" {
+  description = "Port of the nodes' internal API (server.internal_listen), served by a ClusterIP Service only (never a load balancer): the control plane's moderation calls reach the cell there."
+  type        = number
+  default     = 7401
 }
 
 variable "gateway" {
