@@ -415,7 +415,8 @@ impl Server {
             format!("http://{cp}/admin/v1/clusters"),
             &operator_token,
             Some(json!({
-                "name": format!("bench-{}", &run[..16].to_lowercase()),
+                // The run's nanoseconds and pid: unique on the database the cell shares.
+                "name": format!("bench-{}", &run[run.len() - 24..]),
                 "region": "local",
                 "capacity_apps": 1000,
             })),
@@ -430,6 +431,11 @@ impl Server {
                     &id,
                     vec![
                         ("STARLING_GATEWAY__CLUSTER_ID".into(), cluster_id.clone()),
+                        // Each node's internal API on a port of its own.
+                        (
+                            "STARLING_SERVER__INTERNAL_LISTEN".into(),
+                            format!("127.0.0.1:{}", starling_e2e::free_port()),
+                        ),
                         (
                             "STARLING_AUTH__CONTROL_PLANE_PUBLIC_KEYS".into(),
                             format!("[\"{public_key}\"]"),
