@@ -506,9 +506,11 @@ async fn three_node_cell_over_pulsar_and_redis() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+            // The budget (issue #17): revocation reaches every node within 2 s. Measured on the
+            // TLS + token bus: worst 56–94 ms (docs/BENCHMARKS.md).
             assert!(
-                revoked_at.elapsed() < Duration::from_secs(10),
-                "{n} still accepts the revoked key"
+                revoked_at.elapsed() < Duration::from_secs(2),
+                "{n} still accepts the revoked key after 2 s"
             );
         }
     }
