@@ -335,10 +335,11 @@ impl PulsarUsageFeed {
     /// (found by pattern, new cells' topics within a minute), each report with the cell it came
     /// from.
     pub fn for_cells(client: Client, topic_prefix: &str) -> Self {
+        let prefix = format!("{topic_prefix}usage-");
         Self {
             client,
-            topic: format!("{topic_prefix}usage-"),
-            cells_prefix: Some(format!("{topic_prefix}usage-")),
+            topic: prefix.clone(),
+            cells_prefix: Some(prefix),
             producer: Mutex::new(None),
         }
     }
@@ -362,6 +363,12 @@ impl crate::usage::UsageFeed for PulsarUsageFeed {
         &self,
         report: &crate::usage::UsageReport,
     ) -> Result<(), crate::usage::UsageError> {
+        if self.cells_prefix.is_some() {
+            // The control plane's reader of every cell's topic has no topic of its own.
+            return Err(uerr(
+                "the control plane's usage feed only reads: a node publishes on its cell's topic",
+            ));
+        }
         let mut p = self.producer.lock().await;
         if p.is_none() {
             *p = Some(

@@ -37,6 +37,18 @@ impl ControlPlane {
 
     /// What a cell must know about one app, read from the database.
     pub async fn app_config(&self, tenant_id: &str, app_id: &str) -> Result<Option<AppConfig>> {
+        Ok(self
+            .placed_app_config(tenant_id, app_id)
+            .await?
+            .map(|(_, c)| c))
+    }
+
+    /// The app's configuration and the cluster it is placed on, from one read of the app.
+    async fn placed_app_config(
+        &self,
+        tenant_id: &str,
+        app_id: &str,
+    ) -> Result<Option<(String, AppConfig)>> {
         // The version is taken before reading: a read that started later (and so sees every
         // change committed before it) always carries a higher version than an earlier one, so
         // concurrent publishers can never have a stale view win.
@@ -101,18 +113,21 @@ impl ControlPlane {
         } else {
             None
         };
-        Ok(Some(AppConfig {
-            app_id: AppId::from_trusted(a.id),
-            tenant_id: TenantId::from_trusted(a.tenant_id),
-            suspended,
-            limits: plan_limits.with_overrides(&Limits::from_json(&a.quota_overrides)),
-            soft_limits,
-            keys,
-            token_secrets,
-            webhooks,
-            pre_send_hook,
-            version,
-        }))
+        Ok(Some((
+            a.cluster_id,
+            AppConfig {
+                app_id: AppId::from_trusted(a.id),
+                tenant_id: TenantId::from_trusted(a.tenant_id),
+                suspended,
+                limits: plan_limits.with_overrides(&Limits::from_json(&a.quota_overrides)),
+                soft_limits,
+                keys,
+                token_secrets,
+                webhooks,
+                pre_send_hook,
+                version,
+            },
+        )))
     }
 
     async fn send(&self, cluster_id: &str, update: ConfigUpdate) {
@@ -128,32 +143,14 @@ impl ControlPlane {
         }
     }
 
-    /// The cluster an app is placed on, if the app exists.
-    async fn cluster_of(&self, tenant_id: &str, app_id: &str) -> Result<Option<String>> {
-        Ok(app::Entity::find()
-            .filter(app::Column::TenantId.eq(tenant_id))
-            .filter(app::Column::Id.eq(app_id))
-            .one(&self.db)
-            .await?
-            .map(|a| a.cluster_id))
-    }
-
     /// Republishes one app on its cell's feed.
     pub(crate) async fn publish_app(&self, tenant_id: &str, app_id: &str) {
         if self.feed.is_none() {
             return;
         }
-        let cluster = match self.cluster_of(tenant_id, app_id).await {
-            Ok(Some(c)) => c,
+        match self.placed_app_config(tenant_id, app_id).await {
+            Ok(Some((cluster, c))) => self.send(&cluster, ConfigUpdate::Upsert(c)).await,
             // Gone: its deletion was published by whoever deleted it (it knew the cell).
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!(error = %e, app_id, "reading app config to publish failed");
-                return;
-            }
-        };
-        match self.app_config(tenant_id, app_id).await {
-            Ok(Some(c)) => self.send(&cluster, ConfigUpdate::Upsert(c)).await,
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, app_id, "reading app config to publish failed"),
         }

@@ -46,6 +46,12 @@ async fn send(
     (st, res.json().await.unwrap_or(Value::Null))
 }
 
+/// `GET path` on the first node's internal listener with the genuine token for it.
+async fn list_users_internally(c: &Cell, path: &str) -> (StatusCode, Value) {
+    let t = token(c, &Method::GET, path, None);
+    send(c, &c.internal_bases[0], Method::GET, path, Some(&t), None).await
+}
+
 /// A token the control plane would mint for this cell and request.
 fn token(c: &Cell, method: &Method, path: &str, body: Option<&Value>) -> String {
     let bytes = body
@@ -109,16 +115,7 @@ async fn internal_routes_are_absent_from_the_public_listener(backend: Backend) {
     let (_, u) = c.api(&app, Method::GET, "/v1/users/alice", None).await;
     assert_eq!(u["banned"], false, "{u}");
     // The same calls on the internal listener work.
-    let t = token(&c, &Method::GET, &users, None);
-    let (st, v) = send(
-        &c,
-        &c.internal_bases[0],
-        Method::GET,
-        &users,
-        Some(&t),
-        None,
-    )
-    .await;
+    let (st, v) = list_users_internally(&c, &users).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["data"][0]["id"], "alice", "{v}");
     // And the internal listener serves nothing public.
@@ -288,16 +285,7 @@ async fn call_tokens_open_one_request_on_one_cell(backend: Backend) {
     let (st, v) = send(&c, &internal, Method::POST, &ban, Some(&t), Some(&body)).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["banned"], true, "{v}");
-    let t = token(&c, &Method::GET, &users, None);
-    let (st, v) = send(
-        &c,
-        &c.internal_bases[0],
-        Method::GET,
-        &users,
-        Some(&t),
-        None,
-    )
-    .await;
+    let (st, v) = list_users_internally(&c, &users).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["data"].as_array().unwrap().len(), 2, "{v}");
 }
