@@ -590,24 +590,36 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// When `pulsar.admin_url` is set: makes sure the Pulsar tenant and namespace exist and, for a
-/// node, that its cell's app-config topic has its policies (see
-/// [`starling_core::pulsar::provision`]).
-async fn provision_pulsar(
-    cfg: &ControlPlaneConfig,
-    feed_topic: Option<&str>,
-) -> anyhow::Result<()> {
+/// node (`cell` is its cluster id), that its cell is provisioned too — feed policies, its own
+/// namespace and its role's grants (see [`starling_core::pulsar::provision_cell`]); that needs
+/// a super-user's token, so it is for development set-ups: in production the control plane
+/// provisions each cell when it is registered, and nodes run as their cell's role without
+/// `admin_url`.
+async fn provision_pulsar(cfg: &ControlPlaneConfig, cell: Option<&str>) -> anyhow::Result<()> {
     let Some(admin) = &cfg.pulsar.admin_url else {
         return Ok(());
     };
+    let auth = cfg.pulsar.auth()?;
     let p = starling_core::pulsar::provision(
         admin,
-        &cfg.pulsar.auth()?,
+        &auth,
         &cfg.pulsar.topic_prefix,
-        feed_topic,
+        None,
         cfg.pulsar.compaction_threshold_bytes,
     )
     .await
     .context("pulsar.admin_url: provisioning the Pulsar tenant and namespace")?;
+    if let Some(cluster_id) = cell {
+        starling_core::pulsar::provision_cell(
+            admin,
+            &auth,
+            &cfg.pulsar.topic_prefix,
+            cluster_id,
+            cfg.pulsar.compaction_threshold_bytes,
+        )
+        .await
+        .context("pulsar.admin_url: provisioning this node's cell on the bus")?;
+    }
     tracing::info!(
         namespace = p.namespace,
         created_tenant = p.created_tenant,
@@ -679,7 +691,11 @@ pub async fn run_data_plane(
         starling_core::pulsar::connect(&pulsar_url, &cfg.pulsar.auth()?, Duration::from_secs(30))
             .await?;
     let feed_topic = starling_core::pulsar::feed_topic(&cfg.pulsar.topic_prefix, &cluster_id);
-    provision_pulsar(&cfg, Some(&feed_topic)).await?;
+    provision_pulsar(&cfg, Some(&cluster_id)).await?;
+    // Inboxes live in the cell's own namespace: the only one its role may use as a whole.
+    let inbox_prefix =
+        starling_core::pulsar::cell_topic_prefix(&cfg.pulsar.topic_prefix, &cluster_id)
+            .context("pulsar.topic_prefix")?;
     let feed = starling_core::pulsar::PulsarFeed::open(&client, &feed_topic)
         .await
         .context("opening the app-config feed")?;
@@ -706,7 +722,7 @@ pub async fn run_data_plane(
         client.clone(),
         &starling_core::pulsar::usage_topic(&cfg.pulsar.topic_prefix, directory.cluster_id()),
     ));
-    let bus = starling_data_plane::pulsar_bus::PulsarBus::new(client, &cfg.pulsar.topic_prefix);
+    let bus = starling_data_plane::pulsar_bus::PulsarBus::new(client, &inbox_prefix);
     let limiter = starling_data_plane::ratelimit::RedisLimiter::connect(&redis_url).await?;
     let quotas = starling_data_plane::quota::RedisQuotas::connect(&redis_url).await?;
     let metering = Arc::new(starling_data_plane::metering::Metering::new(

@@ -297,12 +297,16 @@ pub struct PulsarConfig {
     /// the network in clear text: for development only.
     pub allow_insecure: bool,
     /// Prefix of every topic name: each cell's feed is `<prefix>app-config-<cluster id>`, its
-    /// usage `<prefix>usage-<cluster id>`, node inboxes `<prefix>inbox-<node>`.
+    /// usage `<prefix>usage-<cluster id>`; a cell's node inboxes `<prefix>inbox-<node>` live in
+    /// the cell's own namespace, `<namespace>-cell-<cluster id>` (see
+    /// `starling_core::pulsar::cell_topic_prefix`).
     pub topic_prefix: String,
-    /// The broker's admin REST API, `http://host:8080`. When set, `control-plane` and
-    /// `data-plane` make sure at start that the tenant and namespace of `topic_prefix` exist and
-    /// give the app-config topic its policies (infinite retention, kept while inactive, the
-    /// compaction threshold below). Unset: the namespace must exist and be configured already.
+    /// The broker's admin REST API, `https://host:8443` (with a super-user's token). When set,
+    /// `control-plane` makes sure at start that the tenant and namespace of `topic_prefix`
+    /// exist and provisions every cell (at registration and at start): feed policies, usage
+    /// topic, the cell's namespace and its role's grants (`starling_core::pulsar::provision_cell`);
+    /// a `data-plane` node provisions its own cell the same way (development). Unset: all of it
+    /// must exist already.
     pub admin_url: Option<String>,
     /// Backlog size in bytes at which the broker compacts the app-config topic by itself
     /// (applied when `admin_url` is set).

@@ -25,9 +25,11 @@ use crate::id::AppId;
 mod admin;
 #[cfg(test)]
 mod authz_tests;
+pub mod probe;
 
 pub use admin::{
-    CellTopics, Provisioned, grant_cell, grant_control_plane, provision, provision_feed_topic,
+    CellTopics, Provisioned, cell_role, cell_topic_prefix, grant_cell, grant_control_plane,
+    provision, provision_cell, provision_feed_topic,
 };
 
 /// A Pulsar client (cheap to clone).
@@ -200,8 +202,9 @@ pub fn feed_topic(topic_prefix: &str, cluster_id: &str) -> String {
     format!("{topic_prefix}app-config-{}", cluster_id.to_lowercase())
 }
 
-/// The control plane's publishers, one per cell's app-config topic, opened on first use (and
-/// given their topic policies through the admin API when one is configured).
+/// The control plane's publishers, one per cell's app-config topic, opened on first use. When an
+/// admin API is configured, first use also provisions the cell ([`provision_cell`]): its feed's
+/// policies, its namespace and its role's grants.
 pub struct PulsarCellFeeds {
     client: Client,
     topic_prefix: String,
@@ -235,7 +238,7 @@ impl CellFeeds for PulsarCellFeeds {
         }
         let topic = feed_topic(&self.topic_prefix, cluster_id);
         if let Some((admin, auth, threshold)) = &self.admin {
-            provision_feed_topic(admin, auth, &topic, *threshold)
+            provision_cell(admin, auth, &self.topic_prefix, cluster_id, *threshold)
                 .await
                 .map_err(ferr)?;
         }

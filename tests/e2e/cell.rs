@@ -158,12 +158,14 @@ impl CellFixture {
             token: pulsar_token,
             ..
         } = &access;
-        // A namespace of the cell's own, made by the control plane through Pulsar's admin API
-        // with the super-user's token. The nodes run as the cell's own role, granted that
-        // namespace only (no pulsar.admin_url: they cannot provision, and need not).
+        // The platform's namespace, made by the control plane through Pulsar's admin API with
+        // the super-user's token; registering the cluster makes the cell's own namespace and
+        // grants the cell's role (starling-cell-<id>) its feed, its usage topic and that
+        // namespace only. The nodes run as that role, without pulsar.admin_url: they cannot
+        // provision, and need not.
         let ns = format!("cell-{}", ulid::Ulid::new().to_string().to_lowercase());
         let prefix = format!("persistent://starling-e2e/{ns}/starling-");
-        let cell_token = access.token_of(&ns);
+        let cell_token: std::cell::RefCell<String> = Default::default();
         let dir = tempfile::tempdir().unwrap();
         let signing_key = starling_core::signing::SigningKey::generate();
         let public_keys = format!("[\"{}\"]", signing_key.public_key().to_text());
@@ -223,7 +225,7 @@ impl CellFixture {
             if args[0] == "data-plane" {
                 for (k, v) in env.iter_mut() {
                     if k == "STARLING_PULSAR__TOKEN" {
-                        *v = cell_token.clone();
+                        *v = cell_token.borrow().clone();
                     }
                 }
             } else {
@@ -261,8 +263,6 @@ impl CellFixture {
                 cp_proc.stderr().join("\n")
             );
         }
-        // Ready means provisioned: the namespace exists; grant the cell's role on it.
-        access.grant_namespace("starling-e2e", &ns, &ns).await;
         let c = reqwest::Client::new();
         use reqwest::Method;
         // The operator registers the cell (its internal endpoint is plain http on loopback, so
@@ -286,6 +286,7 @@ impl CellFixture {
         let (st, cl) = call(&c, Method::POST, &format!("{cp}/admin/v1/clusters"), OPERATOR, Some(json!({"name": format!("cell-{}", ulid::Ulid::new().to_string().to_lowercase()), "region": "local", "capacity_apps": 100, "endpoint": nodes[0], "internal_endpoint": internal[0], "development": true}))).await;
         assert_eq!(st, 201, "{cl}");
         let cluster_id = cl["id"].as_str().unwrap().to_owned();
+        *cell_token.borrow_mut() = access.token_of(&starling_core::pulsar::cell_role(&cluster_id));
         let (st, cred) = call(
             &c,
             Method::POST,
@@ -1266,29 +1267,6 @@ impl PulsarAccess {
             &jsonwebtoken::EncodingKey::from_secret(&self.token_secret),
         )
         .unwrap()
-    }
-
-    /// Grants `role` produce and consume on the namespace `tenant/ns`, as the super-user.
-    async fn grant_namespace(&self, tenant: &str, ns: &str, role: &str) {
-        let ca = std::fs::read(&self.ca_file).unwrap();
-        let r = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-            .build()
-            .unwrap()
-            .post(format!(
-                "{}/admin/v2/namespaces/{tenant}/{ns}/permissions/{role}",
-                self.admin_url
-            ))
-            .bearer_auth(&self.token)
-            .json(&json!(["produce", "consume"]))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            r.status().is_success(),
-            "granting {role} on {tenant}/{ns}: {}",
-            r.status()
-        );
     }
 }
 

@@ -201,9 +201,13 @@ impl ControlPlane {
                 "a cluster named {name:?} already exists"
             )));
         }
+        let id = ClusterId::generate().into_string();
+        // The cell's place on the bus (its feed, its namespace, its role's grants) exists
+        // before the cluster does, so its nodes can start as soon as it is registered.
+        self.prepare_cell(&id).await?;
         let now = super::now();
         let m = cluster::ActiveModel {
-            id: Set(ClusterId::generate().into_string()),
+            id: Set(id),
             name: Set(name),
             region: Set(region),
             status: Set(input.status.unwrap_or(ClusterStatus::Active)),

@@ -130,6 +130,20 @@ impl ControlPlane {
         )))
     }
 
+    /// Opens the feed of the cell `cluster_id` (with an admin API, provisioning the cell on the
+    /// bus). Without a feed (standalone's in-process cell), nothing to do.
+    pub(crate) async fn prepare_cell(&self, cluster_id: &str) -> Result<()> {
+        let Some(p) = &self.feed else { return Ok(()) };
+        p.feeds.feed(cluster_id).await.map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, cluster_id, "preparing the cell's feed failed");
+            starling_core::error::ApiError::new(
+                starling_core::error::ErrorCode::Unavailable,
+                "the message bus refused to prepare the cell's feed; try again",
+            )
+            .into()
+        })
+    }
+
     async fn send(&self, cluster_id: &str, update: ConfigUpdate) {
         let Some(p) = &self.feed else { return };
         let signed = SignedUpdate::sign(&p.key, cluster_id, &update);
@@ -209,6 +223,14 @@ impl ControlPlane {
     /// Republishes every app; returns how many.
     pub async fn publish_all(&self) -> Result<usize> {
         use futures::StreamExt;
+        // Every cell first, also those with no app yet: provisioning on the bus (where an
+        // admin API is configured) is idempotent, so a cell registered while the bus was down
+        // gets its grants now.
+        for c in crate::entity::cluster::Entity::find().all(&self.db).await? {
+            if let Err(e) = self.prepare_cell(&c.id).await {
+                tracing::error!(error = %e, cluster_id = c.id, "preparing a cell's feed failed");
+            }
+        }
         let apps = app::Entity::find().all(&self.db).await?;
         let n = apps.len();
         // Several at once: each is a few queries and one acknowledged publish.

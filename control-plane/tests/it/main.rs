@@ -9,6 +9,7 @@ mod api_keys;
 mod apps;
 mod basics;
 mod billing;
+mod bus_grants;
 mod cell_identity;
 mod feeds;
 mod idempotency;

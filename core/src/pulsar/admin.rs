@@ -407,6 +407,56 @@ pub async fn grant_cell(
         .await
 }
 
+/// The Pulsar role a cell's nodes connect as: `starling-cell-<cluster id>` (lower case). The
+/// operator mints the nodes' token for this role (`pulsar tokens create --subject …`); the
+/// control plane grants it what [`provision_cell`] lists, and nothing else.
+pub fn cell_role(cluster_id: &str) -> String {
+    format!("starling-cell-{}", cluster_id.to_lowercase())
+}
+
+/// The topic prefix of a cell's own namespace, where its nodes' inbox topics live: the
+/// namespace of `topic_prefix` with `-cell-<cluster id>` appended, e.g.
+/// `persistent://starling/platform/starling-` → `persistent://starling/platform-cell-cls_…/starling-`.
+/// The shared topics (each cell's app-config feed and usage topic) stay in the namespace of
+/// `topic_prefix`, which only the control plane's role may use as a whole.
+pub fn cell_topic_prefix(topic_prefix: &str, cluster_id: &str) -> anyhow::Result<String> {
+    let (tenant, namespace, local) = split_topic(topic_prefix)?;
+    Ok(format!(
+        "persistent://{tenant}/{namespace}-cell-{}/{local}",
+        cluster_id.to_lowercase()
+    ))
+}
+
+/// Provisions one cell on the bus, idempotently, with a super-user's `auth`: its app-config
+/// feed topic with the feed's policies (see [`provision_feed_topic`]), its usage topic, its own
+/// namespace ([`cell_topic_prefix`]) for its nodes' inboxes, and for its role ([`cell_role`]):
+/// consume on its feed, produce on its usage topic, produce and consume on its own namespace.
+/// The control plane runs this when a cluster is registered and, for every cluster, at start.
+pub async fn provision_cell(
+    admin_url: &str,
+    auth: &PulsarAuth,
+    topic_prefix: &str,
+    cluster_id: &str,
+    compaction_threshold_bytes: u64,
+) -> anyhow::Result<()> {
+    let feed = super::feed_topic(topic_prefix, cluster_id);
+    let usage = super::usage_topic(topic_prefix, cluster_id);
+    Admin::new(admin_url, auth)?
+        .feed_topic_policies(&feed, compaction_threshold_bytes)
+        .await?;
+    grant_cell(
+        admin_url,
+        auth,
+        &cell_topic_prefix(topic_prefix, cluster_id)?,
+        &cell_role(cluster_id),
+        &CellTopics {
+            consume: vec![feed],
+            produce: vec![usage],
+        },
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -529,6 +579,17 @@ mod tests {
         .await
         .unwrap_err();
         assert!(e.to_string().contains("not under the topic prefix"), "{e}");
+    }
+
+    #[test]
+    fn a_cell_has_its_own_namespace_and_role() {
+        assert_eq!(
+            cell_topic_prefix("persistent://starling/platform/starling-", "cls_01ABC").unwrap(),
+            "persistent://starling/platform-cell-cls_01abc/starling-"
+        );
+        assert!(cell_topic_prefix("starling-", "cls_01abc").is_err());
+        assert_eq!(cell_role("cls_01ABC"), "starling-cell-cls_01abc");
+        check_role(&cell_role("cls_01jdq3v9k6b2c8x4m7n5p0r1st")).unwrap();
     }
 
     #[test]

@@ -7,63 +7,12 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
+use pulsar::ConsumerOptions;
 use pulsar::consumer::InitialPosition;
-use pulsar::{ConsumerOptions, SubType};
 
+use super::probe::{try_connect, try_consume, try_produce};
 use super::testenv::{admin_auth, env, role_auth};
 use super::*;
-
-/// How long an attempt the broker should refuse may take. A refusal arrives in milliseconds;
-/// a timeout is counted as refused too (the client got nothing), but named as such.
-const ATTEMPT: Duration = Duration::from_secs(15);
-
-async fn try_produce(client: &Client, topic: &str) -> Result<(), String> {
-    let fut = async {
-        let mut p = client
-            .producer()
-            .with_topic(topic)
-            .with_name(format!("attack-{}", ulid::Ulid::new()))
-            .build()
-            .await
-            .map_err(|e| e.to_string())?;
-        let receipt = p
-            .send_non_blocking(pulsar::producer::Message {
-                payload: b"forged".to_vec(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        receipt.await.map_err(|e| e.to_string())?;
-        Ok(())
-    };
-    tokio::time::timeout(ATTEMPT, fut)
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()))
-}
-
-async fn try_consume(client: &Client, topic: &str) -> Result<(), String> {
-    let fut = async {
-        client
-            .consumer()
-            .with_topic(topic)
-            .with_subscription(format!("attack-{}", ulid::Ulid::new()))
-            .with_subscription_type(SubType::Exclusive)
-            .with_options(
-                ConsumerOptions::default().with_initial_position(InitialPosition::Earliest),
-            )
-            .build::<Vec<u8>>()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    };
-    tokio::time::timeout(ATTEMPT, fut)
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()))
-}
-
-async fn try_connect(url: &str, auth: &PulsarAuth) -> Result<Client, String> {
-    connect(url, auth, ATTEMPT).await.map_err(|e| e.to_string())
-}
 
 /// (a) A client without a token is refused: at connect, or — should a client library defer
 /// the handshake — at the first producer. The admin REST API answers 401 too.

@@ -1,6 +1,6 @@
 # One Starling data-plane cell on Kubernetes: gateway nodes (`starling data-plane`) behind an L4
 # load balancer, with the cell's own Apache Pulsar (official Helm chart), Redis and PostgreSQL
-# (CloudNativePG). The nodes provision their Pulsar namespace and the app-config topic's policies
+# (CloudNativePG). The nodes provision their cell on Pulsar (namespaces, feed policies, role grants)
 # themselves at start (STARLING_PULSAR__ADMIN_URL). Every setting reaches the nodes as a STARLING_<SECTION>__<KEY> variable (see
 # docs/CONFIGURATION.md); tests/e2e/image.rs starts the binary with exactly the names used here.
 #

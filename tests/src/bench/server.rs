@@ -117,6 +117,10 @@ pub struct CellServices {
     pub pulsar_token: Option<String>,
     /// The CA of the broker's TLS certificate (`STARLING_PULSAR__TLS_CA_FILE`).
     pub pulsar_ca_file: Option<String>,
+    /// The broker's admin REST API (`STARLING_PULSAR__ADMIN_URL`): with it, the control plane
+    /// and the nodes provision the platform's and the cell's namespaces. Without it they must
+    /// exist already.
+    pub pulsar_admin_url: Option<String>,
 }
 
 /// Fails unless `url` points at loopback (127.0.0.0/8, ::1, localhost). `what` names the option.
@@ -358,6 +362,7 @@ impl Server {
             let pulsar_auth = [
                 ("STARLING_PULSAR__TOKEN", &services.pulsar_token),
                 ("STARLING_PULSAR__TLS_CA_FILE", &services.pulsar_ca_file),
+                ("STARLING_PULSAR__ADMIN_URL", &services.pulsar_admin_url),
             ];
             for (k, v) in pulsar_auth {
                 if let Some(v) = v {

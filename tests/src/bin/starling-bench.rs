@@ -83,6 +83,10 @@ struct Cli {
     /// The CA of that Pulsar's TLS certificate.
     #[arg(long, global = true, env = "TEST_PULSAR_CA_FILE")]
     pulsar_ca_file: Option<String>,
+    /// That Pulsar's admin REST API (`https://…`): the cell's processes provision its
+    /// namespaces there (with the token above, which must be a super-user's).
+    #[arg(long, global = true, env = "TEST_PULSAR_ADMIN_URL")]
+    pulsar_admin_url: Option<String>,
     /// Extra environment for the child server, e.g. STARLING_GATEWAY__OUTBOUND_QUEUE=1024
     /// (repeatable).
     #[arg(long = "server-env", global = true, value_parser = parse_kv)]
@@ -300,6 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         pulsar_url: need(&cli.pulsar_url, "pulsar")?,
                         pulsar_token: cli.pulsar_token.clone(),
                         pulsar_ca_file: cli.pulsar_ca_file.clone(),
+                        pulsar_admin_url: cli.pulsar_admin_url.clone(),
                     };
                     eprintln!(
                         "starting a cell: {} control-plane and {n} × data-plane …",
