@@ -6,7 +6,8 @@
 //! - `migrate`: apply database migrations and exit,
 //! - `secrets reseal`: seal every stored secret again under the current sealing key,
 //! - `healthcheck`: probe the local server (the container image's health check),
-//! - `keygen`: make a control-plane signing key (config feed and internal calls),
+//! - `keygen`: make a control-plane signing key (config feed and internal calls), or with
+//!   `--cell` a cell's config key pair (app configuration sealed to the cell),
 //! - `specs`: write the generated API specs into `sdk-specs/`.
 #![forbid(unsafe_code)]
 
@@ -140,7 +141,17 @@ enum Command {
     /// auth.control_plane_signing_key_file) and the public key to every cell node
     /// (STARLING_AUTH__CONTROL_PLANE_PUBLIC_KEYS='["…"]'). To rotate: give cells both public
     /// keys, switch the control plane to the new key, then drop the old public key.
-    Keygen,
+    ///
+    /// With `--cell`: a cell's config key pair instead (X25519). The secret goes to the cell's
+    /// nodes (STARLING_GATEWAY__CONFIG_KEYS='["…"]'), the public key to the cluster
+    /// (`config_public_key` in POST or PATCH /admin/v1/clusters); the control plane then seals
+    /// every app-config update for the cell, secrets included, to it. To rotate: give the nodes
+    /// both secret keys, PATCH the cluster to the new public key, then drop the old secret.
+    Keygen {
+        /// Make a cell's config key pair (X25519) instead of a signing key.
+        #[arg(long)]
+        cell: bool,
+    },
     /// Manage the secrets sealed in the control-plane database.
     Secrets {
         #[command(subcommand)]
@@ -291,7 +302,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Keygen => {
+        Command::Keygen { cell: true } => {
+            let key = starling_core::cellkey::CellSecretKey::generate();
+            println!("# Starling cell config key {}", key.kid());
+            println!("# secret: this cell's nodes only (gateway.config_keys)");
+            println!("config_keys = [\"{}\"]", key.to_text());
+            println!("# public: the cluster's config_public_key (POST/PATCH /admin/v1/clusters)");
+            println!("config_public_key = \"{}\"", key.public_key().to_text());
+            Ok(())
+        }
+        Command::Keygen { cell: false } => {
             let key = starling_core::signing::SigningKey::generate();
             println!("# Starling control-plane signing key {}", key.kid());
             println!("# private: the control plane only (auth.control_plane_signing_key)");

@@ -366,6 +366,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         CellTrust {
             cluster_id: cluster_id.clone(),
             verifier: Verifier::new([signing_key.public_key()]),
+            // In-process: the feed never leaves this process, so nothing is sealed.
+            keys: Default::default(),
         },
     ));
     let feeds = Arc::new(InProcessCellFeeds::new());
@@ -704,6 +706,7 @@ pub async fn run_data_plane(
         CellTrust {
             cluster_id,
             verifier,
+            keys: cfg.gateway.config_keys()?,
         },
     ));
     directory

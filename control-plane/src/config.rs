@@ -1057,6 +1057,7 @@ mod doc_tests {
         cfg.gateway.cluster_id = Some(String::new());
         cfg.gateway.cell_credential = Some(Default::default());
         cfg.gateway.cell_credential_file = Some(PathBuf::new());
+        cfg.gateway.config_keys_file = Some(PathBuf::new());
         cfg.telemetry.otlp_endpoint = Some(String::new());
         cfg.pulsar.url = Some(String::new());
         cfg.pulsar.token = Some(String::new());

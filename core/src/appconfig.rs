@@ -200,7 +200,13 @@ pub struct SignedUpdate {
     pub version: i64,
     /// The id of the control-plane key that signed.
     pub kid: String,
-    /// The signed bytes: the update and its cell, as JSON.
+    /// When set, `payload` is sealed to the cell's key of this id (`cek_…`, see
+    /// [`crate::cellkey`]): only that cell's nodes can read the update. Unset: `payload` is
+    /// the JSON itself (a cell with no registered key; standalone's in-process feed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enc: Option<String>,
+    /// The signed bytes: the update and its cell, as JSON, or that JSON sealed to the cell
+    /// (`enc`). The signature is over these bytes as sent.
     pub payload: String,
     /// Ed25519 signature of `payload` (base64url).
     pub sig: String,
@@ -215,6 +221,9 @@ pub enum Rejected {
     /// Signed for another cell.
     #[error("meant for cluster {0}, not this one")]
     OtherCell(String),
+    /// Sealed to a cell key this node does not hold, or it does not open.
+    #[error("sealed: {0}")]
+    Sealed(#[from] crate::cellkey::CellKeyError),
     /// The signed payload does not parse, or the envelope disagrees with it.
     #[error("malformed: {0}")]
     Malformed(String),
@@ -227,24 +236,44 @@ impl Rejected {
             Rejected::Signature(SigningError::UnknownKey(_)) => "unknown_key",
             Rejected::Signature(_) => "bad_signature",
             Rejected::OtherCell(_) => "other_cell",
+            Rejected::Sealed(_) => "sealed",
             Rejected::Malformed(_) => "malformed",
         }
     }
 }
 
 impl SignedUpdate {
-    /// Signs `update` for the cell `cluster_id`.
+    /// Signs `update` for the cell `cluster_id`, in clear (a cell with no registered key).
     pub fn sign(key: &SigningKey, cluster_id: &str, update: &ConfigUpdate) -> Self {
-        let payload = serde_json::to_string(&Addressed {
+        Self::sign_for(key, cluster_id, update, None)
+    }
+
+    /// Signs `update` for the cell `cluster_id`, sealed to `cell_key` when given
+    /// (encrypt-then-sign: the signature covers the sealed text).
+    pub fn sign_for(
+        key: &SigningKey,
+        cluster_id: &str,
+        update: &ConfigUpdate,
+        cell_key: Option<&crate::cellkey::CellPublicKey>,
+    ) -> Self {
+        let json = serde_json::to_string(&Addressed {
             cluster_id: cluster_id.to_owned(),
             update: update.clone(),
         })
         .expect("config updates serialize");
+        let (enc, payload) = match cell_key {
+            Some(k) => (
+                Some(k.kid().to_owned()),
+                k.seal(SIGNING_CONTEXT, json.as_bytes()),
+            ),
+            None => (None, json),
+        };
         Self {
             app_id: update.app_id().clone(),
             version: update.version(),
             kid: key.kid().to_owned(),
             sig: key.sign(SIGNING_CONTEXT, payload.as_bytes()),
+            enc,
             payload,
         }
     }
@@ -259,16 +288,36 @@ impl SignedUpdate {
         self.version
     }
 
-    /// The update, if a trusted key signed it for the cell `cluster_id`.
+    /// The update, if a trusted key signed it for the cell `cluster_id` (in clear; a sealed
+    /// one is refused: see [`Self::open_with`]).
     pub fn open(&self, verifier: &Verifier, cluster_id: &str) -> Result<ConfigUpdate, Rejected> {
+        self.open_with(verifier, cluster_id, &crate::cellkey::CellKeys::default())
+    }
+
+    /// The update, if a trusted key signed it for the cell `cluster_id`, opened with one of
+    /// `keys` when it is sealed.
+    pub fn open_with(
+        &self,
+        verifier: &Verifier,
+        cluster_id: &str,
+        keys: &crate::cellkey::CellKeys,
+    ) -> Result<ConfigUpdate, Rejected> {
         verifier.verify(
             SIGNING_CONTEXT,
             &self.kid,
             self.payload.as_bytes(),
             &self.sig,
         )?;
+        let opened;
+        let json = match &self.enc {
+            Some(kid) => {
+                opened = keys.open(kid, SIGNING_CONTEXT, &self.payload)?;
+                std::str::from_utf8(&opened).map_err(|e| Rejected::Malformed(e.to_string()))?
+            }
+            None => self.payload.as_str(),
+        };
         let a: Addressed =
-            serde_json::from_str(&self.payload).map_err(|e| Rejected::Malformed(e.to_string()))?;
+            serde_json::from_str(json).map_err(|e| Rejected::Malformed(e.to_string()))?;
         if a.cluster_id != cluster_id {
             return Err(Rejected::OtherCell(a.cluster_id));
         }
@@ -553,6 +602,72 @@ mod tests {
         bumped.version = i64::MAX;
         assert_eq!(
             bumped.open(&trust, "cls_a").unwrap_err().reason(),
+            "malformed"
+        );
+    }
+
+    /// A cell's secrets are sealed to its key: the envelope on the bus holds none of them in
+    /// clear, only that cell's keys open it, and it still needs the control plane's signature.
+    #[test]
+    fn a_sealed_update_carries_no_secret_in_clear_and_opens_for_its_cell_only() {
+        use crate::cellkey::{CellKeys, CellSecretKey};
+        let cp = SigningKey::generate();
+        let trust = Verifier::new([cp.public_key()]);
+        let (cell_a, cell_b) = (CellSecretKey::generate(), CellSecretKey::generate());
+        let u = ConfigUpdate::Upsert(AppConfig {
+            app_id: AppId::generate(),
+            tenant_id: TenantId::generate(),
+            suspended: None,
+            limits: Limits::default(),
+            soft_limits: vec![],
+            keys: vec![],
+            token_secrets: vec![TokenSecret {
+                kid: "k1".into(),
+                secret: "tok-secret-in-transit".into(),
+                expires_at: None,
+            }],
+            webhooks: vec![],
+            pre_send_hook: None,
+            version: next_version(),
+        });
+        let s = SignedUpdate::sign_for(&cp, "cls_a", &u, Some(&cell_a.public_key()));
+        let on_the_bus = serde_json::to_string(&s).unwrap();
+        assert!(
+            !on_the_bus.contains("tok-secret-in-transit"),
+            "{on_the_bus}"
+        );
+        assert!(
+            !on_the_bus.contains("cls_a"),
+            "not even the cell is readable"
+        );
+        assert_eq!(s.enc.as_deref(), Some(cell_a.kid()));
+        let keys_a = CellKeys::new([cell_a.clone()]);
+        assert_eq!(s.open_with(&trust, "cls_a", &keys_a), Ok(u.clone()));
+        // Cell B (or the broker, or a node without the key) cannot read it.
+        for keys in [CellKeys::new([cell_b]), CellKeys::default()] {
+            assert_eq!(
+                s.open_with(&trust, "cls_a", &keys).unwrap_err().reason(),
+                "sealed"
+            );
+        }
+        // Sealed by someone else to cell A's public key: refused for its signature.
+        let forger = SigningKey::generate();
+        let forged = SignedUpdate::sign_for(&forger, "cls_a", &u, Some(&cell_a.public_key()));
+        assert_eq!(
+            forged
+                .open_with(&trust, "cls_a", &keys_a)
+                .unwrap_err()
+                .reason(),
+            "unknown_key"
+        );
+        // Dropping the seal marker leaves ciphertext that is not an update.
+        let mut unmarked = s.clone();
+        unmarked.enc = None;
+        assert_eq!(
+            unmarked
+                .open_with(&trust, "cls_a", &keys_a)
+                .unwrap_err()
+                .reason(),
             "malformed"
         );
     }

@@ -179,6 +179,14 @@ pub struct GatewayConfig {
     pub cell_credential: Option<SecretString>,
     /// A file holding the cell credential.
     pub cell_credential_file: Option<std::path::PathBuf>,
+    /// This cell's config keys: X25519 secret keys (32 bytes, unpadded base64url; `starling
+    /// keygen --cell` makes a pair), whose public halves are registered with the cluster
+    /// (`config_public_key`). App-config updates sealed to any of them can be read; during a
+    /// rotation list the new key and the old one. Secrets: prefer
+    /// `STARLING_GATEWAY__CONFIG_KEYS='["…"]'` or `config_keys_file`.
+    pub config_keys: Vec<SecretString>,
+    /// A file holding config keys, one per line (added to `config_keys`).
+    pub config_keys_file: Option<std::path::PathBuf>,
     /// `[gateway.webhooks]`: delivering events to customers' endpoints.
     pub webhooks: WebhookConfig,
 }
@@ -348,6 +356,8 @@ impl Default for GatewayConfig {
             control_plane_url: None,
             cell_credential: None,
             cell_credential_file: None,
+            config_keys: vec![],
+            config_keys_file: None,
             webhooks: WebhookConfig::default(),
             usage_flush_ms: 60_000,
             send_batch_max: 256,
@@ -386,9 +396,35 @@ impl GatewayConfig {
         Ok(v)
     }
 
+    /// This cell's config keys, from the list and the file.
+    pub fn config_keys(&self) -> Result<crate::cellkey::CellKeys, ConfigError> {
+        let mut texts: Vec<String> = self.config_keys.iter().map(|k| k.0.clone()).collect();
+        if let Some(path) = &self.config_keys_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::field(
+                    "gateway.config_keys_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            texts.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+        crate::cellkey::CellKeys::from_texts(&texts).map_err(|e| {
+            ConfigError::field(
+                "gateway.config_keys",
+                format!("{e} (each an X25519 secret key as `starling keygen --cell` prints it)"),
+            )
+        })
+    }
+
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.cell_credential()?;
+        self.config_keys()?;
         if let Some(c) = &self.cluster_id
             && crate::id::ClusterId::parse(c).is_err()
         {

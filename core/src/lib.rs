@@ -17,6 +17,7 @@
 
 pub mod appconfig;
 pub mod cache;
+pub mod cellkey;
 pub mod clock;
 pub mod config;
 pub mod db;

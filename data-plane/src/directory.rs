@@ -27,6 +27,9 @@ pub struct CellTrust {
     pub cluster_id: String,
     /// The control plane's public keys (`auth.control_plane_public_keys`).
     pub verifier: Verifier,
+    /// This cell's secret keys (`gateway.config_keys`), which open updates sealed to the cell.
+    /// Empty: only updates in clear can be read (standalone, or a cell with no registered key).
+    pub keys: starling_core::cellkey::CellKeys,
 }
 
 /// Who is calling the server API.
@@ -113,7 +116,11 @@ impl Directory {
     /// Applies a signed update if the control plane signed it for this cell (and it is newer
     /// than what this node has); else refuses it, logs and counts why.
     pub fn accept(&self, signed: &SignedUpdate) -> Result<(), Rejected> {
-        match signed.open(&self.trust.verifier, &self.trust.cluster_id) {
+        match signed.open_with(
+            &self.trust.verifier,
+            &self.trust.cluster_id,
+            &self.trust.keys,
+        ) {
             Ok(update) => {
                 self.apply(update);
                 Ok(())

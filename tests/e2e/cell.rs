@@ -107,6 +107,13 @@ struct CellFixture {
     signing_key: starling_core::signing::SigningKey,
     /// The cell's credential for the control plane (`gateway.cell_credential`).
     cell_credential: String,
+    /// The cell's config key (`gateway.config_keys`); its public half is the cluster's
+    /// `config_public_key`, so every app-config update crosses the bus sealed to it.
+    config_key: starling_core::cellkey::CellSecretKey,
+    /// The cell's app-config topic.
+    feed_topic: String,
+    /// The broker, as the super-user.
+    bus: PulsarAccess,
     cp: String,
     tenant: String,
     app: String,
@@ -168,6 +175,7 @@ impl CellFixture {
         let cell_token: std::cell::RefCell<String> = Default::default();
         let dir = tempfile::tempdir().unwrap();
         let signing_key = starling_core::signing::SigningKey::generate();
+        let config_key = starling_core::cellkey::CellSecretKey::generate();
         let public_keys = format!("[\"{}\"]", signing_key.public_key().to_text());
         let common = |listen: &str| -> Vec<(String, String)> {
             vec![
@@ -283,7 +291,7 @@ impl CellFixture {
             .iter()
             .map(|(_, a)| format!("http://{a}"))
             .collect();
-        let (st, cl) = call(&c, Method::POST, &format!("{cp}/admin/v1/clusters"), OPERATOR, Some(json!({"name": format!("cell-{}", ulid::Ulid::new().to_string().to_lowercase()), "region": "local", "capacity_apps": 100, "endpoint": nodes[0], "internal_endpoint": internal[0], "development": true}))).await;
+        let (st, cl) = call(&c, Method::POST, &format!("{cp}/admin/v1/clusters"), OPERATOR, Some(json!({"name": format!("cell-{}", ulid::Ulid::new().to_string().to_lowercase()), "region": "local", "capacity_apps": 100, "endpoint": nodes[0], "internal_endpoint": internal[0], "development": true, "config_public_key": config_key.public_key().to_text()}))).await;
         assert_eq!(st, 201, "{cl}");
         let cluster_id = cl["id"].as_str().unwrap().to_owned();
         *cell_token.borrow_mut() = access.token_of(&starling_core::pulsar::cell_role(&cluster_id));
@@ -302,6 +310,10 @@ impl CellFixture {
             (
                 "STARLING_GATEWAY__CELL_CREDENTIAL".into(),
                 cell_credential.clone(),
+            ),
+            (
+                "STARLING_GATEWAY__CONFIG_KEYS".into(),
+                format!("[\"{}\"]", config_key.to_text()),
             ),
         ];
         let mut procs = Vec::new();
@@ -365,6 +377,7 @@ impl CellFixture {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        let feed_topic = starling_core::pulsar::feed_topic(&prefix, &cluster_id);
         CellFixture {
             _dir: dir,
             cp_proc,
@@ -374,6 +387,9 @@ impl CellFixture {
             cluster_id,
             signing_key,
             cell_credential,
+            feed_topic,
+            config_key,
+            bus: access.clone(),
             cp,
             tenant: t,
             app: a,
@@ -521,6 +537,96 @@ async fn three_node_cell_over_pulsar_and_redis() {
         propagation, revocation
     );
     assert!(*worst < Duration::from_secs(2), "revocation took {worst:?}");
+}
+
+/// App configuration crosses the bus sealed to its cell (issue #17: no usable secret in
+/// transit): read off the cell's feed topic as the broker's super-user, no update carries a
+/// webhook secret in clear, every one is sealed to the cell's config key, and the cell's key opens
+/// the latest to the very secret the API returned. Before, the signed payload was plain JSON
+/// and the secret could be read by anyone able to consume the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_configuration_crosses_the_bus_sealed_to_its_cell() {
+    let f = CellFixture::start(1).await;
+    let c = reqwest::Client::new();
+    let (st, ep) = call(
+        &c,
+        reqwest::Method::POST,
+        &format!(
+            "{}/admin/v1/tenants/{}/apps/{}/webhook-endpoints",
+            f.cp, f.tenant, f.app
+        ),
+        OPERATOR,
+        Some(json!({"url": "https://hooks.example.com/starling", "event_types": ["message.created"]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{ep}");
+    let secret = ep["secret"].as_str().unwrap().to_owned();
+    let client = starling_core::pulsar::connect(
+        &f.bus.url,
+        &starling_core::pulsar::PulsarAuth {
+            token: Some(f.bus.token.clone()),
+            ca_file: Some(f.bus.ca_file.clone().into()),
+        },
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let feed = starling_core::pulsar::PulsarFeed::open(&client, &f.feed_topic)
+        .await
+        .unwrap();
+    use starling_core::appconfig::{ConfigFeed, ConfigUpdate};
+    let trust = starling_core::signing::Verifier::new([f.signing_key.public_key()]);
+    let keys = starling_core::cellkey::CellKeys::new([f.config_key.clone()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let snap = feed.snapshot().await.unwrap();
+        assert!(!snap.is_empty(), "the cell's feed holds its app");
+        for u in &snap {
+            let raw = serde_json::to_string(u).unwrap();
+            assert!(
+                !raw.contains(&secret),
+                "a webhook secret in clear on the bus: {raw}"
+            );
+            assert_eq!(
+                u.enc.as_deref(),
+                Some(f.config_key.kid()),
+                "not sealed: {raw}"
+            );
+        }
+        let opened = snap
+            .iter()
+            .filter(|u| u.app_id().as_str() == f.app)
+            .map(|u| {
+                u.open_with(&trust, &f.cluster_id, &keys)
+                    .expect("the cell's key opens it")
+            })
+            .find_map(|u| match u {
+                ConfigUpdate::Upsert(cfg) => cfg
+                    .webhooks
+                    .iter()
+                    .any(|w| w.secrets.iter().any(|s| s.secret == secret))
+                    .then_some(()),
+                _ => None,
+            });
+        if opened.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the endpoint's secret never reached the cell's feed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The node itself read the sealed updates: the app's key works there.
+    let (st, _) = call(
+        &c,
+        reqwest::Method::GET,
+        &format!("{}/v1/users", f.nodes[0]),
+        &f.key,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
 }
 
 /// `kill -9` the node a receiver is connected to while messages flow: the receiver reconnects to
@@ -1235,6 +1341,7 @@ async fn redis_restart_under_load_loses_nothing() {
 }
 
 /// Where a Pulsar is and how to reach it (TLS CA, the super-user's token, the token key).
+#[derive(Clone)]
 struct PulsarAccess {
     url: String,
     admin_url: String,

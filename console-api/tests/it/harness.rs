@@ -92,6 +92,7 @@ impl Server {
             internal_endpoint: None,
             development: false,
             capacity_apps: 10_000,
+            config_public_key: None,
             status: None,
         })
         .await

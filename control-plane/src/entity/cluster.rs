@@ -18,6 +18,8 @@ pub struct Model {
     pub internal_endpoint: Option<String>,
     /// A development cluster: its internal endpoint may be plain `http://`.
     pub development: bool,
+    /// The cell's X25519 public key (base64url): app-config updates are sealed to it.
+    pub config_public_key: Option<String>,
     /// How many apps the cluster may carry.
     pub capacity_apps: i64,
     pub created_at: DateTimeUtc,

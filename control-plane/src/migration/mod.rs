@@ -9,6 +9,7 @@ mod m20261127_300001_usage;
 mod m20261127_300002_billing;
 mod m20261207_000001_sealed_secrets;
 mod m20261207_100001_cell_identity;
+mod m20261207_200001_cell_config_key;
 
 /// All control-plane migrations, oldest first.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_300002_billing::Migration),
             Box::new(m20261207_000001_sealed_secrets::Migration),
             Box::new(m20261207_100001_cell_identity::Migration),
+            Box::new(m20261207_200001_cell_config_key::Migration),
         ]
     }
 

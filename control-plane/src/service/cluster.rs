@@ -32,6 +32,12 @@ pub struct ClusterIn {
     /// A development cluster: its internal endpoint may be plain `http://` (default false).
     #[serde(default)]
     pub development: bool,
+    /// The cell's config key: the X25519 public key (32 bytes, unpadded base64url) its nodes
+    /// hold the secret of (`gateway.config_keys`; `starling keygen --cell` makes a pair). Every
+    /// app-config update for the cell, secrets included, is then sealed to it on the bus.
+    /// Without it updates travel signed but in clear.
+    #[schema(example = "hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo")]
+    pub config_public_key: Option<String>,
     /// How many apps the cluster may carry (at least 1).
     #[schema(example = 500)]
     pub capacity_apps: u32,
@@ -55,6 +61,12 @@ pub struct ClusterPatch {
     pub internal_endpoint: Option<Option<String>>,
     /// Marks or unmarks a development cluster.
     pub development: Option<bool>,
+    /// A new config key (`null` clears it: updates then travel in clear). Every app on the
+    /// cluster is republished, sealed to the new key: give the nodes the new secret key
+    /// alongside the old one first (`gateway.config_keys`), then change it here.
+    #[serde(default, deserialize_with = "starling_core::http::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub config_public_key: Option<Option<String>>,
     /// New capacity; may not go below the apps already placed.
     pub capacity_apps: Option<u32>,
     /// `draining` takes no new apps; `offline` marks it down.
@@ -78,6 +90,8 @@ pub struct ClusterOut {
     pub internal_endpoint: Option<String>,
     /// A development cluster (plain `http://` internal endpoint allowed).
     pub development: bool,
+    /// The cell's config key, if registered: updates are sealed to it.
+    pub config_public_key: Option<String>,
     /// How many apps it may carry.
     pub capacity_apps: u64,
     /// How many apps are placed on it now.
@@ -97,6 +111,7 @@ fn out(m: cluster::Model, apps: u64) -> ClusterOut {
         endpoint: m.endpoint,
         internal_endpoint: m.internal_endpoint,
         development: m.development,
+        config_public_key: m.config_public_key,
         capacity_apps: m.capacity_apps.max(0) as u64,
         apps,
         created_at: m.created_at,
@@ -149,6 +164,20 @@ fn check_internal_endpoint(e: &str, development: bool, field: &str) -> Result<St
     Ok(e.trim_end_matches('/').to_owned())
 }
 
+/// Checks a config public key and returns its canonical text.
+fn check_config_key(k: &str) -> Result<String> {
+    starling_core::cellkey::CellPublicKey::from_text(k)
+        .map(|k| k.to_text())
+        .map_err(|e| {
+            invalid(
+                "config_public_key",
+                format!(
+                    "must be an X25519 public key, 32 bytes in unpadded base64url (`starling keygen --cell`): {e}"
+                ),
+            )
+        })
+}
+
 impl ControlPlane {
     /// Apps placed on each of `clusters`, in one query.
     async fn apps_per_cluster(
@@ -188,6 +217,11 @@ impl ControlPlane {
             .as_deref()
             .map(|e| check_internal_endpoint(e, input.development, "internal_endpoint"))
             .transpose()?;
+        let config_public_key = input
+            .config_public_key
+            .as_deref()
+            .map(check_config_key)
+            .transpose()?;
         if input.capacity_apps == 0 {
             return Err(invalid("capacity_apps", "must be at least 1"));
         }
@@ -214,6 +248,7 @@ impl ControlPlane {
             endpoint: Set(endpoint),
             internal_endpoint: Set(internal_endpoint),
             development: Set(input.development),
+            config_public_key: Set(config_public_key),
             capacity_apps: Set(input.capacity_apps as i64),
             created_at: Set(now),
             updated_at: Set(now),
@@ -284,7 +319,18 @@ impl ControlPlane {
             .as_deref()
             .map(|e| check_internal_endpoint(e, development, field))
             .transpose()?;
+        let new_key = patch
+            .config_public_key
+            .as_ref()
+            .map(|k| k.as_deref().map(check_config_key).transpose())
+            .transpose()?;
+        let key_changed = new_key
+            .as_ref()
+            .is_some_and(|k| *k != current.config_public_key);
         let mut m: cluster::ActiveModel = current.into();
+        if let Some(k) = new_key {
+            m.config_public_key = Set(k);
+        }
         if let Some(e) = patch.endpoint {
             m.endpoint = Set(e.as_deref().map(check_endpoint).transpose()?);
         }
@@ -307,6 +353,10 @@ impl ControlPlane {
         }
         m.updated_at = Set(super::now());
         let m = m.update(&self.db).await?;
+        if key_changed {
+            // Every app of the cell again, sealed to the new key (or in clear).
+            self.publish_cluster(id).await;
+        }
         Ok(out(m, n))
     }
 
@@ -422,6 +472,7 @@ impl ControlPlane {
                 internal_endpoint,
                 development: true,
                 capacity_apps: 10_000,
+                config_public_key: None,
                 status: None,
             })
             .await?;

@@ -12,6 +12,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use starling_core::appconfig::{
     AppConfig, CellFeeds, ConfigUpdate, KeyConfig, SignedUpdate, next_version,
 };
+use starling_core::cellkey::CellPublicKey;
 use starling_core::id::{ApiKeyId, AppId, TenantId};
 use starling_core::limits::Limits;
 use starling_core::signing::SigningKey;
@@ -144,9 +145,31 @@ impl ControlPlane {
         })
     }
 
+    /// The config key registered for the cell, if any (a stored key that no longer parses is
+    /// an operator's problem: logged, and the update is not sent rather than sent in clear).
+    async fn cell_key(
+        &self,
+        cluster_id: &str,
+    ) -> std::result::Result<Option<CellPublicKey>, String> {
+        let c = crate::entity::cluster::Entity::find_by_id(cluster_id.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        c.and_then(|c| c.config_public_key)
+            .map(|k| CellPublicKey::from_text(&k).map_err(|e| e.to_string()))
+            .transpose()
+    }
+
     async fn send(&self, cluster_id: &str, update: ConfigUpdate) {
         let Some(p) = &self.feed else { return };
-        let signed = SignedUpdate::sign(&p.key, cluster_id, &update);
+        let cell_key = match self.cell_key(cluster_id).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(error = %e, cluster_id, "reading the cell's config key failed; update not sent");
+                return;
+            }
+        };
+        let signed = SignedUpdate::sign_for(&p.key, cluster_id, &update, cell_key.as_ref());
         let r = match p.feeds.feed(cluster_id).await {
             Ok(feed) => feed.publish(signed).await,
             Err(e) => Err(e),
@@ -180,6 +203,22 @@ impl ControlPlane {
             },
         )
         .await
+    }
+
+    /// Republishes every app placed on the cell `cluster_id`.
+    pub(crate) async fn publish_cluster(&self, cluster_id: &str) {
+        match app::Entity::find()
+            .filter(app::Column::ClusterId.eq(cluster_id))
+            .all(&self.db)
+            .await
+        {
+            Ok(apps) => {
+                for a in apps {
+                    self.publish_app(&a.tenant_id, &a.id).await;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, cluster_id, "listing a cell's apps failed"),
+        }
     }
 
     /// Republishes every app of a tenant.

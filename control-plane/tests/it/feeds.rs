@@ -111,3 +111,83 @@ async fn each_cell_gets_only_its_apps_sqlite() {
 async fn each_cell_gets_only_its_apps_postgres() {
     each_cell_gets_only_its_apps(Backend::Postgres).await;
 }
+
+/// A cluster with a config key gets every update sealed to it; a bad key is refused naming the
+/// field; changing the key republishes the cell's apps sealed to the new one (a rotation), and
+/// clearing it sends them in clear again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cells_config_key_seals_its_updates_and_rotates() {
+    use starling_core::cellkey::{CellKeys, CellSecretKey};
+    let feeds = Arc::new(InProcessCellFeeds::new());
+    let key = SigningKey::generate();
+    let trust = Verifier::new([key.public_key()]);
+    let (f, k) = (feeds.clone(), key.clone());
+    let s = Server::start_custom(Backend::Sqlite, move |cp| cp.with_feed(f, k)).await;
+    let (old, new) = (CellSecretKey::generate(), CellSecretKey::generate());
+    let body = |key: &str| json!({"name": unique("sealed"), "region": "local", "capacity_apps": 5, "config_public_key": key});
+    let (st, v) = s
+        .call(Method::POST, "/admin/v1/clusters", Some(body("not-a-key")))
+        .await;
+    assert_eq!(st, 422, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("config_public_key"),
+        "{v}"
+    );
+    let c = s
+        .ok(
+            Method::POST,
+            "/admin/v1/clusters",
+            Some(body(&old.public_key().to_text())),
+        )
+        .await;
+    assert_eq!(c["config_public_key"], old.public_key().to_text());
+    let c = c["id"].as_str().unwrap();
+    let t = s.tenant().await;
+    let a = s
+        .ok(
+            Method::POST,
+            &format!("/admin/v1/tenants/{t}/apps"),
+            Some(json!({"name": "a", "cluster_id": c})),
+        )
+        .await;
+    let a = a["id"].as_str().unwrap();
+    let latest_raw = || async {
+        let snap = feeds.feed(c).await.unwrap().snapshot().await.unwrap();
+        snap.into_iter().find(|u| u.app_id().as_str() == a).unwrap()
+    };
+    let u = latest_raw().await;
+    assert_eq!(u.enc.as_deref(), Some(old.kid()));
+    assert!(matches!(u.open(&trust, c), Err(Rejected::Sealed(_))));
+    match u.open_with(&trust, c, &CellKeys::new([old.clone()])) {
+        Ok(ConfigUpdate::Upsert(cfg)) => {
+            let secret = &cfg.token_secrets[0].secret;
+            assert!(!u.payload.contains(secret.as_str()));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Rotation: the nodes hold both keys; the cluster moves to the new one.
+    s.ok(
+        Method::PATCH,
+        &format!("/admin/v1/clusters/{c}"),
+        Some(json!({"config_public_key": new.public_key().to_text()})),
+    )
+    .await;
+    let u = latest_raw().await;
+    assert_eq!(
+        u.enc.as_deref(),
+        Some(new.kid()),
+        "republished to the new key"
+    );
+    assert!(u.open_with(&trust, c, &CellKeys::new([new, old])).is_ok());
+
+    s.ok(
+        Method::PATCH,
+        &format!("/admin/v1/clusters/{c}"),
+        Some(json!({"config_public_key": null})),
+    )
+    .await;
+    let u = latest_raw().await;
+    assert_eq!(u.enc, None);
+    assert!(u.open(&trust, c).is_ok());
+}

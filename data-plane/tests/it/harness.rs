@@ -209,6 +209,7 @@ impl Cell {
                 CellTrust {
                     cluster_id: CLUSTER_ID.into(),
                     verifier: Verifier::new([control_plane_key().public_key()]),
+                    keys: Default::default(),
                 },
             ));
             directory.follow(feed.clone()).await.unwrap();
