@@ -237,7 +237,6 @@ async fn open_console(
     cfg: &ControlPlaneConfig,
     mode: Mode,
     operator_token: &str,
-    key_hash_secret: &str,
     signing_key: Option<starling_core::signing::SigningKey>,
 ) -> anyhow::Result<Option<Console>> {
     if !cfg.console.enabled {
@@ -251,7 +250,6 @@ async fn open_console(
         cfg.console.clone(),
         mode,
         operator_token,
-        key_hash_secret,
         signing_key,
     )))
 }
@@ -426,7 +424,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         &cfg,
         Mode::Development,
         &operator_token,
-        &key_hash_secret,
         Some(signing_key),
     )
     .await?;
@@ -570,15 +567,7 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
             "auth.control_plane_signing_key is not set: the console cannot call cells (moderation answers unavailable)"
         );
     }
-    let console = open_console(
-        &cp,
-        &cfg,
-        Mode::Production,
-        &operator_token,
-        &key_hash_secret,
-        signing_key,
-    )
-    .await?;
+    let console = open_console(&cp, &cfg, Mode::Production, &operator_token, signing_key).await?;
     let state = AdminState {
         cp,
         cache,

@@ -40,7 +40,6 @@ use axum::routing::get;
 use sea_orm_migration::MigratorTrait;
 use starling_control_plane::config::ConsoleConfig;
 use starling_control_plane::service::ControlPlane;
-use starling_core::secret::KeyHasher;
 
 use crate::auth::Origin;
 use crate::limits::{Budget, CostLimit};
@@ -104,19 +103,19 @@ pub async fn migrate(db: &sea_orm::DatabaseConnection) -> Result<(), sea_orm::Db
 }
 
 impl Console {
-    /// The console over a migrated control plane. Session tokens are signed with a key derived
-    /// from `key_hash_secret`; calls to cells' internal APIs (moderation) with the control
-    /// plane's `signing_key` (without one, moderation answers `unavailable`).
+    /// The console over a migrated control plane. Session tokens are signed (HS256) with a key
+    /// derived from the control plane's sealing key ([`starling_core::seal::Sealer::subkey`]),
+    /// which no cell holds: a compromised cell node cannot mint a console session. Calls to
+    /// cells' internal APIs (moderation) are signed with the control plane's `signing_key`
+    /// (without one, moderation answers `unavailable`).
     pub fn new(
         cp: ControlPlane,
         cfg: ConsoleConfig,
         mode: Mode,
         operator_token: &str,
-        key_hash_secret: &str,
         signing_key: Option<starling_core::signing::SigningKey>,
     ) -> Self {
-        let hasher = KeyHasher::new(key_hash_secret);
-        let jwt_key = hasher.hash("starling-console-session-v1");
+        let jwt_key = cp.sealer.subkey("console-session");
         let dev = mode == Mode::Development;
         Console(Arc::new(Inner {
             budget: Budget::new(cfg.budget_points, cfg.budget_restore_per_second),
@@ -130,8 +129,8 @@ impl Console {
             cp,
             cfg,
             operator_token: operator_token.to_owned(),
-            jwt_encoding: jsonwebtoken::EncodingKey::from_secret(jwt_key.as_bytes()),
-            jwt_decoding: jsonwebtoken::DecodingKey::from_secret(jwt_key.as_bytes()),
+            jwt_encoding: jsonwebtoken::EncodingKey::from_secret(&jwt_key),
+            jwt_decoding: jsonwebtoken::DecodingKey::from_secret(&jwt_key),
         }))
     }
 

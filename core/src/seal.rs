@@ -175,6 +175,20 @@ impl Sealer {
         .expect("one key")
     }
 
+    /// A 32-byte key for another purpose of the control plane alone (e.g. console session
+    /// tokens), derived from the current sealing key (HMAC-SHA256 under it of a fixed label and
+    /// `purpose`): cells never hold the sealing key, so they cannot derive it — unlike anything
+    /// derived from `key_hash_secret`, which every cell node holds. Rotating the sealing key
+    /// changes it.
+    pub fn subkey(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.0.current.key)
+            .expect("HMAC takes any key length");
+        mac.update(b"starling-sealing-subkey-v1\0");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// The id of the key new values are sealed under.
     pub fn current_kid(&self) -> &str {
         &self.0.current.kid

@@ -102,7 +102,6 @@ impl Server {
             cfg,
             mode,
             OPERATOR,
-            KEY_HASH_SECRET,
             Some(starling_core::signing::SigningKey::generate()),
         );
         let state = AdminState {

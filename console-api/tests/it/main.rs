@@ -7,6 +7,7 @@ mod harness;
 mod accounts;
 mod authz;
 mod limits;
+mod session_keys;
 mod spec;
 mod usage;
 mod webhook;
