@@ -109,6 +109,9 @@ impl ConnHandle {
     }
 }
 
+/// `(app, user)` → when its sessions ended, and which.
+type Tombstones = HashMap<(String, String), Vec<(Instant, Ending)>>;
+
 /// app → user → that user's connections on this node.
 type Conns = HashMap<String, HashMap<String, Vec<ConnHandle>>>;
 
@@ -117,8 +120,9 @@ type Conns = HashMap<String, HashMap<String, Vec<ConnHandle>>>;
 #[derive(Default)]
 pub struct Hub {
     conns: RwLock<Conns>,
-    /// Recent endings: `(when, app, user, ending)`, for connections still in their handshake.
-    tombstones: Mutex<Vec<(Instant, String, String, Ending)>>,
+    /// Recent endings by `(app, user)`, for connections still in their handshake: a lookup
+    /// per connection that joins, pruned by [`Hub::sweep`] once a second.
+    tombstones: Mutex<Tombstones>,
 }
 
 impl Hub {
@@ -188,11 +192,10 @@ impl Hub {
 
     fn ended_since(&self, app: &str, user: &str, h: &ConnHandle) -> Option<SessionEnd> {
         let t = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
-        t.iter()
-            .find(|(at, a, u, e)| {
-                *at >= h.checked_at && a == app && u == user && e.matches(&h.token)
-            })
-            .map(|(.., e)| e.why)
+        t.get(&(app.to_owned(), user.to_owned()))?
+            .iter()
+            .find(|(at, e)| *at >= h.checked_at && e.matches(&h.token))
+            .map(|(_, e)| e.why)
     }
 
     /// Ends the matching sessions of `users`: each is told to close with the ending's code.
@@ -201,9 +204,10 @@ impl Hub {
         {
             let now = Instant::now();
             let mut t = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
-            t.retain(|(at, ..)| now.duration_since(*at) < TOMBSTONE_TTL);
             for u in users {
-                t.push((now, app.to_owned(), u.clone(), ending.clone()));
+                t.entry((app.to_owned(), u.clone()))
+                    .or_default()
+                    .push((now, ending.clone()));
             }
         }
         let m = self.read();
@@ -224,7 +228,16 @@ impl Hub {
 
     /// Ends every session that `check` says must end (given its app and token). Returns how
     /// many were told.
+    /// Also forgets endings older than [`TOMBSTONE_TTL`].
     pub fn sweep(&self, check: impl Fn(&str, &TokenFacts) -> Option<SessionEnd>) -> usize {
+        {
+            let now = Instant::now();
+            let mut t = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
+            t.retain(|_, v| {
+                v.retain(|(at, _)| now.duration_since(*at) < TOMBSTONE_TTL);
+                !v.is_empty()
+            });
+        }
         let m = self.read();
         let mut n = 0;
         for (app, users) in m.iter() {
