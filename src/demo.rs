@@ -241,17 +241,17 @@ async fn create_session(
             }
             e
         })?;
-    let (token, expires_at) =
-        d.node
-            .messaging
-            .directory
-            .mint_token(&d.app_id, &user.id, TOKEN_TTL_SECS)?;
+    let t = d
+        .node
+        .messaging
+        .directory
+        .mint_token(&d.app_id, &user.id, TOKEN_TTL_SECS)?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({
             "user": user,
-            "token": token,
-            "expires_at": expires_at,
+            "token": t.token,
+            "expires_at": t.expires_at,
             "app_id": app,
             "lobby_id": d.lobby_id,
         })),

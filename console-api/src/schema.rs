@@ -1552,7 +1552,8 @@ impl Mutation {
     }
 
     /// Bans an end user from the whole app, until a time or for good (admins and owners). The
-    /// data plane refuses their connections and messages (`forbidden`, close code 4003).
+    /// data plane closes their open connections on every node (close code 4003) and refuses
+    /// their connections and requests (`banned`).
     async fn ban_user(
         &self,
         ctx: &Context<'_>,

@@ -42,6 +42,10 @@ pub enum ErrorCode {
     RateLimited,
     /// The app is suspended.
     AppSuspended,
+    /// The user is banned, from the whole app or from the conversation the request names.
+    Banned,
+    /// The user is deactivated.
+    UserDeactivated,
     /// A quota of the plan is used up.
     QuotaExceeded,
     /// The app's pre-send hook refused the message; the message says why.
@@ -62,7 +66,7 @@ impl ErrorCode {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Unauthorized => StatusCode::UNAUTHORIZED,
-            Forbidden | AppSuspended => StatusCode::FORBIDDEN,
+            Forbidden | AppSuspended | Banned | UserDeactivated => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Conflict | IdempotencyKeyInUse => StatusCode::CONFLICT,
@@ -97,6 +101,8 @@ impl ErrorCode {
             UnsupportedMediaType => "unsupported_media_type",
             RateLimited => "rate_limited",
             AppSuspended => "app_suspended",
+            Banned => "banned",
+            UserDeactivated => "user_deactivated",
             QuotaExceeded => "quota_exceeded",
             MessageRejected => "message_rejected",
             Internal => "internal",

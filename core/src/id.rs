@@ -81,6 +81,13 @@ macro_rules! typed_id {
             }
         }
 
+        // Hash and Eq are the inner string's, so maps keyed by the id answer lookups by `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
@@ -168,6 +175,11 @@ typed_id!(
     /// A secret that signs an app's user tokens (the JWT `kid`).
     TokenSecretId,
     "tks"
+);
+typed_id!(
+    /// A user token minted by the server API (its JWT `jti`), for revoking that one token.
+    UserTokenId,
+    "utk"
 );
 typed_id!(
     /// A conversation.

@@ -316,10 +316,18 @@ JSON text frames both ways.
 `GET /v1/connect?token=<user JWT>` upgrades to a WebSocket. The user token is minted by the \
 customer's backend with the server API (`POST /v1/users/{user_id}/tokens`); clients that can set \
 headers may send `Authorization: Bearer <user JWT>` instead (browsers cannot). Before the upgrade \
-the node refuses, with an HTTP error `{code, message, request_id}`: a missing or invalid token \
-(401 `unauthorized`), a deactivated or banned user (403 `forbidden`), a suspended app (403 \
-`app_suspended`), and a user or app over its connection limit (429 `quota_exceeded` with \
-`Retry-After`).
+the node refuses, with an HTTP error `{code, message, request_id}`: a missing, invalid, \
+expired, not yet valid (`nbf`) or revoked token (401 `unauthorized`), a banned user (403 \
+`banned`), a deactivated user (403 `user_deactivated`), a user that does not exist or was \
+deleted (404 `not_found`), a suspended app (403 `app_suspended`), and a user or app over its \
+connection limit (429 `quota_exceeded` with `Retry-After`).
+
+User tokens are HS256 JWTs whose header names the app's token secret (`kid`), with the claims \
+`sub` (user id), `app_id`, `exp` and `iat` (required), `nbf` (optional, honoured) and `jti` \
+(optional; tokens the server API mints carry one, returned as `token_id`). The customer's \
+backend revokes tokens with the server API: every token of a user issued until now (`POST \
+/v1/users/{user_id}/tokens/revoke`, which compares `iat`) or one by its id (`DELETE \
+/v1/users/{user_id}/tokens/{token_id}`).
 
 ## Frames
 
@@ -364,13 +372,23 @@ pong) for three heartbeats gets an `error` with code `heartbeat_timeout` and is 
 - `1001`: the node is shutting down; reconnect (another node will answer).
 - `1009`: a frame was larger than `max_frame_bytes`; the connection ends (some stacks report \
 `1006` instead, as the node may drop it without a close frame).
+- `4001`: token revoked: the token this connection was opened with was revoked (by its id or \
+by the user's \"not before\"), or the app's secret that signed it was retired. Get a new token \
+and reconnect.
 - `4002`: heartbeat timeout: nothing (no frame, no pong) arrived for three heartbeats; the \
 `heartbeat_timeout` error frame comes just before.
-- `4003`: the app is suspended or the user banned. Reserved: today requests on an open \
-connection are refused with `error` frames (`app_suspended`, `forbidden`), and new connections \
-with an HTTP 403.
+- `4003`: access ended: the user was banned from the app, deactivated or deleted, or the app \
+was suspended or deleted. Do not reconnect until the customer's backend restores access (the \
+handshake would be refused with 403 or 404).
 - `4008`: slow consumer: the client read its frames too slowly and the node's queue for it \
 overflowed. Reconnect and `sync`.
+
+Access ends on every node of the cell within 2 s (tens of milliseconds when the nodes are \
+healthy): the connections close with `4001` or `4003`, and until the close arrives the user's \
+requests are refused with `error` frames (`banned`, `user_deactivated`, `not_found`, \
+`app_suspended`). A ban from one conversation closes nothing: the user gets `member.updated` \
+(`banned: true`), receives nothing more from that conversation, and every request about it is \
+refused with `banned` (also `subscribe` after leaving a room: a ban outlives it).
 ";
 
 /// The AsyncAPI 3.0 document of the WebSocket protocol, as committed to

@@ -25,6 +25,10 @@ pub struct Delivery {
     /// conversation's messages in order ([`crate::sequencer`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<Order>,
+    /// Set when the delivery ends sessions instead of carrying a frame: the users' matching
+    /// connections on the node are closed ([`crate::hub::Hub::end`]); `frame` is empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<crate::hub::Ending>,
 }
 
 /// Where a delivery stands in its conversation.
@@ -115,6 +119,12 @@ pub mod conformance {
             order: i.is_multiple_of(3).then(|| Order {
                 conversation_id: format!("conv{i}"),
                 seq: i as i64,
+            }),
+            // And an ending of sessions.
+            end: i.is_multiple_of(5).then(|| crate::hub::Ending {
+                why: crate::directory::SessionEnd::TokenRevoked,
+                issued_until: Some(i as i64),
+                token_id: Some(format!("utk_{i}")),
             }),
         };
         for i in 0..100 {

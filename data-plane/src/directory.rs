@@ -56,6 +56,64 @@ pub struct UserPrincipal {
     pub user_id: String,
     /// The app's limits.
     pub limits: Limits,
+    /// The token the connection was opened with: what can end it later.
+    pub token: TokenFacts,
+}
+
+/// What a connection keeps of its user token, to close it when that token is revoked: by its
+/// id, by the user's "not before", or with the secret that signed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFacts {
+    /// The token secret that signed it (`kid`).
+    pub kid: String,
+    /// Its id (`jti`), when it has one (tokens the server API mints always do).
+    pub jti: Option<String>,
+    /// When it was issued (`iat`, seconds since the epoch).
+    pub iat: i64,
+}
+
+/// Why a session ends (each maps to a WebSocket close code: [`SessionEnd::close_code`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionEnd {
+    /// The user was banned from the app.
+    Banned,
+    /// The user was deactivated.
+    Deactivated,
+    /// The user was deleted.
+    Deleted,
+    /// The app was suspended.
+    AppSuspended,
+    /// The app was deleted or moved off this cell.
+    AppGone,
+    /// The connection's token was revoked (by id, or by the user's "not before").
+    TokenRevoked,
+    /// The secret that signed the connection's token was retired or revoked.
+    SigningKeyRetired,
+}
+
+impl SessionEnd {
+    /// The close code: 4003 when access ended (do not reconnect until the customer's backend
+    /// restores it), 4001 when only the token ended (reconnect with a new token).
+    pub fn close_code(self) -> u16 {
+        match self {
+            Self::TokenRevoked | Self::SigningKeyRetired => 4001,
+            _ => 4003,
+        }
+    }
+
+    /// The close frame's reason text.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Banned => "access ended: the user is banned",
+            Self::Deactivated => "access ended: the user is deactivated",
+            Self::Deleted => "access ended: the user was deleted",
+            Self::AppSuspended => "access ended: the app is suspended",
+            Self::AppGone => "access ended: the app no longer exists",
+            Self::TokenRevoked => "token revoked: connect with a new token",
+            Self::SigningKeyRetired => "token revoked: its signing secret was retired",
+        }
+    }
 }
 
 /// Claims of a user token.
@@ -67,8 +125,25 @@ pub struct UserClaims {
     pub app_id: String,
     /// Expiry (seconds since the epoch).
     pub exp: i64,
-    /// Issued at.
+    /// Issued at. Required: a revocation by "not before" compares it.
     pub iat: i64,
+    /// Not valid before (seconds since the epoch), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// The token's id, for revoking this one token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+/// A freshly minted user token.
+#[derive(Debug, Clone)]
+pub struct MintedToken {
+    /// The JWT.
+    pub token: String,
+    /// Its id (`jti`).
+    pub id: String,
+    /// When it expires.
+    pub expires_at: chrono::DateTime<Utc>,
 }
 
 #[derive(Default)]
@@ -86,6 +161,9 @@ pub struct Directory {
     hasher: KeyHasher,
     trust: CellTrust,
     rejected: std::sync::atomic::AtomicU64,
+    /// Counts applied updates, so that a node re-checks its connections against the new
+    /// configuration at once (a suspension or a retired token secret ends sessions).
+    applied: tokio::sync::watch::Sender<u64>,
 }
 
 fn unauthorized(msg: impl Into<String>) -> ApiError {
@@ -100,6 +178,32 @@ impl Directory {
             hasher,
             trust,
             rejected: std::sync::atomic::AtomicU64::new(0),
+            applied: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Changes whenever an update is applied: the node then checks its open connections
+    /// ([`Directory::session_ended`]).
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Whether a session opened with `token` for `app` must end now, and why: the app is
+    /// gone or suspended (access ended), or the secret that signed the token was removed or
+    /// has expired (token revoked). In memory only: it runs for every connection of the node
+    /// after each config update and once a second.
+    pub fn session_ended(&self, app: &str, token: &TokenFacts) -> Option<SessionEnd> {
+        let s = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let Some(c) = s.apps.get(app) else {
+            return Some(SessionEnd::AppGone);
+        };
+        if c.suspended.is_some() {
+            return Some(SessionEnd::AppSuspended);
+        }
+        let now = Utc::now();
+        match c.token_secrets.iter().find(|t| t.kid == token.kid) {
+            Some(t) if t.expires_at.is_none_or(|e| e > now) => None,
+            _ => Some(SessionEnd::SigningKeyRetired),
         }
     }
 
@@ -168,6 +272,8 @@ impl Directory {
             }
             s.apps.insert(app, Arc::new(c));
         }
+        drop(s);
+        self.applied.send_modify(|n| *n += 1);
     }
 
     /// Loads the feed's snapshot, then follows it until the feed closes. Returns once the
@@ -276,7 +382,7 @@ impl Directory {
         app: &AppId,
         user_id: &str,
         ttl_secs: u64,
-    ) -> Result<(String, chrono::DateTime<Utc>), ApiError> {
+    ) -> Result<MintedToken, ApiError> {
         let c = self
             .app(app)
             .ok_or_else(|| ApiError::not_found("app", app))?;
@@ -293,11 +399,14 @@ impl Directory {
                 )
             })?;
         let exp = now + chrono::Duration::seconds(ttl_secs as i64);
+        let id = starling_core::id::UserTokenId::generate().into_string();
         let claims = UserClaims {
             sub: user_id.to_owned(),
             app_id: app.to_string(),
             exp: exp.timestamp(),
             iat: now.timestamp(),
+            nbf: None,
+            jti: Some(id.clone()),
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(secret.kid.clone());
@@ -307,7 +416,11 @@ impl Directory {
             &EncodingKey::from_secret(secret.secret.as_bytes()),
         )
         .map_err(ApiError::internal)?;
-        Ok((token, exp))
+        Ok(MintedToken {
+            token,
+            id,
+            expires_at: exp,
+        })
     }
 
     /// Verifies a user token: HS256 only, signed with a valid secret of the app its `kid`
@@ -337,6 +450,8 @@ impl Directory {
         }
         let mut v = Validation::new(Algorithm::HS256);
         v.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken checks `nbf` only when told to: a token not valid yet is refused.
+        v.validate_nbf = true;
         v.leeway = 5;
         let data = jsonwebtoken::decode::<UserClaims>(
             token,
@@ -347,6 +462,9 @@ impl Directory {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
                 unauthorized("user token has expired")
             }
+            jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                unauthorized("user token is not valid yet (nbf is in the future)")
+            }
             jsonwebtoken::errors::ErrorKind::InvalidSignature => {
                 unauthorized("user token signature is invalid")
             }
@@ -355,11 +473,24 @@ impl Directory {
         if data.claims.app_id != app.app_id.as_str() {
             return Err(unauthorized("user token is for another app"));
         }
+        if data
+            .claims
+            .jti
+            .as_ref()
+            .is_some_and(|j| j.is_empty() || j.len() > 128)
+        {
+            return Err(unauthorized("user token jti must be 1..=128 bytes"));
+        }
         Self::check_active(&app)?;
         Ok(UserPrincipal {
             app_id: app.app_id.clone(),
             user_id: data.claims.sub,
             limits: app.limits.clone(),
+            token: TokenFacts {
+                kid,
+                jti: data.claims.jti,
+                iat: data.claims.iat,
+            },
         })
     }
 }

@@ -3,12 +3,57 @@
 //! Each connection has a bounded queue of outgoing frames. A frame that does not fit means the
 //! client reads too slowly: the connection is cut off (close code 4008) instead of letting its
 //! queue grow without bound.
+//!
+//! When access ends (a ban, a deactivation, a deletion, a revoked token: [`Ending`]), the
+//! node closes the user's matching connections, and remembers the ending for a while
+//! ([`TOMBSTONE_TTL`]): a connection whose handshake passed its checks just before the ending
+//! but joins the hub just after it is closed as it joins.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 pub use axum::extract::ws::Utf8Bytes;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+use crate::directory::{SessionEnd, TokenFacts};
+
+/// How long an ending is remembered for connections still in their handshake: longer than
+/// any handshake takes (they time out well before).
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(30);
+
+/// Which sessions of a user end, and why. Travels on the bus to every node the user is on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ending {
+    /// Why (and so the close code).
+    pub why: SessionEnd,
+    /// Only sessions whose token was issued at or before this time (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_until: Option<i64>,
+    /// Only sessions opened with this token id (`jti`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+}
+
+impl Ending {
+    /// Every session of the user.
+    pub fn all(why: SessionEnd) -> Self {
+        Self {
+            why,
+            issued_until: None,
+            token_id: None,
+        }
+    }
+
+    fn matches(&self, t: &TokenFacts) -> bool {
+        self.issued_until.is_none_or(|u| t.iat <= u)
+            && self
+                .token_id
+                .as_deref()
+                .is_none_or(|id| t.jti.as_deref() == Some(id))
+    }
+}
 
 /// What the writer of a connection sends.
 #[derive(Debug, Clone)]
@@ -28,6 +73,8 @@ pub enum CloseReason {
     Shutdown,
     /// Nothing arrived for three heartbeats (close code 4002).
     HeartbeatTimeout,
+    /// Access ended (close code 4003) or the token was revoked (4001).
+    Ended(SessionEnd),
 }
 
 /// A connection as the hub sees it.
@@ -40,6 +87,10 @@ pub struct ConnHandle {
     pub tx: flume::Sender<Outbound>,
     /// Tells the connection to close.
     pub close: Arc<watch::Sender<CloseReason>>,
+    /// The token it was opened with.
+    pub token: TokenFacts,
+    /// When its handshake checked its access.
+    pub checked_at: Instant,
 }
 
 impl ConnHandle {
@@ -58,6 +109,9 @@ impl ConnHandle {
     }
 }
 
+/// `(app, user)` → when its sessions ended, and which.
+type Tombstones = HashMap<(String, String), Vec<(Instant, Ending)>>;
+
 /// app → user → that user's connections on this node.
 type Conns = HashMap<String, HashMap<String, Vec<ConnHandle>>>;
 
@@ -66,6 +120,9 @@ type Conns = HashMap<String, HashMap<String, Vec<ConnHandle>>>;
 #[derive(Default)]
 pub struct Hub {
     conns: RwLock<Conns>,
+    /// Recent endings by `(app, user)`, for connections still in their handshake: a lookup
+    /// per connection that joins, pruned by [`Hub::sweep`] once a second.
+    tombstones: Mutex<Tombstones>,
 }
 
 impl Hub {
@@ -78,8 +135,12 @@ impl Hub {
         self.conns.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a connection.
+    /// Adds a connection; closes it at once if its access ended after its handshake checked
+    /// it (an ending that reached this node while it was upgrading).
     pub fn add(&self, app: &str, user: &str, h: ConnHandle) {
+        if let Some(why) = self.ended_since(app, user, &h) {
+            let _ = h.close.send(CloseReason::Ended(why));
+        }
         self.conns
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -127,6 +188,70 @@ impl Hub {
             .flatten()
             .filter(|h| pick(&h.id) && h.offer(frame))
             .count()
+    }
+
+    fn ended_since(&self, app: &str, user: &str, h: &ConnHandle) -> Option<SessionEnd> {
+        let t = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
+        t.get(&(app.to_owned(), user.to_owned()))?
+            .iter()
+            .find(|(at, e)| *at >= h.checked_at && e.matches(&h.token))
+            .map(|(_, e)| e.why)
+    }
+
+    /// Ends the matching sessions of `users`: each is told to close with the ending's code.
+    /// Returns how many were told.
+    pub fn end(&self, app: &str, users: &[String], ending: &Ending) -> usize {
+        {
+            let now = Instant::now();
+            let mut t = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
+            for u in users {
+                t.entry((app.to_owned(), u.clone()))
+                    .or_default()
+                    .push((now, ending.clone()));
+            }
+        }
+        let m = self.read();
+        let Some(by_user) = m.get(app) else { return 0 };
+        let mut n = 0;
+        for h in users
+            .iter()
+            .filter_map(|u| by_user.get(u.as_str()))
+            .flatten()
+        {
+            if ending.matches(&h.token) {
+                let _ = h.close.send(CloseReason::Ended(ending.why));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Ends every session that `check` says must end (given its app and token). Returns how
+    /// many were told.
+    /// Also forgets endings older than [`TOMBSTONE_TTL`].
+    pub fn sweep(&self, check: impl Fn(&str, &TokenFacts) -> Option<SessionEnd>) -> usize {
+        {
+            let now = Instant::now();
+            let mut t = self.tombstones.lock().unwrap_or_else(|p| p.into_inner());
+            t.retain(|_, v| {
+                v.retain(|(at, _)| now.duration_since(*at) < TOMBSTONE_TTL);
+                !v.is_empty()
+            });
+        }
+        let m = self.read();
+        let mut n = 0;
+        for (app, users) in m.iter() {
+            for h in users.values().flatten() {
+                if *h.close.borrow() != CloseReason::Open {
+                    continue;
+                }
+                if let Some(why) = check(app, &h.token) {
+                    let _ = h.close.send(CloseReason::Ended(why));
+                    n += 1;
+                }
+            }
+        }
+        n
     }
 
     /// Asks every connection to close (node shutdown).
@@ -182,6 +307,12 @@ mod tests {
                 id: id.into(),
                 tx,
                 close: Arc::new(close),
+                token: TokenFacts {
+                    kid: "tks_1".into(),
+                    jti: Some(format!("utk_{id}")),
+                    iat: 100,
+                },
+                checked_at: Instant::now(),
             },
             rx,
             close_rx,
@@ -222,5 +353,58 @@ mod tests {
         );
         hub.remove("app", "u1", "slow");
         assert_eq!(hub.len(), 1);
+    }
+
+    #[test]
+    fn an_ending_closes_only_the_sessions_it_names_and_those_still_joining() {
+        let hub = Hub::new();
+        let (a1, _r1, a1_close) = conn("a1", 4);
+        let (a2, _r2, a2_close) = conn("a2", 4);
+        let (b, _r3, b_close) = conn("b", 4);
+        hub.add("app", "alice", a1);
+        hub.add("app", "alice", a2);
+        hub.add("app", "bob", b);
+        let one = Ending {
+            why: SessionEnd::TokenRevoked,
+            issued_until: None,
+            token_id: Some("utk_a1".into()),
+        };
+        assert_eq!(hub.end("app", &["alice".into()], &one), 1);
+        assert_eq!(
+            *a1_close.borrow(),
+            CloseReason::Ended(SessionEnd::TokenRevoked)
+        );
+        assert_eq!(*a2_close.borrow(), CloseReason::Open, "another token");
+        let older = Ending {
+            why: SessionEnd::TokenRevoked,
+            issued_until: Some(99),
+            token_id: None,
+        };
+        assert_eq!(hub.end("app", &["alice".into()], &older), 0, "issued later");
+        let ban = Ending::all(SessionEnd::Banned);
+        assert_eq!(hub.end("app", &["alice".into()], &ban), 2);
+        assert_eq!(*a2_close.borrow(), CloseReason::Ended(SessionEnd::Banned));
+        assert_eq!(*b_close.borrow(), CloseReason::Open, "other users go on");
+
+        // A connection checked before the ban that joins after it is closed as it joins; one
+        // checked after it is not.
+        let (mut late, _r4, late_close) = conn("late", 4);
+        late.checked_at = Instant::now() - Duration::from_secs(1);
+        hub.add("app", "alice", late);
+        assert_eq!(*late_close.borrow(), CloseReason::Ended(SessionEnd::Banned));
+        let (fresh, _r5, fresh_close) = conn("fresh", 4);
+        hub.add("app", "alice", fresh);
+        assert_eq!(*fresh_close.borrow(), CloseReason::Open);
+
+        // The sweep asks about every open connection.
+        assert_eq!(
+            hub.sweep(|app, t| (app == "app" && t.jti.as_deref() == Some("utk_b"))
+                .then_some(SessionEnd::AppSuspended)),
+            1
+        );
+        assert_eq!(
+            *b_close.borrow(),
+            CloseReason::Ended(SessionEnd::AppSuspended)
+        );
     }
 }

@@ -131,6 +131,10 @@ impl Node {
                 / 3,
         );
         tokio::spawn(heartbeat_loop(reg, h, node_id, every));
+        // Sessions the app's configuration no longer allows (a suspended or removed app, a
+        // retired token secret) end as soon as the update is applied here, and a secret that
+        // expires by time is caught within a second.
+        tokio::spawn(sweep_loop(directory.clone(), hub.clone()));
         let webhooks = Arc::new(crate::webhook::Webhooks::new(gateway.webhooks.clone())?);
         let (outbox_cleared, mut cleared_rx) =
             tokio::sync::mpsc::channel::<(String, String)>(65_536);
@@ -300,6 +304,23 @@ async fn heartbeat_loop(
     }
 }
 
+/// Ends the sessions the directory no longer allows, after every applied update and once a
+/// second.
+async fn sweep_loop(directory: Arc<Directory>, hub: Arc<Hub>) {
+    let mut applied = directory.applied();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { break },
+            _ = tick.tick() => {}
+        }
+        let n = hub.sweep(|app, token| directory.session_ended(app, token));
+        if n > 0 {
+            tracing::info!(closed = n, "sessions ended by the app's configuration");
+        }
+    }
+}
+
 /// The `resync` frame: clients spread their catch-up over a time that grows with the number of
 /// connections told (1 s per 5,000, at most 10 s).
 fn resync_frame(reason: &str, conns: usize) -> crate::hub::Utf8Bytes {
@@ -320,6 +341,11 @@ fn push_delivery(hub: &Hub, d: crate::bus::Delivery) {
         starling_core::telemetry::extract_into(&span, tp);
     }
     let _g = span.enter();
+    if let Some(ending) = &d.end {
+        let n = hub.end(&d.app_id, &d.users, ending);
+        tracing::info!(why = ?ending.why, closed = n, "sessions ended");
+        return;
+    }
     // One copy of the frame per delivery to this node; its connections share it.
     let frame = crate::hub::Utf8Bytes::from(d.frame.as_ref());
     let n = hub.push(&d.app_id, &d.users, &frame);

@@ -192,6 +192,7 @@ mod tests {
                 conversation_id: conv.into(),
                 seq,
             }),
+            end: None,
         }
     }
 

@@ -4,8 +4,8 @@
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Select};
 
 use crate::entity::{
-    conversation, member, message, outbox, reaction, user, webhook_attempt, webhook_delivery,
-    webhook_endpoint_state, webhook_event, webhook_notification,
+    conversation, member, message, outbox, reaction, token_revocation, user, webhook_attempt,
+    webhook_delivery, webhook_endpoint_state, webhook_event, webhook_notification,
 };
 use crate::migration::Migrator;
 
@@ -39,6 +39,7 @@ app_owned!(
     message,
     outbox,
     reaction,
+    token_revocation,
     webhook_event,
     webhook_delivery,
     webhook_attempt,

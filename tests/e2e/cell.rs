@@ -67,6 +67,22 @@ impl Ws {
         }
     }
 
+    /// The close code the server sends within `within` (frames before it are skipped); `None`
+    /// if the connection is still open then.
+    async fn close_code(&mut self, within: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.read.next()).await {
+                Err(_) => return None,
+                Ok(None) | Ok(Some(Err(_))) => return Some(1006),
+                Ok(Some(Ok(Message::Close(c)))) => {
+                    return Some(c.map(|c| u16::from(c.code)).unwrap_or(1005));
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     async fn send(&mut self, f: Value) {
         self.sink
             .send(Message::Text(f.to_string().into()))
@@ -677,6 +693,66 @@ async fn app_configuration_crosses_the_bus_sealed_to_its_cell() {
     )
     .await;
     assert_eq!(st, 200);
+}
+
+/// Access that ends, ends on every node: a ban and a token revocation made through node A, and
+/// a suspension made at the control plane, close the sockets held by node B within 2 s (4003,
+/// 4001, 4003), over the real bus between real processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ending_access_closes_sockets_on_every_node_within_2_s() {
+    let f = CellFixture::start(2).await;
+    let c = reqwest::Client::new();
+    use reqwest::Method;
+    let (na, nb) = (&f.nodes[0], &f.nodes[1]);
+    for u in ["alice", "bob", "carol"] {
+        let (st, v) = call(
+            &c,
+            Method::PUT,
+            &format!("{na}/v1/users/{u}"),
+            &f.key,
+            Some(json!({"name": u})),
+        )
+        .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    let mut figures = Vec::new();
+    for (user, path, code) in [("alice", "ban", 4003), ("bob", "tokens/revoke", 4001)] {
+        let mut ws = Ws::connect(nb, &f.token(user, 0).await).await;
+        let t0 = Instant::now();
+        let (st, v) = call(
+            &c,
+            Method::POST,
+            &format!("{na}/v1/users/{user}/{path}"),
+            &f.key,
+            (path == "ban").then(|| json!({})),
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(
+            ws.close_code(Duration::from_secs(2)).await,
+            Some(code),
+            "{user}'s socket on node B after {path} on node A"
+        );
+        figures.push((path, t0.elapsed()));
+    }
+    let mut carol = Ws::connect(nb, &f.token("carol", 0).await).await;
+    let t0 = Instant::now();
+    let (st, v) = call(
+        &c,
+        Method::PATCH,
+        &format!("{}/admin/v1/tenants/{}/apps/{}", f.cp, f.tenant, f.app),
+        OPERATOR,
+        Some(json!({"status": "suspended"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        carol.close_code(Duration::from_secs(2)).await,
+        Some(4003),
+        "carol's socket on node B after the suspension"
+    );
+    figures.push(("suspension", t0.elapsed()));
+    println!("cell: sessions ended on the other node after {figures:?}");
 }
 
 /// `kill -9` the node a receiver is connected to while messages flow: the receiver reconnects to

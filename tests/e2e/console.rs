@@ -238,7 +238,7 @@ async fn console_moderation_reaches_the_data_plane() {
     )
     .await;
     assert_eq!(st, 403, "{v}");
-    assert_eq!(v["code"], "forbidden");
+    assert_eq!(v["code"], "banned");
     assert!(v["message"].as_str().unwrap().contains("banned"), "{v}");
 
     // Delete the message: a tombstone for everyone.

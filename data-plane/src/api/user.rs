@@ -24,6 +24,8 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Node>> {
         .routes(routes!(reactivate_user))
         .routes(routes!(ban_user, unban_user))
         .routes(routes!(create_token))
+        .routes(routes!(revoke_tokens))
+        .routes(routes!(revoke_token))
         .routes(routes!(list_user_conversations))
 }
 
@@ -40,8 +42,20 @@ pub struct TokenIn {
 pub struct TokenOut {
     /// The JWT: connect with `GET /v1/connect?token=…`.
     pub token: String,
+    /// Its id (the JWT's `jti`): `DELETE /v1/users/{user_id}/tokens/{token_id}` revokes it.
+    pub token_id: String,
     /// When it expires.
     pub expires_at: DateTime<Utc>,
+}
+
+/// The user's tokens were revoked.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TokensRevokedOut {
+    /// The user.
+    pub user_id: String,
+    /// Every token issued at or before this second (its `iat`) is refused from now on, on
+    /// every node; tokens issued later work.
+    pub tokens_not_before: DateTime<Utc>,
 }
 
 /// List the app's users (by id)
@@ -192,8 +206,61 @@ async fn create_token(
             format!("must be 60..={max}"),
         ));
     }
-    let (token, expires_at) = n.messaging.directory.mint_token(&p.app_id, &id, ttl)?;
-    Ok((StatusCode::CREATED, Json(TokenOut { token, expires_at })))
+    let t = n.messaging.directory.mint_token(&p.app_id, &id, ttl)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenOut {
+            token: t.token,
+            token_id: t.id,
+            expires_at: t.expires_at,
+        }),
+    ))
+}
+
+/// Revoke every token of a user issued until now
+///
+/// Connections opened with them are closed (code 4001) on every node within 2 s, and those
+/// tokens are refused at connect. Tokens issued in the same second are revoked too: mint new
+/// ones a second later.
+#[utoipa::path(post, path = "/v1/users/{user_id}/tokens/revoke", tag = "users", params(("user_id" = String, Path, description = "User id")),
+    responses((status = 200, description = "Revoked", body = TokensRevokedOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
+async fn revoke_tokens(
+    State(n): State<Arc<Node>>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<TokensRevokedOut>, ApiError> {
+    let at = n
+        .messaging
+        .revoke_user_tokens(p.app_id.as_str(), &id)
+        .await?;
+    Ok(Json(TokensRevokedOut {
+        user_id: id,
+        tokens_not_before: at,
+    }))
+}
+
+/// Revoke one token of a user by its id (`token_id`, the JWT's `jti`)
+///
+/// Connections opened with it are closed (code 4001) on every node within 2 s, and it is
+/// refused at connect for the longest life the server API gives a token
+/// (`gateway.max_token_ttl_secs`); revoke a token you signed yourself with a longer life with
+/// `POST /v1/users/{user_id}/tokens/revoke`.
+#[utoipa::path(delete, path = "/v1/users/{user_id}/tokens/{token_id}", tag = "users", params(("user_id" = String, Path, description = "User id"), ("token_id" = String, Path, description = "Token id (`jti`)")),
+    responses((status = 204, description = "Revoked"), (status = "4XX", description = "Client error", body = ErrorBody)))]
+async fn revoke_token(
+    State(n): State<Arc<Node>>,
+    p: Principal,
+    Path((id, token_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    n.messaging
+        .revoke_user_token(
+            p.app_id.as_str(),
+            &id,
+            &token_id,
+            n.gateway.max_token_ttl_secs,
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A user's conversations, with unread counts and last messages

@@ -6,6 +6,7 @@ pub mod member;
 pub mod message;
 pub mod outbox;
 pub mod reaction;
+pub mod token_revocation;
 pub mod user;
 pub mod webhook_attempt;
 pub mod webhook_delivery;

@@ -6,8 +6,10 @@
 //! client that reads too slowly is closed with code 4008 rather than growing the server's memory.
 //! A bad frame gets an `error` frame; the connection and its other work go on.
 //!
-//! Close codes: 1001 node shutting down, 1009 frame too large, 4002 heartbeat timeout,
-//! 4003 app suspended or user banned, 4008 slow consumer.
+//! Close codes: 1001 node shutting down, 1009 frame too large, 4001 token revoked (reconnect
+//! with a new token), 4002 heartbeat timeout, 4003 access ended (user banned, deactivated or
+//! deleted, app suspended or gone), 4008 slow consumer. Access ends on every node of the cell
+//! within tens of milliseconds: see [`crate::service::access`] and [`crate::hub::Ending`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,10 +61,22 @@ pub async fn connect(
                 "missing user token: connect with ?token=<jwt>",
             )
         })?;
+    // Endings that reach this node from now on also reach this connection (see `Hub::add`).
+    let checked_at = std::time::Instant::now();
     let p = node.messaging.directory.verify_token(&token)?;
     node.messaging
         .active_user(p.app_id.as_str(), &p.user_id)
         .await?;
+    if node
+        .messaging
+        .token_revoked(p.app_id.as_str(), &p.user_id, &p.token)
+        .await?
+    {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "user token was revoked; get a new one",
+        ));
+    }
     if let Some(cfg) = node.messaging.directory.app(&p.app_id)
         && let Some(c) = node.messaging.metering.admit_user(&cfg, &p.user_id).await?
     {
@@ -133,7 +147,7 @@ pub async fn connect(
                     .await;
             });
         })
-        .on_upgrade(move |socket| run(node, p, conn_id, counts.user, socket))
+        .on_upgrade(move |socket| run(node, p, conn_id, checked_at, counts.user, socket))
         .into_response())
 }
 
@@ -152,6 +166,7 @@ async fn run(
     node: Arc<Node>,
     p: UserPrincipal,
     conn_id: String,
+    checked_at: std::time::Instant,
     user_conns: u64,
     socket: WebSocket,
 ) {
@@ -168,8 +183,14 @@ async fn run(
             id: conn_id.clone(),
             tx: tx.clone(),
             close: close_tx.clone(),
+            token: p.token.clone(),
+            checked_at,
         },
     );
+    // A config update applied during the upgrade (suspension, retired secret) ends it too.
+    if let Some(why) = node.messaging.directory.session_ended(&app, &p.token) {
+        let _ = close_tx.send(CloseReason::Ended(why));
+    }
     metrics::gauge!("starling_ws_connections").increment(1.0);
     node.messaging.metering.connection_opened(&app, &user);
 
@@ -223,6 +244,10 @@ async fn run(
             }
             Ok(Some(Ok(m))) => m,
         };
+        // Access ended while this frame arrived: it is not handled.
+        if *close_tx.borrow() != CloseReason::Open {
+            break;
+        }
         let reply = match msg {
             Message::Text(t) => {
                 // One span per frame: the trace of a send continues on the receivers' nodes.
@@ -293,9 +318,12 @@ async fn write_loop(
                     CloseReason::SlowConsumer => (4008, "slow consumer: frames were not read in time"),
                     CloseReason::Shutdown => (1001, "node shutting down"),
                     CloseReason::HeartbeatTimeout => (4002, "heartbeat timeout"),
+                    CloseReason::Ended(why) => (why.close_code(), why.reason()),
                     CloseReason::Open => continue,
                 };
-                if reason != CloseReason::SlowConsumer {
+                // Nothing more reaches a session whose access ended, and a client that
+                // stopped reading cannot take it.
+                if matches!(reason, CloseReason::HeartbeatTimeout | CloseReason::Shutdown) {
                     // Flush what is queued (e.g. the error that explains the close), briefly.
                     let flush = async {
                         while let Ok(Outbound::Frame(f)) = rx.try_recv() {
@@ -444,6 +472,19 @@ async fn handle(node: &Node, p: &UserPrincipal, frame: ClientFrame) -> Result<Va
         ));
     }
     let limits = &cfg.limits;
+    // A user whose access ended (banned, deactivated, deleted) is refused even in the moment
+    // before the close reaches this connection. `send` checks the user in its own query;
+    // `edit`, `delete` and `react` in the service, for every door.
+    if matches!(
+        frame,
+        ClientFrame::Sync { .. }
+            | ClientFrame::Read { .. }
+            | ClientFrame::Typing { .. }
+            | ClientFrame::Subscribe { .. }
+            | ClientFrame::Unsubscribe { .. }
+    ) {
+        m.active_user(app, user).await?;
+    }
     Ok(match frame {
         ClientFrame::Send {
             conversation_id,
@@ -558,7 +599,12 @@ impl Node {
 mod tests {
     use super::*;
 
-    fn future_size<A, B, C, D, E, F: std::future::Future>(
+    fn future_size<A, B, C, D, E, G, F: std::future::Future>(
+        _: impl FnOnce(A, B, C, D, E, G) -> F,
+    ) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn future_size5<A, B, C, D, E, F: std::future::Future>(
         _: impl FnOnce(A, B, C, D, E) -> F,
     ) -> usize {
         std::mem::size_of::<F>()
@@ -570,7 +616,7 @@ mod tests {
     #[test]
     fn an_idle_connection_keeps_little_task_state() {
         let reader = future_size(run);
-        let writer = future_size(write_loop);
+        let writer = future_size5(write_loop);
         eprintln!("reader {reader} bytes, writer {writer} bytes");
         assert!(reader <= 2048, "the reader's state is {reader} bytes");
         assert!(writer <= 1024, "the writer's state is {writer} bytes");

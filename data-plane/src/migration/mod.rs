@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod m20261127_000001_messaging;
 mod m20261127_000002_outbox;
 mod m20261127_200001_webhooks;
+mod m20261207_000001_token_revocation;
 
 /// All data-plane migrations, oldest first.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_messaging::Migration),
             Box::new(m20261127_000002_outbox::Migration),
             Box::new(m20261127_200001_webhooks::Migration),
+            Box::new(m20261207_000001_token_revocation::Migration),
         ]
     }
 

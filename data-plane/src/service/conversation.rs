@@ -757,7 +757,7 @@ impl Messaging {
         if let Some(m) = self.member_model(app, id, user).await? {
             if m.banned {
                 return Err(ApiError::new(
-                    ErrorCode::Forbidden,
+                    ErrorCode::Banned,
                     format!("user {user} is banned from conversation {id}"),
                 ));
             }
@@ -782,6 +782,8 @@ impl Messaging {
             .filter(member::Column::AppId.eq(app))
             .filter(member::Column::ConversationId.eq(id))
             .filter(member::Column::UserId.eq(user))
+            // A ban is kept: leaving and joining again must not lift it.
+            .filter(member::Column::Banned.eq(false))
             .exec(&self.db)
             .await?;
         Ok(())
@@ -863,12 +865,12 @@ impl Messaging {
 }
 
 /// Whether a user whose membership row says `banned` (`None`: no row) counts as a member
-/// (`forbidden`, naming the conversation, if not).
+/// (`banned` or `forbidden`, naming the conversation, if not).
 pub(crate) fn is_member(cid: &str, user: &str, banned: Option<bool>) -> Result<()> {
     match banned {
         Some(false) => Ok(()),
         Some(true) => Err(ApiError::new(
-            ErrorCode::Forbidden,
+            ErrorCode::Banned,
             format!("user {user} is banned from conversation {cid}"),
         )),
         None => Err(not_member(cid)),

@@ -600,6 +600,8 @@ impl Messaging {
     ) -> Result<MessageOut> {
         let m = self.message_model(app, cid, mid).await?;
         if let Actor::User(u) = actor {
+            // A banned or deactivated user edits nothing, not even their own messages.
+            self.active_user(app, u).await?;
             self.require_member(app, cid, u).await?;
             if m.sender_id != u {
                 return Err(ApiError::new(
@@ -662,6 +664,12 @@ impl Messaging {
         actor: Actor<'_>,
     ) -> Result<MessageOut> {
         let m = self.message_model(app, cid, mid).await?;
+        if let Actor::User(u) = actor {
+            // Banned (from the app or this conversation), deactivated or no longer a member:
+            // deletes nothing, not even their own messages.
+            self.active_user(app, u).await?;
+            self.require_member(app, cid, u).await?;
+        }
         if let Actor::User(u) = actor
             && m.sender_id != u
             && !self.may_moderate(app, cid, u).await?

@@ -2,6 +2,7 @@
 //! Both the WebSocket gateway and the server REST API call these; every change that others
 //! should see is fanned out as an [`Event`](crate::protocol::Event) after it is committed.
 
+pub mod access;
 pub(crate) mod commit;
 pub mod conversation;
 pub mod message;
@@ -129,6 +130,7 @@ impl Messaging {
                 frame: frame.clone(),
                 trace: trace.clone(),
                 order: order.clone(),
+                end: None,
             };
             if let Err(e) = self.bus.publish(&node, d).await {
                 tracing::warn!(error = %e, node, "publishing a delivery failed");

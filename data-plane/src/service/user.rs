@@ -11,7 +11,9 @@ use starling_core::http::{Page, PageParams};
 use utoipa::ToSchema;
 
 use super::{Messaging, Result, check_object, check_user_id, invalid, now};
+use crate::directory::SessionEnd;
 use crate::entity::{member, message, reaction, user};
+use crate::hub::Ending;
 use crate::store::scoped;
 use crate::webhook::catalog::{UserData, UserDeletedData};
 
@@ -228,7 +230,12 @@ impl Messaging {
         let mut a: user::ActiveModel = u.into();
         a.status = Set(if active { "active" } else { "deactivated" }.into());
         a.updated_at = Set(now());
-        self.save_user(app, id, a, "user.updated").await
+        let out = self.save_user(app, id, a, "user.updated").await?;
+        if !active {
+            self.end_sessions(app, id, Ending::all(SessionEnd::Deactivated))
+                .await;
+        }
+        Ok(out)
     }
 
     /// Bans a user from the whole app (until a time, or for good).
@@ -250,7 +257,10 @@ impl Messaging {
         a.banned_until = Set(ban.until);
         a.ban_reason = Set(ban.reason);
         a.updated_at = Set(now());
-        self.save_user(app, id, a, "user.banned").await
+        let out = self.save_user(app, id, a, "user.banned").await?;
+        self.end_sessions(app, id, Ending::all(SessionEnd::Banned))
+            .await;
+        Ok(out)
     }
 
     /// Lifts an app-wide ban.
@@ -268,6 +278,9 @@ impl Messaging {
     /// messages become tombstones (content erased, seq kept so conversations stay gap-free).
     pub async fn delete_user(&self, app: &str, id: &str) -> Result<()> {
         self.user_model(app, id).await?;
+        // Tokens issued so far die with the user: a user created again under the same id
+        // does not inherit them.
+        self.set_not_before(app, id).await?;
         let now = now();
         let txn = self.db.begin().await?;
         message::Entity::update_many()
@@ -320,6 +333,8 @@ impl Messaging {
         )
         .await?;
         self.commit_events(txn).await?;
+        self.end_sessions(app, id, Ending::all(SessionEnd::Deleted))
+            .await;
         Ok(())
     }
 
@@ -366,7 +381,7 @@ pub(crate) fn may_act(
 ) -> Result<()> {
     if status != "active" {
         return Err(ApiError::new(
-            ErrorCode::Forbidden,
+            ErrorCode::UserDeactivated,
             format!("user {id} is deactivated"),
         ));
     }
@@ -375,7 +390,7 @@ pub(crate) fn may_act(
             .map(|t| format!(" until {}", t.to_rfc3339()))
             .unwrap_or_default();
         return Err(ApiError::new(
-            ErrorCode::Forbidden,
+            ErrorCode::Banned,
             format!("user {id} is banned{until}"),
         ));
     }

@@ -415,9 +415,14 @@ fn asyncapi_document_is_self_consistent() {
         "heartbeat",
         "1001",
         "1009",
+        "4001",
         "4002",
         "4003",
         "4008",
+        "404 `not_found`",
+        "403 `banned`",
+        "`nbf`",
+        "`jti`",
     ] {
         assert!(description.contains(needle), "info.description: {needle}?");
     }

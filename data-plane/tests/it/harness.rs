@@ -550,6 +550,25 @@ impl Ws {
         }
     }
 
+    /// Waits at most `within` for the server to close the connection; returns the close code
+    /// (1006 when the connection dropped without one), or `None` if it stayed open.
+    pub async fn closed_within(&mut self, within: Duration) -> Option<u16> {
+        if let Some(f) = self.stash.iter().find(|f| f["type"] == "__close") {
+            return f["code"].as_u64().map(|c| c as u16);
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(f)) if f["type"] == "__close" => {
+                    return f["code"].as_u64().map(|c| c as u16);
+                }
+                Ok(Some(f)) => self.stash.push(f),
+                Ok(None) => return Some(1006),
+                Err(_) => return None,
+            }
+        }
+    }
+
     pub async fn close(mut self) {
         let _ = self.sink.send(Message::Close(None)).await;
     }

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod access;
 mod asyncapi;
 mod config_trust;
 mod conformance;

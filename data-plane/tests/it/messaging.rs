@@ -398,6 +398,7 @@ async fn a_node_pushes_a_conversations_messages_in_seq_order(b: Backend) {
                 conversation_id: "conv".into(),
                 seq,
             }),
+            end: None,
         };
         let (bus, node) = (m.bus.clone(), node.clone());
         async move { bus.publish(&node, d).await.unwrap() }

@@ -260,7 +260,8 @@ async fn revocation_suspension_scopes_and_rate_limits(b: Backend) {
     assert_eq!((st.as_u16(), v["code"].as_str()), (403, Some("forbidden")));
 
     // Revocation takes effect with the next config update: at once.
-    let mut ws = cell.ws(&a, "alice").await;
+    let alice = cell.token(&a, "alice").await;
+    let mut ws = cell.ws_with_token(&alice).await.expect("connect");
     let mut revoked = cfg.clone();
     revoked.keys[0].revoked = true;
     let cfg = cell.publish(revoked).await;
@@ -268,7 +269,8 @@ async fn revocation_suspension_scopes_and_rate_limits(b: Backend) {
     assert_eq!(st, 401);
     assert!(v["message"].as_str().unwrap().contains("revoked"), "{v}");
 
-    // Suspension: REST and socket frames get app_suspended; new connections are refused.
+    // Suspension: REST gets app_suspended; open sockets close with 4003 (access ended); new
+    // connections are refused until the app is back.
     let mut suspended = cfg.clone();
     suspended.suspended = Some("app_suspended".into());
     cell.publish(suspended.clone()).await;
@@ -277,13 +279,11 @@ async fn revocation_suspension_scopes_and_rate_limits(b: Backend) {
         (st.as_u16(), v["code"].as_str()),
         (403, Some("app_suspended"))
     );
-    let r = ws
-        .request(json!({"type": "send", "conversation_id": cid, "text": "x"}))
-        .await;
-    assert_eq!(r["code"], "app_suspended");
+    assert_eq!(ws.closed_within(Duration::from_secs(2)).await, Some(4003));
     let mut back = suspended;
     back.suspended = None;
     cell.publish(back).await;
+    let mut ws = cell.ws_with_token(&alice).await.expect("connect");
     let r = ws
         .request(json!({"type": "send", "conversation_id": cid, "text": "back"}))
         .await;
