@@ -249,6 +249,7 @@ async fn image_processes_start_from_terraform_env_only() {
     );
     let mut samples: BTreeMap<&str, String> = BTreeMap::new();
     let (signing_key, public_key) = starling_e2e::keygen(&starling_e2e::starling_bin()).unwrap();
+    let config_key = starling_core::cellkey::CellSecretKey::generate();
     for (k, v) in [
         ("STARLING_AUTH__CONTROL_PLANE_SIGNING_KEY", signing_key),
         (
@@ -298,6 +299,10 @@ async fn image_processes_start_from_terraform_env_only() {
         (
             "STARLING_GATEWAY__CELL_CREDENTIAL",
             starling_core::internal_auth::generate_cell_credential().credential,
+        ),
+        (
+            "STARLING_GATEWAY__CONFIG_KEYS",
+            format!("[\"{}\"]", config_key.to_text()),
         ),
         // The internal API on a port of its own, as the cell module's ClusterIP Service expects.
         (
@@ -351,6 +356,8 @@ async fn image_processes_start_from_terraform_env_only() {
             "name": format!("image-{}", ulid::Ulid::new().to_string().to_lowercase()),
             "region": "local",
             "capacity_apps": 10,
+            // The module's config_keys: app configuration reaches the node sealed to them.
+            "config_public_key": config_key.public_key().to_text(),
         })),
     )
     .await;

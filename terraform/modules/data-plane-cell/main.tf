@@ -99,7 +99,12 @@ locals {
     var.control_plane_url != null ? {
       "STARLING_GATEWAY__CELL_CREDENTIAL" = { name = local.auth_secret, key = "cell-credential" }
     } : {},
+    # The cell's config keys: app configuration reaches the nodes sealed to them.
+    local.config_keys_set ? {
+      "STARLING_GATEWAY__CONFIG_KEYS" = { name = local.auth_secret, key = "config-keys" }
+    } : {},
   )
+  config_keys_set = nonsensitive(length(var.config_keys)) > 0 || var.config_keys_in_existing_secret
 }
 
 resource "kubernetes_namespace_v1" "this" {
@@ -126,6 +131,7 @@ resource "kubernetes_secret_v1" "auth" {
   data = merge(
     { "key-hash-secret" = var.key_hash_secret },
     var.cell_credential != null ? { "cell-credential" = var.cell_credential } : {},
+    nonsensitive(length(var.config_keys)) > 0 ? { "config-keys" = jsonencode(var.config_keys) } : {},
   )
 
   lifecycle {

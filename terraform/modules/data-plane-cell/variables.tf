@@ -95,6 +95,24 @@ variable "cell_credential" {
   }
 }
 
+variable "config_keys" {
+  description = "The cell's config keys: X25519 secret keys (`starling keygen --cell`), the new one and the old one during a rotation. Register the public half as the cluster's config_public_key (POST/PATCH /admin/v1/clusters) after the nodes have the secret: every app-config update for the cell, secrets included, then crosses the bus sealed to it. Empty: updates travel in clear (signed). Ignored when existing_auth_secret is set; never an output."
+  type        = list(string)
+  default     = []
+  sensitive   = true
+
+  validation {
+    condition     = alltrue([for k in var.config_keys : can(regex("^[A-Za-z0-9_-]{43}$", k))])
+    error_message = "Each config key must be 32 bytes in unpadded base64url, as `starling keygen --cell` prints it."
+  }
+}
+
+variable "config_keys_in_existing_secret" {
+  description = "existing_auth_secret also holds `config-keys` (a JSON list of the cell's config keys): the nodes get them as gateway.config_keys."
+  type        = bool
+  default     = false
+}
+
 variable "internal_port" {
   description = "Port of the nodes' internal API (server.internal_listen), served by a ClusterIP Service only (never a load balancer): the control plane's moderation calls reach the cell there."
   type        = number
