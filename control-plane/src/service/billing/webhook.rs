@@ -218,22 +218,30 @@ impl ControlPlane {
             }
             _ => "ignored",
         };
-        if restore {
+        // The tenant's changes commit with the event's id, or not at all: a plan change that
+        // fails leaves the event unrecorded, Stripe delivers it again (it retries any answer
+        // but 2xx), and the retry applies it.
+        let mut publish = restore;
+        if restore || new_plan.is_some() {
             let t = tenant::Entity::find_by_id(tenant.to_string())
                 .one(&txn)
                 .await?
                 .ok_or_else(|| not_found("tenant", &tenant))?;
+            let plan_changes = new_plan.as_ref().is_some_and(|p| *p != t.plan_id);
+            publish |= plan_changes;
             let mut am: tenant::ActiveModel = t.into();
-            am.status = Set(Status::Active);
+            if restore {
+                am.status = Set(Status::Active);
+            }
+            if let Some(p) = new_plan.filter(|_| plan_changes) {
+                am.plan_id = Set(p);
+            }
             am.updated_at = Set(crate::service::now());
             am.update(&txn).await?;
         }
         txn.commit().await?;
         tracing::info!(event = %ev.id, kind = %ev.kind, tenant_id = %tenant, status, "stripe event");
-        if let Some(p) = new_plan {
-            self.set_tenant_plan(&tenant, &p).await?;
-        }
-        if restore {
+        if publish {
             self.publish_tenant(tenant.as_str()).await;
         }
         // A grace period that is already over (a late event, or no grace configured).
