@@ -515,9 +515,10 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
-    let mut cp = server::open(
+    let mut cp = server::open_with(
         &db_url,
         cfg.database.max_connections,
+        cfg.database.timeouts(),
         &key_hash_secret,
         sealer,
     )
@@ -702,7 +703,11 @@ pub async fn run_data_plane(
         .follow(feed)
         .await
         .context("reading the app-config feed")?;
-    let db = starling_core::db::connect(&db_url, cfg.database.max_connections)
+    let db = starling_core::db::connect_with(
+        &db_url,
+        cfg.database.max_connections,
+        cfg.database.timeouts(),
+    )
         .await
         .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
     let registry = starling_data_plane::redis_registry::RedisRegistry::connect(

@@ -455,13 +455,33 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     /// Largest number of pooled connections.
     pub max_connections: u32,
+    /// PostgreSQL `statement_timeout` of every connection, in milliseconds (0: none): a
+    /// statement running longer fails and its transaction rolls back. Ignored on SQLite.
+    pub statement_timeout_ms: u64,
+    /// PostgreSQL `lock_timeout` of every connection, in milliseconds (0: none): a statement
+    /// waiting longer for a row or table lock (held by a stuck transaction, say) fails, and a
+    /// send answers `unavailable` instead of holding the node's committer. Ignored on SQLite.
+    pub lock_timeout_ms: u64,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
+        let t = starling_core::db::Timeouts::default();
         Self {
             url: None,
             max_connections: 20,
+            statement_timeout_ms: t.statement_ms,
+            lock_timeout_ms: t.lock_ms,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The PostgreSQL timeouts set.
+    pub fn timeouts(&self) -> starling_core::db::Timeouts {
+        starling_core::db::Timeouts {
+            statement_ms: self.statement_timeout_ms,
+            lock_ms: self.lock_timeout_ms,
         }
     }
 }
@@ -471,6 +491,8 @@ impl std::fmt::Debug for DatabaseConfig {
         f.debug_struct("DatabaseConfig")
             .field("url", &self.url.as_deref().map(redact_url))
             .field("max_connections", &self.max_connections)
+            .field("statement_timeout_ms", &self.statement_timeout_ms)
+            .field("lock_timeout_ms", &self.lock_timeout_ms)
             .finish()
     }
 }

@@ -43,7 +43,26 @@ pub async fn open(
     key_hash_secret: &str,
     sealer: Sealer,
 ) -> anyhow::Result<ControlPlane> {
-    let db = store::connect(database_url, max_connections).await?;
+    open_with(
+        database_url,
+        max_connections,
+        starling_core::db::Timeouts::default(),
+        key_hash_secret,
+        sealer,
+    )
+    .await
+}
+
+/// [`open`] with the PostgreSQL timeouts of `database.statement_timeout_ms` and
+/// `database.lock_timeout_ms`.
+pub async fn open_with(
+    database_url: &str,
+    max_connections: u32,
+    timeouts: starling_core::db::Timeouts,
+    key_hash_secret: &str,
+    sealer: Sealer,
+) -> anyhow::Result<ControlPlane> {
+    let db = starling_core::db::connect_with(database_url, max_connections, timeouts).await?;
     store::migrate(&db).await?;
     let cp = ControlPlane::new(db, KeyHasher::new(key_hash_secret), sealer);
     // Rows from before sealing existed (or written by an older version): sealed now, so an

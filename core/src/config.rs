@@ -169,6 +169,11 @@ pub struct GatewayConfig {
     /// Sends waiting for the node's committer at most; further sends wait to join the queue
     /// (back-pressure) instead of growing it.
     pub send_queue: usize,
+    /// Longest time, in milliseconds, the node's committer spends on one batch of sends,
+    /// retries included. A send not written by then is answered `unavailable` (retry with the
+    /// same `client_msg_id`), and the committer goes on with the next batch: a database that
+    /// hangs holds it this long at most, not once per send.
+    pub commit_timeout_ms: u64,
     /// The control plane's base URL (`http://host:7400`), for a node of a cell: the server API
     /// manages webhook endpoints through its internal routes. Unset: those calls answer 503
     /// (standalone has the control plane in its process and ignores this).
@@ -362,6 +367,7 @@ impl Default for GatewayConfig {
             usage_flush_ms: 60_000,
             send_batch_max: 256,
             send_queue: 4096,
+            commit_timeout_ms: 10_000,
         }
     }
 }
@@ -469,6 +475,12 @@ impl GatewayConfig {
             return Err(ConfigError::field(
                 "gateway.send_batch_max",
                 "must be 1..=1000",
+            ));
+        }
+        if !(100..=600_000).contains(&self.commit_timeout_ms) {
+            return Err(ConfigError::field(
+                "gateway.commit_timeout_ms",
+                "must be 100..=600000",
             ));
         }
         if !(1..=1_000_000).contains(&self.send_queue) {

@@ -4,8 +4,42 @@ use std::time::Duration;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 
-/// Connects to PostgreSQL (`postgres://…`) or SQLite (`sqlite://path?mode=rwc`).
+/// How long PostgreSQL lets one statement run, and wait for a lock, before it gives up with an
+/// error (and rolls the transaction back). Without them a lock held by another session, or a
+/// runaway query, holds a pooled connection, and the node's one message committer, for as long
+/// as it lasts. SQLite has neither (it has one writer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `statement_timeout`, in milliseconds (0: none).
+    pub statement_ms: u64,
+    /// `lock_timeout`, in milliseconds (0: none).
+    pub lock_ms: u64,
+}
+
+impl Default for Timeouts {
+    /// 30 s per statement (a send's statements take milliseconds; a migration or a retention
+    /// sweep longer, but not this), 5 s waiting for a lock (row locks between nodes are held
+    /// for one transaction's milliseconds; longer means something is stuck).
+    fn default() -> Self {
+        Self {
+            statement_ms: 30_000,
+            lock_ms: 5_000,
+        }
+    }
+}
+
+/// Connects to PostgreSQL (`postgres://…`) or SQLite (`sqlite://path?mode=rwc`) with the
+/// default [`Timeouts`].
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+    connect_with(url, max_connections, Timeouts::default()).await
+}
+
+/// [`connect`] with the given PostgreSQL timeouts.
+pub async fn connect_with(
+    url: &str,
+    max_connections: u32,
+    timeouts: Timeouts,
+) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(url.to_owned());
     let sqlite = url.starts_with("sqlite:");
     opts.max_connections(if sqlite {
@@ -28,7 +62,15 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         // every message or conversation of the app per send (264 M index tuples read for 23 k
         // sends in one benchmark, docs/BENCHMARKS.md), until an ANALYZE replanned. Planning
         // each execution costs tens of microseconds and cannot go that wrong.
-        opts.map_sqlx_postgres_opts(|o| o.options([("plan_cache_mode", "force_custom_plan")]));
+        // The timeouts are session settings sent at connect, so they hold for every statement
+        // on every pooled connection without a round trip of their own.
+        opts.map_sqlx_postgres_opts(move |o| {
+            o.options([
+                ("plan_cache_mode", "force_custom_plan".to_owned()),
+                ("statement_timeout", timeouts.statement_ms.to_string()),
+                ("lock_timeout", timeouts.lock_ms.to_string()),
+            ])
+        });
     }
     let db = Database::connect(opts).await?;
     if sqlite {

@@ -210,6 +210,9 @@ fn is_unavailable(e: &sea_orm::DbErr) -> bool {
     use sea_orm::DbErr;
     match e {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        // PostgreSQL gave up waiting (`lock_timeout`, `statement_timeout`): the transaction
+        // was rolled back, and trying again later may well succeed.
+        _ if matches!(sql_state(e).as_deref(), Some("55P03" | "57014")) => true,
         DbErr::Exec(_) | DbErr::Query(_) => {
             let s = e.to_string().to_ascii_lowercase();
             [
@@ -225,6 +228,21 @@ fn is_unavailable(e: &sea_orm::DbErr) -> bool {
             .any(|w| s.contains(w))
         }
         _ => false,
+    }
+}
+
+/// The SQLSTATE (PostgreSQL) or extended result code (SQLite) of an error the database
+/// answered with; `None` for an error that is not the server's answer (I/O, pool, protocol).
+pub fn sql_state(e: &sea_orm::DbErr) -> Option<String> {
+    use sea_orm::{DbErr, RuntimeErr};
+    match e {
+        DbErr::Exec(RuntimeErr::SqlxError(s))
+        | DbErr::Query(RuntimeErr::SqlxError(s))
+        | DbErr::Conn(RuntimeErr::SqlxError(s)) => s
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.into_owned()),
+        _ => None,
     }
 }
 

@@ -5,6 +5,14 @@
 //! waits in a queue until the usage feed confirms it, and is re-sent with the same id until
 //! then: the control plane counts each id once.
 //!
+//! The queue is in memory (a node that dies loses what it did not send: at most one flush
+//! interval while the feed is up) and bounded by [`MAX_PENDING_BYTES`]: when it is full, counts
+//! are not cut but go on adding up in their app-hour (bounded by apps × hours), so nothing is
+//! dropped. A report never carries more than [`MAX_USERS_PER_REPORT`] active users: a big
+//! app's hour is cut into several reports (the counts ride on the first), each well under the
+//! bus's message size. A report the feed refuses goes to the back of the queue, so it never
+//! holds up the ones behind it.
+//!
 //! Enforcement: `messages_per_month` and `monthly_active_users` are checked against the cell's
 //! shared counters ([`QuotaStore`]) with the limits from the app configuration the node caches,
 //! so it goes on while the control plane is down. A hard limit refuses with `quota_exceeded`,
@@ -47,10 +55,51 @@ pub struct Metering {
     feed: Option<Arc<dyn UsageFeed>>,
     state: Mutex<State>,
     pending: tokio::sync::Mutex<VecDeque<UsageReport>>,
+    /// [`MAX_PENDING_BYTES`], smaller in tests.
+    max_pending_bytes: usize,
 }
 
-/// Reports kept at most while the feed is down (oldest dropped first, loudly).
-const MAX_PENDING: usize = 100_000;
+/// Bytes of reports (about their JSON size) queued at most; past it counts wait uncut.
+pub const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
+
+/// Active users in one report at most: 10,000 ids of ≤ 128 bytes stay under 1.4 MB, far from
+/// Pulsar's 5 MB message limit.
+pub const MAX_USERS_PER_REPORT: usize = 10_000;
+
+/// Failed sends in a row after which a flush stops (the feed is down, not one report bad).
+const FAILURES_IN_A_ROW: usize = 3;
+
+/// About the bytes a report takes queued and on the bus.
+fn report_bytes(r: &UsageReport) -> usize {
+    256 + r.active_users.iter().map(|u| u.len() + 3).sum::<usize>()
+}
+
+/// `r` cut into reports of at most `max_users` users; the first carries the counts.
+fn split(r: UsageReport, max_users: usize) -> Vec<UsageReport> {
+    if r.active_users.len() <= max_users {
+        return vec![r];
+    }
+    let mut out = Vec::new();
+    for (i, users) in r.active_users.chunks(max_users.max(1)).enumerate() {
+        let first = i == 0;
+        out.push(UsageReport {
+            id: if first {
+                r.id.clone()
+            } else {
+                ulid::Ulid::new().to_string()
+            },
+            app_id: r.app_id.clone(),
+            node_id: r.node_id.clone(),
+            hour: r.hour,
+            messages: if first { r.messages } else { 0 },
+            api_calls: if first { r.api_calls } else { 0 },
+            active_users: users.to_vec(),
+            peak_connections: if first { r.peak_connections } else { 0 },
+            stored_bytes: if first { r.stored_bytes } else { 0 },
+        });
+    }
+    out
+}
 
 /// The `quota_exceeded` refusal for limit `name`.
 /// A monthly quota counter that reached one of the thresholds customers are told about by the
@@ -109,7 +158,14 @@ impl Metering {
             feed,
             state: Mutex::new(State::default()),
             pending: tokio::sync::Mutex::new(VecDeque::new()),
+            max_pending_bytes: MAX_PENDING_BYTES,
         }
+    }
+
+    /// The same, with a queue of at most `bytes` (tests).
+    pub fn with_queue_bytes(mut self, bytes: usize) -> Self {
+        self.max_pending_bytes = bytes;
+        self
     }
 
     /// The clock periods are taken from.
@@ -199,6 +255,19 @@ impl Metering {
         }
     }
 
+    /// Takes back a message [`Metering::admit_message`] counted for `cfg`'s app, when it was
+    /// not stored after all (its commit failed, or a concurrent retry stored it first). Only
+    /// for hard or soft limits that are counted: without a limit nothing was taken.
+    pub async fn give_back_message(&self, cfg: &AppConfig) {
+        if cfg.limits.messages_per_month.is_none() {
+            return;
+        }
+        let key = format!("{}:{}:messages", cfg.app_id, period_of(self.clock.now()));
+        if let Err(e) = self.quotas.give_back(&key).await {
+            tracing::warn!(error = %e, app_id = %cfg.app_id, "giving back a message's quota failed");
+        }
+    }
+
     /// Counts `user` as active this month, or refuses with `quota_exceeded` when the app is at
     /// its `monthly_active_users` limit and the user was not active yet.
     /// Like [`Metering::admit_message`], tells when this user reached a threshold.
@@ -236,59 +305,75 @@ impl Metering {
         }
     }
 
-    /// Cuts the counts so far into reports (queued) and sends the queue in order, stopping at
-    /// the first failure (the rest, and the failed one, go again next time with the same ids).
-    /// Returns how many reports were confirmed.
+    /// Cuts the counts so far into reports (queued, while the queue has room) and sends the
+    /// queue. A report the feed refuses goes to the back (it is sent again with the same id
+    /// next time); after a few refusals in a row the flush stops, the feed being down. Returns
+    /// how many reports were confirmed.
     pub async fn flush(&self) -> usize {
-        let cut: Vec<UsageReport> = {
-            let now_hour = hour_start(self.clock.now());
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            // Apps with open connections report their current count as this hour's peak.
-            let live: Vec<(String, u64)> = s.live.iter().map(|(a, n)| (a.clone(), *n)).collect();
-            for (app, n) in live {
-                let c = s.buckets.entry((app, now_hour)).or_default();
-                c.peak = c.peak.max(n);
-            }
-            s.buckets
-                .drain()
-                .filter_map(|((app, hour), c)| {
-                    let app_id = AppId::parse(&app).ok()?;
-                    let mut users: Vec<String> = c.users.into_iter().collect();
-                    users.sort();
-                    Some(UsageReport {
-                        id: ulid::Ulid::new().to_string(),
-                        app_id,
-                        node_id: self.node_id.clone(),
-                        hour,
-                        messages: c.messages,
-                        api_calls: c.api_calls,
-                        active_users: users,
-                        peak_connections: c.peak,
-                        stored_bytes: c.bytes,
-                    })
-                })
-                .collect()
-        };
         let mut pending = self.pending.lock().await;
-        pending.extend(cut);
-        while pending.len() > MAX_PENDING {
-            pending.pop_front();
-            tracing::error!("usage report queue full; the oldest report was dropped");
+        let queued: usize = pending.iter().map(report_bytes).sum();
+        if queued < self.max_pending_bytes {
+            let cut: Vec<UsageReport> = {
+                let now_hour = hour_start(self.clock.now());
+                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                // Apps with open connections report their current count as this hour's peak.
+                let live: Vec<(String, u64)> =
+                    s.live.iter().map(|(a, n)| (a.clone(), *n)).collect();
+                for (app, n) in live {
+                    let c = s.buckets.entry((app, now_hour)).or_default();
+                    c.peak = c.peak.max(n);
+                }
+                s.buckets
+                    .drain()
+                    .filter_map(|((app, hour), c)| {
+                        let app_id = AppId::parse(&app).ok()?;
+                        let mut users: Vec<String> = c.users.into_iter().collect();
+                        users.sort();
+                        Some(UsageReport {
+                            id: ulid::Ulid::new().to_string(),
+                            app_id,
+                            node_id: self.node_id.clone(),
+                            hour,
+                            messages: c.messages,
+                            api_calls: c.api_calls,
+                            active_users: users,
+                            peak_connections: c.peak,
+                            stored_bytes: c.bytes,
+                        })
+                    })
+                    .collect()
+            };
+            pending.extend(
+                cut.into_iter()
+                    .flat_map(|r| split(r, MAX_USERS_PER_REPORT)),
+            );
+        } else {
+            // Counts stay in their app-hour and are cut once the queue drains: nothing lost.
+            tracing::warn!(
+                queued_bytes = queued,
+                "usage report queue full; counting on without cutting reports"
+            );
         }
         let Some(feed) = &self.feed else {
             pending.clear();
             return 0;
         };
         let mut sent = 0;
-        while let Some(r) = pending.front() {
-            match feed.publish(r).await {
+        let mut failed = 0;
+        // Each report at most once per flush.
+        let mut left = pending.len();
+        while left > 0 && failed < FAILURES_IN_A_ROW {
+            left -= 1;
+            let Some(r) = pending.pop_front() else { break };
+            match feed.publish(&r).await {
                 Ok(()) => {
-                    pending.pop_front();
                     sent += 1;
+                    failed = 0;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, queued = pending.len(), "sending usage failed; will retry");
-                    break;
+                    tracing::warn!(error = %e, report = %r.id, queued = pending.len() + 1, "sending usage failed; will retry");
+                    failed += 1;
+                    pending.push_back(r);
                 }
             }
         }
@@ -445,5 +530,120 @@ mod tests {
         ack.send(true).unwrap();
         assert_eq!(second.await.unwrap(), 2);
         assert_eq!(m.queued().await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_big_hour_is_split_and_a_refused_report_does_not_hold_up_the_others() {
+        let clock = Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 11, 27, 10, 30, 0).unwrap(),
+        ));
+        let feed = Arc::new(InProcessUsageFeed::new());
+        let mut rx = feed.subscribe().await.unwrap();
+        let m = Arc::new(Metering::new(
+            "n1",
+            clock.clone(),
+            Arc::new(crate::quota::InProcessQuotas::default()),
+            Some(feed),
+        ));
+        let (big, small) = (AppId::generate(), AppId::generate());
+        let n_users = MAX_USERS_PER_REPORT * 2 + 5;
+        for i in 0..n_users {
+            m.record_message(big.as_str(), Some(&format!("user-{i:06}")), 1);
+        }
+        m.record_message(small.as_str(), Some("u"), 1);
+        let m2 = m.clone();
+        let flush = tokio::spawn(async move { m2.flush().await });
+        // The feed refuses the first report it is offered (too big for the broker, say) and
+        // takes the rest.
+        let mut got = Vec::new();
+        let mut refused = None;
+        while got.len() < 3 {
+            let (r, _, ack) = rx.recv().await.unwrap();
+            if refused.is_none() {
+                refused = Some(r.id.clone());
+                ack.send(false).unwrap();
+                continue;
+            }
+            ack.send(true).unwrap();
+            got.push(r);
+        }
+        assert_eq!(flush.await.unwrap(), 3, "the refused one held up nothing");
+        assert_eq!(m.queued().await, 1, "the refused one waits for the next flush");
+        let m2 = m.clone();
+        let flush = tokio::spawn(async move { m2.flush().await });
+        let (r, _, ack) = rx.recv().await.unwrap();
+        assert_eq!(Some(&r.id), refused.as_ref(), "re-sent with its id");
+        ack.send(true).unwrap();
+        got.push(r);
+        assert_eq!(flush.await.unwrap(), 1);
+        let bigs: Vec<&UsageReport> = got.iter().filter(|r| r.app_id == big).collect();
+        assert_eq!(bigs.len(), 3, "the big hour in reports of at most {MAX_USERS_PER_REPORT} users");
+        assert!(bigs.iter().all(|r| r.active_users.len() <= MAX_USERS_PER_REPORT));
+        let users: HashSet<&String> = bigs.iter().flat_map(|r| &r.active_users).collect();
+        assert_eq!(users.len(), n_users, "every user once");
+        assert_eq!(
+            bigs.iter().map(|r| r.messages).sum::<u64>(),
+            n_users as u64,
+            "the counts once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_keeps_counting_and_loses_nothing() {
+        let clock = Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 11, 27, 10, 30, 0).unwrap(),
+        ));
+        let feed = Arc::new(InProcessUsageFeed::new());
+        let mut rx = feed.subscribe().await.unwrap();
+        let m = Arc::new(
+            Metering::new(
+                "n1",
+                clock.clone(),
+                Arc::new(crate::quota::InProcessQuotas::default()),
+                Some(feed),
+            )
+            .with_queue_bytes(1000),
+        );
+        let app = AppId::generate();
+        // The control plane's side: refuses while `up` is false, else confirms and hands the
+        // report over.
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (got_tx, mut got) = tokio::sync::mpsc::unbounded_channel();
+        let up2 = up.clone();
+        tokio::spawn(async move {
+            while let Some((r, _, ack)) = rx.recv().await {
+                let ok = up2.load(std::sync::atomic::Ordering::SeqCst);
+                let _ = ack.send(ok);
+                if ok {
+                    let _ = got_tx.send(r);
+                }
+            }
+        });
+        // The feed is down for ten hours of traffic.
+        for _ in 0..10 {
+            for _ in 0..3 {
+                m.record_message(app.as_str(), Some("u"), 1);
+            }
+            m.flush().await;
+            clock.advance(chrono::Duration::hours(1));
+        }
+        assert!(
+            m.queued().await <= 4,
+            "the queue stays bounded: {}",
+            m.queued().await
+        );
+        // Back up: everything counted arrives, once.
+        up.store(true, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..3 {
+            m.flush().await;
+        }
+        assert_eq!(m.queued().await, 0);
+        let mut messages = 0;
+        let mut ids = HashSet::new();
+        while let Ok(r) = got.try_recv() {
+            assert!(ids.insert(r.id.clone()), "{} sent twice", r.id);
+            messages += r.messages;
+        }
+        assert_eq!(messages, 30, "nothing counted was dropped");
     }
 }

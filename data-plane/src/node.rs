@@ -161,6 +161,7 @@ impl Node {
             node.messaging.clone(),
             commit_rx,
             node.gateway.send_batch_max,
+            std::time::Duration::from_millis(node.gateway.commit_timeout_ms),
         ));
         // Clear published messages' outbox rows in batches, off the send path.
         let m = node.messaging.clone();

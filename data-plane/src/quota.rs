@@ -29,6 +29,9 @@ pub enum Taken {
 pub trait QuotaStore: Send + Sync + 'static {
     /// Adds one to counter `key` unless that passes `limit` (`None`: never refuse).
     async fn incr(&self, key: &str, limit: Option<u64>) -> Result<Taken, LimitError>;
+    /// Takes back one that [`QuotaStore::incr`] counted (its message was not stored after
+    /// all); never below zero.
+    async fn give_back(&self, key: &str) -> Result<(), LimitError>;
     /// Adds `member` to set `key` unless that passes `limit` members (a member already in the
     /// set is always counted).
     async fn add_member(
@@ -58,6 +61,14 @@ impl QuotaStore for InProcessQuotas {
         Ok(Taken::Counted(*c))
     }
 
+    async fn give_back(&self, key: &str) -> Result<(), LimitError> {
+        let mut m = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = m.get_mut(key) {
+            *c = c.saturating_sub(1);
+        }
+        Ok(())
+    }
+
     async fn add_member(
         &self,
         key: &str,
@@ -83,6 +94,7 @@ impl QuotaStore for InProcessQuotas {
 pub struct RedisQuotas {
     conn: ConnectionManager,
     incr: Script,
+    give_back: Script,
     add: Script,
 }
 
@@ -105,6 +117,14 @@ impl RedisQuotas {
                 c = redis.call('INCR', KEYS[1])
                 redis.call('EXPIRE', KEYS[1], ARGV[2])
                 return {1, c}
+                ",
+            ),
+            // Never below zero, and never creates the key.
+            give_back: Script::new(
+                r"
+                local c = tonumber(redis.call('GET', KEYS[1]) or '0')
+                if c > 0 then return redis.call('DECR', KEYS[1]) end
+                return 0
                 ",
             ),
             // ARGV[1]: member, ARGV[2]: limit (-1: none), ARGV[3]: ttl.
@@ -151,6 +171,17 @@ impl QuotaStore for RedisQuotas {
         Ok(taken(ok, v))
     }
 
+    async fn give_back(&self, key: &str) -> Result<(), LimitError> {
+        let mut c = self.conn.clone();
+        let _: i64 = self
+            .give_back
+            .key(format!("starling:quota:{key}"))
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| LimitError(e.to_string()))?;
+        Ok(())
+    }
+
     async fn add_member(
         &self,
         key: &str,
@@ -182,6 +213,19 @@ pub mod conformance {
         assert_eq!(q.incr(&k, Some(2)).await.unwrap(), Taken::Counted(2));
         assert_eq!(q.incr(&k, Some(2)).await.unwrap(), Taken::Refused(2));
         assert_eq!(q.incr(&k, None).await.unwrap(), Taken::Counted(3), "soft");
+        q.give_back(&k).await.unwrap();
+        assert_eq!(
+            q.incr(&k, None).await.unwrap(),
+            Taken::Counted(3),
+            "one given back is counted again"
+        );
+        let z = format!("{k}-zero");
+        q.give_back(&z).await.unwrap();
+        assert_eq!(
+            q.incr(&z, Some(1)).await.unwrap(),
+            Taken::Counted(1),
+            "never below zero"
+        );
         let s = format!("{k}-set");
         assert_eq!(
             q.add_member(&s, "a", Some(1)).await.unwrap(),

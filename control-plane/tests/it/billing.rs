@@ -242,3 +242,118 @@ async fn subscriptions_and_metered_usage_against_stripe_mock() {
     assert_eq!(b["stripe_customer_id"], serde_json::Value::Null);
     let _ = TenantId::parse(&t).unwrap();
 }
+
+/// `Stripe-Signature` for `payload` with the tests' webhook secret.
+fn stripe_signature(payload: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let t = Utc::now().timestamp();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"whsec_test").unwrap();
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(payload);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A Stripe event whose plan change fails to apply (here: a trigger refuses the tenant's
+/// update) is not recorded as processed: Stripe's redelivery applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_event_whose_plan_change_fails_is_applied_on_redelivery() {
+    use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
+    use starling_control_plane::entity::billing::{plan_price, tenant_billing};
+    let s = Server::start_custom(Backend::Postgres, |cp| {
+        // No Stripe call is made on this path: the API base is never reached.
+        cp.with_billing(Billing::new(
+            "http://127.0.0.1:9",
+            "sk_test_starling",
+            Some("whsec_test".into()),
+            300,
+            3600,
+            "starling_messages",
+        ))
+    })
+    .await;
+    let t = s.tenant().await;
+    let pro = s
+        .ok(
+            Method::POST,
+            "/admin/v1/plans",
+            Some(json!({"code": unique("pro"), "name": "Pro"})),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (customer, price) = (unique("cus"), unique("price"));
+    let now = Utc::now();
+    plan_price::ActiveModel {
+        plan_id: Set(pro.clone()),
+        stripe_price_id: Set(price.clone()),
+        stripe_metered_price_id: Set(None),
+        updated_at: Set(now),
+    }
+    .insert(&s.db)
+    .await
+    .unwrap();
+    tenant_billing::ActiveModel {
+        tenant_id: Set(t.clone()),
+        stripe_customer_id: Set(customer.clone()),
+        stripe_subscription_id: Set(None),
+        subscription_status: Set(None),
+        subscription_item_id: Set(None),
+        metered_item_id: Set(None),
+        subscription_event_at: Set(None),
+        invoice_event_at: Set(None),
+        payment_failed_at: Set(None),
+        grace_until: Set(None),
+        usage_reported_until: Set(None),
+        suspended_by_billing: Set(false),
+        updated_at: Set(now),
+    }
+    .insert(&s.db)
+    .await
+    .unwrap();
+    // The fault: this tenant's row refuses every update for now.
+    let trig = unique("fail").replace('-', "_");
+    s.db.execute_unprepared(&format!(
+        "CREATE FUNCTION {trig}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         RAISE EXCEPTION 'injected failure'; END $$; \
+         CREATE TRIGGER {trig} BEFORE UPDATE ON tenant FOR EACH ROW \
+         WHEN (OLD.id = '{t}') EXECUTE FUNCTION {trig}();"
+    ))
+    .await
+    .unwrap();
+    let event = json!({
+        "id": unique("evt"), "type": "customer.subscription.updated",
+        "created": now.timestamp(),
+        "data": {"object": {"id": unique("sub"), "customer": customer, "status": "active",
+            "items": {"data": [{"id": unique("si"), "price": {"id": price}}]}}}
+    });
+    let body = serde_json::to_vec(&event).unwrap();
+    let post = || async {
+        s.client
+            .post(format!("{}/stripe/webhook", s.base))
+            .header("stripe-signature", stripe_signature(&body))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+    };
+    let r = post().await;
+    assert!(
+        r.status().is_server_error(),
+        "the failed plan change is answered with an error, so Stripe retries: {}",
+        r.status()
+    );
+    s.db.execute_unprepared(&format!("DROP TRIGGER {trig} ON tenant; DROP FUNCTION {trig}();"))
+        .await
+        .unwrap();
+    let r = post().await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "applied", "the redelivery applies it: {v}");
+    let tenant = s.ok(Method::GET, &format!("/admin/v1/tenants/{t}"), None).await;
+    assert_eq!(tenant["plan_id"], pro.as_str(), "{tenant}");
+    let r = post().await;
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "duplicate", "applied once: {v}");
+}

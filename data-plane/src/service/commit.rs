@@ -14,9 +14,19 @@
 //! planned again for every batch size. Every send is answered after that
 //! commit. When the transaction fails (a concurrent retry took a `client_msg_id`, say), the
 //! batch is written again one message per transaction, so that only the failing send fails.
+//!
+//! An error does not always mean nothing was written: when the connection breaks after
+//! `COMMIT` was sent, PostgreSQL may have committed. Every message's id is drawn before the
+//! first attempt and kept for the retries, and the message table is unique on it, so before
+//! writing again the committer reads which of the batch's ids are stored (they are answered
+//! as written), and a retry that meets its own id stored answers with that row: a message is
+//! never stored twice, with or without `client_msg_id`. One batch, retries included, gets
+//! `gateway.commit_timeout_ms`; whatever is not written by then is answered `unavailable`,
+//! so a database that hangs holds the committer that long, not once per send.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait as _};
 use sea_orm::{
@@ -27,6 +37,7 @@ use serde_json::json;
 use starling_core::error::{ApiError, ErrorCode};
 use starling_core::id::MessageId;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout_at};
 use tracing::Instrument as _;
 
 use super::{Messaging, Result, now};
@@ -124,20 +135,49 @@ impl Committer {
 
 /// The node's committer: writes what queued up, at most `max` per transaction, until every
 /// sender is gone.
-pub(crate) async fn run(m: Messaging, mut rx: mpsc::Receiver<Pending>, max: usize) {
+pub(crate) async fn run(
+    m: Messaging,
+    mut rx: mpsc::Receiver<Pending>,
+    max: usize,
+    limit: Duration,
+) {
     let mut buf = Vec::with_capacity(max);
     while rx.recv_many(&mut buf, max.max(1)).await > 0 {
         let batch = std::mem::take(&mut buf);
         let span = tracing::info_span!("commit_batch", size = batch.len());
         // A bug in one batch must not stop the node's sends: its senders get `unavailable`
         // (their answers are dropped) and the committer goes on.
-        let run = std::panic::AssertUnwindSafe(m.commit(batch).instrument(span));
+        let run = std::panic::AssertUnwindSafe(m.commit(batch, limit).instrument(span));
         if futures::FutureExt::catch_unwind(run).await.is_err() {
             tracing::error!(
                 "writing a batch of messages panicked; its sends were answered unavailable"
             );
         }
     }
+}
+
+/// Retries within a batch: the first one is written, the others are answered with it (the
+/// index of that first one).
+fn same_as(batch: &[Pending]) -> Vec<Option<usize>> {
+    let mut first: HashMap<(&str, &str, &str, &str), usize> = HashMap::new();
+    let mut same_as: Vec<Option<usize>> = vec![None; batch.len()];
+    for (i, p) in batch.iter().enumerate() {
+        if let Some(cm) = &p.msg.content.client_msg_id {
+            let key = (
+                p.msg.app.as_str(),
+                p.msg.cid.as_str(),
+                p.msg.sender.as_str(),
+                cm.as_str(),
+            );
+            match first.get(&key) {
+                Some(j) => same_as[i] = Some(*j),
+                None => {
+                    first.insert(key, i);
+                }
+            }
+        }
+    }
+    same_as
 }
 
 /// What the batch transaction made of one pending send.
@@ -150,22 +190,29 @@ enum Slot {
     Failed(ApiError),
 }
 
+/// The answer to a send whose batch ran out of `gateway.commit_timeout_ms`.
+fn gave_up() -> ApiError {
+    let mut e = ApiError::new(
+        ErrorCode::Unavailable,
+        "the database did not answer in time; the message may or may not be stored: retry with the same client_msg_id",
+    );
+    e.retry_after = Some(1);
+    e
+}
+
 impl Messaging {
-    async fn commit(&self, batch: Vec<Pending>) {
+    async fn commit(&self, batch: Vec<Pending>, limit: Duration) {
         metrics::counter!("starling_send_batches_total").increment(1);
-        let slots = match self.write_batch(&batch).await {
-            Ok(slots) => slots,
-            Err(e) if batch.len() > 1 => {
-                // One send spoiled the transaction: write each on its own, so that only that
-                // one fails.
-                tracing::debug!(error = %e.message, size = batch.len(), "batch failed; writing its messages one by one");
-                let mut slots = Vec::with_capacity(batch.len());
-                for p in &batch {
-                    slots.push(self.write_one(p).await);
-                }
-                slots
-            }
-            Err(_) => vec![self.write_one(&batch[0]).await],
+        let deadline = Instant::now() + limit;
+        // Drawn once, kept for every retry: what tells a retry what the first try stored.
+        let ids: Vec<String> = batch
+            .iter()
+            .map(|_| MessageId::generate().into_string())
+            .collect();
+        let slots = match timeout_at(deadline, self.write_batch(&batch, &ids)).await {
+            Ok(Ok(slots)) => slots,
+            Ok(Err(e)) => self.recover(&batch, &ids, &e.to_string(), deadline).await,
+            Err(_) => self.recover(&batch, &ids, "timed out", deadline).await,
         };
         let mut results: Vec<Result<Committed>> = Vec::with_capacity(batch.len());
         for (i, s) in slots.iter().enumerate() {
@@ -255,14 +302,107 @@ impl Messaging {
         out
     }
 
-    /// One send in its own transaction (after its batch failed): a unique violation on its
-    /// `client_msg_id` means a concurrent retry won, which is answered with that message.
-    async fn write_one(&self, p: &Pending) -> Slot {
-        match self.write_batch(std::slice::from_ref(p)).await {
+    /// After a batch's transaction failed or timed out: answers the sends whose messages are
+    /// stored after all (the connection broke after `COMMIT`), else writes each send on its
+    /// own (so that only the failing one fails), all within `deadline`.
+    async fn recover(
+        &self,
+        batch: &[Pending],
+        ids: &[String],
+        error: &str,
+        deadline: Instant,
+    ) -> Vec<Slot> {
+        metrics::counter!("starling_send_batches_failed_total").increment(1);
+        match timeout_at(deadline, self.stored(batch, ids)).await {
+            Ok(Ok(stored)) if !stored.is_empty() => {
+                // The transaction committed (it is all or nothing): every send has its row,
+                // or its conversation was gone.
+                tracing::warn!(error, size = batch.len(), "a batch's commit failed on the way back but was stored; answered as written");
+                metrics::counter!("starling_send_batches_ambiguous_total").increment(1);
+                let mut stored = stored;
+                return same_as(batch)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, same)| match same {
+                        Some(j) => Slot::SameAs(j),
+                        None => match stored.remove(&ids[i]) {
+                            Some(m) => Slot::New(m),
+                            None => Slot::Failed(ApiError::not_found(
+                                "conversation",
+                                &batch[i].msg.cid,
+                            )),
+                        },
+                    })
+                    .collect();
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                // The database cannot even be read: writing again one by one would only wait
+                // for it once per send.
+                tracing::warn!(error, lookup = %e, size = batch.len(), "a batch failed and the database is unreachable");
+                let mut e = ApiError::from(e);
+                e.message = gave_up().message;
+                return batch.iter().map(|_| Slot::Failed(e.clone())).collect();
+            }
+            Err(_) => return batch.iter().map(|_| Slot::Failed(gave_up())).collect(),
+        }
+        // One send spoiled the transaction: write each on its own, so that only that one fails.
+        tracing::debug!(error, size = batch.len(), "batch failed; writing its messages one by one");
+        let mut slots = Vec::with_capacity(batch.len());
+        for (p, id) in batch.iter().zip(ids) {
+            slots.push(
+                match timeout_at(deadline, self.write_one(p, id.clone())).await {
+                    Ok(s) => s,
+                    Err(_) => Slot::Failed(gave_up()),
+                },
+            );
+        }
+        slots
+    }
+
+    /// The batch's messages that are stored, by id.
+    async fn stored(
+        &self,
+        batch: &[Pending],
+        ids: &[String],
+    ) -> Result<HashMap<String, message::Model>, sea_orm::DbErr> {
+        let mut per_app: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (p, id) in batch.iter().zip(ids) {
+            per_app.entry(p.msg.app.as_str()).or_default().push(id);
+        }
+        let mut out = HashMap::new();
+        for (app, ids) in per_app {
+            for m in scoped::<message::Entity>(app)
+                .filter(message::Column::Id.is_in(ids))
+                .all(&self.db)
+                .await?
+            {
+                out.insert(m.id.clone(), m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One send in its own transaction (after its batch failed), with the id its batch gave
+    /// it. A unique violation on that id means an earlier try stored it after all (answered as
+    /// written); on its `client_msg_id`, that a concurrent retry won (answered with that one).
+    async fn write_one(&self, p: &Pending, id: String) -> Slot {
+        match self
+            .write_batch(std::slice::from_ref(p), std::slice::from_ref(&id))
+            .await
+        {
             Ok(mut s) => s.pop().unwrap_or_else(|| {
                 Slot::Failed(ApiError::internal("a batch of one wrote nothing"))
             }),
             Err(e) => {
+                if let Ok(Some(m)) = scoped::<message::Entity>(&p.msg.app)
+                    .filter(message::Column::Id.eq(id.as_str()))
+                    .one(&self.db)
+                    .await
+                {
+                    return Slot::New(m);
+                }
+                let e = ApiError::from(e);
                 if let Some(cm) = &p.msg.content.client_msg_id
                     && let Ok(Some(orig)) = self
                         .find_by_client_id(&p.msg.app, &p.msg.cid, &p.msg.sender, cm)
@@ -275,30 +415,17 @@ impl Messaging {
         }
     }
 
-    /// Writes a batch in one transaction; `Err` when the transaction failed (nothing of it is
-    /// written), else what became of each send.
-    async fn write_batch(&self, batch: &[Pending]) -> Result<Vec<Slot>> {
+    /// Writes a batch in one transaction, message `i` with id `ids[i]`; `Err` when the
+    /// transaction failed (nothing of it is written, unless the error came after `COMMIT`
+    /// reached the database), else what became of each send.
+    async fn write_batch(
+        &self,
+        batch: &[Pending],
+        ids: &[String],
+    ) -> Result<Vec<Slot>, sea_orm::DbErr> {
         let at = now();
         let n = batch.len();
-        // Retries within the batch: the first one is written, the others answered with it.
-        let mut first: HashMap<(&str, &str, &str, &str), usize> = HashMap::new();
-        let mut same_as: Vec<Option<usize>> = vec![None; n];
-        for (i, p) in batch.iter().enumerate() {
-            if let Some(cm) = &p.msg.content.client_msg_id {
-                let key = (
-                    p.msg.app.as_str(),
-                    p.msg.cid.as_str(),
-                    p.msg.sender.as_str(),
-                    cm.as_str(),
-                );
-                match first.get(&key) {
-                    Some(j) => same_as[i] = Some(*j),
-                    None => {
-                        first.insert(key, i);
-                    }
-                }
-            }
-        }
+        let same_as = same_as(batch);
         // Messages per conversation, per app, in id order.
         let mut per_app: BTreeMap<&str, BTreeMap<&str, i64>> = BTreeMap::new();
         for (i, p) in batch.iter().enumerate() {
@@ -385,7 +512,7 @@ impl Messaging {
                 app_id: p.msg.app.clone(),
                 conversation_id: p.msg.cid.clone(),
                 seq: *seq,
-                id: MessageId::generate().into_string(),
+                id: ids[i].clone(),
                 sender_id: p.msg.sender.clone(),
                 client_msg_id: c.client_msg_id.clone(),
                 kind: p.msg.kind.to_owned(),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::Utc;
 use sea_orm::sea_query::{Condition, Expr, ExprTrait as _, JoinType};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
     Set, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,26 @@ use crate::entity::{conversation, member, message, outbox, reaction, user};
 use crate::protocol::{Attachment, Event, MessageContent, MessageEdit, MessageOut};
 use crate::store::scoped;
 use crate::webhook::catalog::{MessageData, ReactionData, ReadReceiptData};
+
+/// Claims up to $3 outbox rows of the apps in $4 (a JSON array of ids) created before $1, by
+/// moving their `created_at` to $2; rows another transaction holds are skipped, so two nodes
+/// never claim the same row.
+const PG_CLAIM_OUTBOX: &str = r#"UPDATE outbox SET created_at = $2
+WHERE (app_id, message_id) IN (
+    SELECT app_id, message_id FROM outbox
+    WHERE created_at < $1 AND app_id IN (SELECT jsonb_array_elements_text($4::jsonb))
+    ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED
+)
+RETURNING app_id, message_id, conversation_id, seq, created_at"#;
+
+/// [`PG_CLAIM_OUTBOX`] for SQLite, whose one writer makes the statement atomic.
+const SQLITE_CLAIM_OUTBOX: &str = r#"UPDATE outbox SET created_at = ?2
+WHERE (app_id, message_id) IN (
+    SELECT app_id, message_id FROM outbox
+    WHERE created_at < ?1 AND app_id IN (SELECT value FROM json_each(?4))
+    ORDER BY created_at LIMIT ?3
+)
+RETURNING app_id, message_id, conversation_id, seq, created_at"#;
 
 /// The hard ceiling on a message, whatever the plan says: 256 KiB.
 pub const MAX_MESSAGE_BYTES: u64 = 256 * 1024;
@@ -55,6 +75,16 @@ impl Messaging {
             self.threshold_reached(app, &c).await;
         }
         Ok(())
+    }
+
+    /// Gives back the message [`Messaging::admit_send`] took from the app's quota.
+    async fn give_back_send(&self, app: &str) {
+        if let Some(cfg) = self
+            .directory
+            .app(&starling_core::id::AppId::from_trusted(app.to_owned()))
+        {
+            self.metering.give_back_message(&cfg).await;
+        }
     }
 
     /// Tells the app's webhooks that a quota counter reached a threshold.
@@ -384,14 +414,24 @@ impl Messaging {
                 kind,
                 content,
             })
-            .await?;
+            .await;
         let (m, recipients) = match written {
-            Committed::New {
+            Ok(Committed::New {
                 message,
                 recipients,
-            } => (message, recipients),
-            // A concurrent retry with the same client_msg_id won; return its message.
-            Committed::Duplicate(orig) => return Ok((self.out(app, orig).await?, true)),
+            }) => (message, recipients),
+            // A concurrent retry with the same client_msg_id won; return its message. Only
+            // the stored one counts against the quota.
+            Ok(Committed::Duplicate(orig)) => {
+                self.give_back_send(app).await;
+                return Ok((self.out(app, orig).await?, true));
+            }
+            // Not stored (or, when the database gave no answer in time, perhaps stored: the
+            // customer is not charged for a send answered as failed).
+            Err(e) => {
+                self.give_back_send(app).await;
+                return Err(e);
+            }
         };
         metrics::counter!("starling_messages_total").increment(1);
         self.metering
@@ -523,26 +563,40 @@ impl Messaging {
     }
 
     /// Publishes messages whose delivery was not confirmed within `older_than` (the sender's
-    /// node died, or the bus refused). Returns how many were published. Runs on every node; a
-    /// message relayed twice is deduplicated by id on the clients.
+    /// node died, or the bus refused). Returns how many were published. Runs on every node of
+    /// the cell; each row is claimed first (its `created_at` moved to now, in one statement
+    /// that skips rows another node is claiming), so one node relays it per `older_than`, and
+    /// a row whose publication fails waits `older_than` again before the next try. Only rows
+    /// of the apps this node serves are read: rows of an app it does not know (moved to
+    /// another cell, deleted, or not in its feed yet) are left for a node that does, and
+    /// however many there are, they never stand in front of the others.
     pub async fn relay_outbox(&self, older_than: std::time::Duration, batch: u64) -> Result<usize> {
-        let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or_default();
-        // Infrastructure across apps: each row is then handled within its own app's scope.
+        let at = now();
+        let cutoff = at - chrono::Duration::from_std(older_than).unwrap_or_default();
+        let apps = serde_json::Value::from(self.directory.app_ids());
+        let backend = self.db.get_database_backend();
+        let sql = if backend == sea_orm::DbBackend::Postgres {
+            PG_CLAIM_OUTBOX
+        } else {
+            SQLITE_CLAIM_OUTBOX
+        };
+        // Infrastructure across the node's apps: each row is then handled within its app's
+        // scope.
         let rows = outbox::Entity::find()
-            .filter(outbox::Column::CreatedAt.lt(cutoff))
-            .order_by_asc(outbox::Column::CreatedAt)
-            .limit(batch)
+            .from_raw_sql(sea_orm::Statement::from_sql_and_values(
+                backend,
+                sql,
+                [
+                    cutoff.into(),
+                    at.into(),
+                    (batch as i64).into(),
+                    apps.to_string().into(),
+                ],
+            ))
             .all(&self.db)
             .await?;
         let mut n = 0;
         for r in rows {
-            // Only apps this node serves (its cell's), as the feed told it.
-            let Ok(app_id) = starling_core::id::AppId::parse(&r.app_id) else {
-                continue;
-            };
-            if self.directory.app(&app_id).is_none() {
-                continue;
-            }
             match self
                 .message_at(&r.app_id, &r.conversation_id, r.seq)
                 .await?
@@ -621,13 +675,23 @@ impl Messaging {
         let attachments: Vec<Attachment> =
             serde_json::from_value(m.attachments.clone()).unwrap_or_default();
         check_size(limits, &text, &custom, &attachments)?;
-        let mut a: message::ActiveModel = m.into();
-        a.text = Set(text);
-        a.custom = Set(custom);
-        a.edited_at = Set(Some(now()));
-        // The webhook event commits with the edit.
+        // The webhook event commits with the edit. The row is changed only if it is still not
+        // deleted: a delete that committed since the read above must not get its text back.
         let txn = self.db.begin().await?;
-        let m = a.update(&txn).await?;
+        let Some(m) = message::Entity::update_many()
+            .col_expr(message::Column::Text, Expr::value(text))
+            .col_expr(message::Column::Custom, Expr::value(custom))
+            .col_expr(message::Column::EditedAt, Expr::value(Some(now())))
+            .filter(message::Column::AppId.eq(app))
+            .filter(message::Column::Id.eq(mid))
+            .filter(message::Column::DeletedAt.is_null())
+            .exec_with_returning(&txn)
+            .await?
+            .pop()
+        else {
+            txn.rollback().await?;
+            return Err(ApiError::conflict(format!("message {mid} was deleted")));
+        };
         let reactions = Self::reactions_on(&txn, app, std::slice::from_ref(&m.id))
             .await?
             .remove(&m.id)
@@ -682,15 +746,30 @@ impl Messaging {
         if m.deleted_at.is_some() {
             return self.out(app, m).await;
         }
-        let mut a: message::ActiveModel = m.into();
-        a.text = Set(None);
-        a.custom = Set(None);
-        a.attachments = Set(json!([]));
-        a.mentions = Set(json!([]));
-        a.deleted_at = Set(Some(now()));
-        // The tombstone, its reactions' removal and the webhook event: all or nothing.
+        // The tombstone, its reactions' removal and the webhook event: all or nothing. Only a
+        // message not deleted yet: of two racing deletes one tells the members, and an edit
+        // racing this one either lands before (and is erased) or finds the tombstone.
         let txn = self.db.begin().await?;
-        let m = a.update(&txn).await?;
+        let Some(m) = message::Entity::update_many()
+            .col_expr(message::Column::Text, Expr::value(Option::<String>::None))
+            .col_expr(
+                message::Column::Custom,
+                Expr::value(Option::<serde_json::Value>::None),
+            )
+            .col_expr(message::Column::Attachments, Expr::value(json!([])))
+            .col_expr(message::Column::Mentions, Expr::value(json!([])))
+            .col_expr(message::Column::DeletedAt, Expr::value(Some(now())))
+            .filter(message::Column::AppId.eq(app))
+            .filter(message::Column::Id.eq(mid))
+            .filter(message::Column::DeletedAt.is_null())
+            .exec_with_returning(&txn)
+            .await?
+            .pop()
+        else {
+            txn.rollback().await?;
+            let m = self.message_model(app, cid, mid).await?;
+            return self.out(app, m).await;
+        };
         reaction::Entity::delete_many()
             .filter(reaction::Column::AppId.eq(app))
             .filter(reaction::Column::MessageId.eq(mid))

@@ -90,7 +90,24 @@ impl Cell {
         tweak: impl Fn(&mut GatewayConfig),
         bus: Option<Arc<dyn starling_data_plane::bus::Bus>>,
     ) -> Cell {
-        Self::start_inner(backend, tweak, bus, None).await
+        Self::start_inner(backend, tweak, bus, None, None).await
+    }
+
+    /// A PostgreSQL node whose connections go to `url` (a proxy in front of
+    /// `TEST_DATABASE_URL`, say) with PostgreSQL `timeouts`.
+    pub async fn start_on_database(
+        url: &str,
+        timeouts: starling_core::db::Timeouts,
+        tweak: impl Fn(&mut GatewayConfig),
+    ) -> Cell {
+        Self::start_inner(
+            Backend::Postgres,
+            tweak,
+            None,
+            None,
+            Some((url.to_owned(), timeouts)),
+        )
+        .await
     }
 
     /// A cell whose nodes take quota periods from `clock`.
@@ -98,7 +115,7 @@ impl Cell {
         backend: Backend,
         clock: Arc<dyn starling_core::clock::Clock>,
     ) -> Cell {
-        Self::start_inner(backend, |_| {}, None, Some(clock)).await
+        Self::start_inner(backend, |_| {}, None, Some(clock), None).await
     }
 
     async fn start_inner(
@@ -106,6 +123,7 @@ impl Cell {
         tweak: impl Fn(&mut GatewayConfig),
         bus: Option<Arc<dyn starling_data_plane::bus::Bus>>,
         clock: Option<Arc<dyn starling_core::clock::Clock>>,
+        database: Option<(String, starling_core::db::Timeouts)>,
     ) -> Cell {
         let env = |name: &str| {
             std::env::var(name).unwrap_or_else(|_| {
@@ -203,7 +221,11 @@ impl Cell {
         let cluster_id = starling_core::id::ClusterId::generate().into_string();
         let signing_key = SigningKey::generate();
         for i in 0..n {
-            let db = starling_core::db::connect(&url, 10).await.expect("connect");
+            let db = match &database {
+                Some((url, t)) => starling_core::db::connect_with(url, 10, *t).await,
+                None => starling_core::db::connect(&url, 10).await,
+            }
+            .expect("connect");
             let directory = Arc::new(Directory::new(
                 KeyHasher::new(KEY_HASH_SECRET),
                 CellTrust {
