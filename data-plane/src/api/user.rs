@@ -1,19 +1,20 @@
 //! `/v1/users`
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use starling_core::error::{ApiError, ErrorBody};
+use starling_core::http::Path;
 use starling_core::http::{Json, Page, PageParams, Query};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Principal;
 use crate::node::Node;
 use crate::protocol::{UserConversationOut, UserOut};
+use crate::scope::{Allowed, Read, Write};
 use crate::service::user::{BanIn, UserIn};
 
 pub(super) fn routes() -> OpenApiRouter<Arc<Node>> {
@@ -49,7 +50,7 @@ pub struct TokenOut {
     responses((status = 200, description = "Success", body = Page<UserOut>), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn list_users(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<UserOut>>, ApiError> {
     Ok(Json(
@@ -62,7 +63,7 @@ async fn list_users(
     responses((status = 200, description = "Success", body = UserOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn get_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Path(id): Path<String>,
 ) -> Result<Json<UserOut>, ApiError> {
     Ok(Json(n.messaging.get_user(p.app_id.as_str(), &id).await?))
@@ -73,7 +74,7 @@ async fn get_user(
     responses((status = 201, description = "Created", body = UserOut), (status = 200, description = "Updated", body = UserOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn upsert_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
     Json(input): Json<UserIn>,
 ) -> Result<(StatusCode, Json<UserOut>), ApiError> {
@@ -96,7 +97,7 @@ async fn upsert_user(
     responses((status = 200, description = "Success", body = UserOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn update_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
     Json(input): Json<UserIn>,
 ) -> Result<Json<UserOut>, ApiError> {
@@ -112,7 +113,7 @@ async fn update_user(
     responses((status = 204, description = "Deleted"), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn delete_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     n.messaging.delete_user(p.app_id.as_str(), &id).await?;
@@ -124,7 +125,7 @@ async fn delete_user(
     responses((status = 200, description = "Success", body = UserOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn deactivate_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
 ) -> Result<Json<UserOut>, ApiError> {
     Ok(Json(
@@ -139,7 +140,7 @@ async fn deactivate_user(
     responses((status = 200, description = "Success", body = UserOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn reactivate_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
 ) -> Result<Json<UserOut>, ApiError> {
     Ok(Json(
@@ -154,7 +155,7 @@ async fn reactivate_user(
     responses((status = 200, description = "Success", body = UserOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn ban_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
     Json(input): Json<BanIn>,
 ) -> Result<Json<UserOut>, ApiError> {
@@ -168,7 +169,7 @@ async fn ban_user(
     responses((status = 200, description = "Success", body = UserOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn unban_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
 ) -> Result<Json<UserOut>, ApiError> {
     Ok(Json(n.messaging.unban_user(p.app_id.as_str(), &id).await?))
@@ -179,7 +180,7 @@ async fn unban_user(
     responses((status = 201, description = "Created", body = TokenOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn create_token(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
     Json(input): Json<TokenIn>,
 ) -> Result<(StatusCode, Json<TokenOut>), ApiError> {
@@ -201,7 +202,7 @@ async fn create_token(
     responses((status = 200, description = "Success", body = Page<UserConversationOut>), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn list_user_conversations(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Path(id): Path<String>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<UserConversationOut>>, ApiError> {

@@ -14,6 +14,7 @@ mod migrate;
 mod outbox;
 mod quota;
 mod robustness;
+mod scopes;
 mod security;
 mod spec;
 mod webhook_spec;
