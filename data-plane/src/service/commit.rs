@@ -21,7 +21,7 @@ use std::sync::Arc;
 use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait as _};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter,
-    QuerySelect, Statement, TransactionTrait,
+    QuerySelect, Statement,
 };
 use serde_json::json;
 use starling_core::error::{ApiError, ErrorCode};
@@ -310,7 +310,7 @@ impl Messaging {
                     .or_default() += 1;
             }
         }
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let pg = txn.get_database_backend() == sea_orm::DbBackend::Postgres;
         // The next seq to give in each conversation.
         let mut next: HashMap<(&str, &str), i64> = HashMap::new();

@@ -7,7 +7,7 @@ use chrono::Utc;
 use sea_orm::sea_query::{Condition, Expr, ExprTrait as _, JoinType};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-    Set, TransactionTrait,
+    Set,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -624,7 +624,7 @@ impl Messaging {
         a.custom = Set(custom);
         a.edited_at = Set(Some(now()));
         // The webhook event commits with the edit.
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let m = a.update(&txn).await?;
         let reactions = Self::reactions_on(&txn, app, std::slice::from_ref(&m.id))
             .await?
@@ -681,7 +681,7 @@ impl Messaging {
         a.mentions = Set(json!([]));
         a.deleted_at = Set(Some(now()));
         // The tombstone, its reactions' removal and the webhook event: all or nothing.
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let m = a.update(&txn).await?;
         reaction::Entity::delete_many()
             .filter(reaction::Column::AppId.eq(app))
@@ -731,7 +731,7 @@ impl Messaging {
             return Err(ApiError::conflict(format!("message {mid} was deleted")));
         }
         // The reaction, the counts the event shows, and the event: one transaction.
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         if remove {
             reaction::Entity::delete_many()
                 .filter(reaction::Column::AppId.eq(app))
@@ -895,7 +895,7 @@ impl Messaging {
             .filter(member::Column::LastReadSeq.lt(seq));
         // Read receipts are opt-in webhooks: only pay for a transaction when one is wanted.
         if self.wants(app, "read_receipt.updated") {
-            let txn = self.db.begin().await?;
+            let txn = starling_core::db::begin_write(&self.db).await?;
             update.exec(&txn).await?;
             self.emit(
                 &txn,

@@ -5,6 +5,7 @@
 mod harness;
 
 mod asyncapi;
+mod concurrency;
 mod config_trust;
 mod conformance;
 mod group_commit;
