@@ -708,8 +708,8 @@ pub async fn run_data_plane(
         cfg.database.max_connections,
         cfg.database.timeouts(),
     )
-        .await
-        .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
+    .await
+    .with_context(|| format!("opening the database {}", redact_url(&db_url)))?;
     let registry = starling_data_plane::redis_registry::RedisRegistry::connect(
         &redis_url,
         Duration::from_secs(cfg.gateway.registry_ttl_secs),

@@ -11,7 +11,7 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use starling_core::error::ErrorCode;
 use starling_core::secret::random_token;
@@ -454,7 +454,7 @@ impl Console {
                 }
             })?;
         let hash = hash_password(new.to_owned()).await?;
-        let txn = self.cp.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.cp.db).await?;
         let mut m: account::ActiveModel = a.into();
         m.password_hash = Set(hash);
         m.updated_at = Set(now());
@@ -561,7 +561,7 @@ impl Console {
                 .await?
             }
         };
-        let txn = self.cp.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.cp.db).await?;
         // Claim the invitation first: of two concurrent acceptances only one wins.
         let claimed = invitation::Entity::update_many()
             .col_expr(invitation::Column::AcceptedAt, Expr::value(Some(now())))

@@ -5,7 +5,7 @@
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
 use reqwest::Method;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
 use starling_control_plane::entity::{Environment as CpEnvironment, Status as CpStatus};
 use starling_control_plane::service::api_key::{
@@ -1194,7 +1194,9 @@ impl Mutation {
     ) -> Result<Member> {
         let a = authorize(ctx, &tenant_id, Role::Owner).await?;
         let db = &console(ctx).cp.db;
-        let txn = db.begin().await.map_err(Fail::from)?;
+        let txn = starling_core::db::begin_write(db)
+            .await
+            .map_err(Fail::from)?;
         let m = member_row(&txn, a.tenant.as_str(), &account_id).await?;
         let old = m.role.clone();
         if old == Role::Owner.as_str()
@@ -1239,7 +1241,9 @@ impl Mutation {
     ) -> Result<bool> {
         let a = authorize(ctx, &tenant_id, Role::Owner).await?;
         let db = &console(ctx).cp.db;
-        let txn = db.begin().await.map_err(Fail::from)?;
+        let txn = starling_core::db::begin_write(db)
+            .await
+            .map_err(Fail::from)?;
         let m = member_row(&txn, a.tenant.as_str(), &account_id).await?;
         if m.role == Role::Owner.as_str() && owners(ctx, a.tenant.as_str(), &txn).await? <= 1 {
             return Err(Fail::new(

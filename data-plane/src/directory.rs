@@ -41,8 +41,10 @@ pub struct KeyPrincipal {
     pub tenant_id: TenantId,
     /// The key.
     pub key_id: ApiKeyId,
-    /// Whether the key may write (`server_full`) or only read (`read_only`).
-    pub can_write: bool,
+    /// Its scopes' names, as the control plane gave them.
+    pub scopes: Vec<String>,
+    /// What they grant (checked per route by [`crate::scope::Allowed`]).
+    pub grants: crate::scope::Grants,
     /// The app's limits.
     pub limits: Limits,
 }
@@ -371,7 +373,8 @@ impl Directory {
             app_id: app.app_id.clone(),
             tenant_id: app.tenant_id.clone(),
             key_id: id,
-            can_write: key.scopes.iter().any(|s| s == "server_full"),
+            scopes: key.scopes.clone(),
+            grants: crate::scope::Grants::of(&key.scopes),
             limits: app.limits.clone(),
         })
     }

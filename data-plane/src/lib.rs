@@ -27,6 +27,7 @@ pub mod quota;
 pub mod ratelimit;
 pub mod redis_registry;
 pub mod registry;
+pub mod scope;
 pub mod sequencer;
 pub mod service;
 pub mod store;

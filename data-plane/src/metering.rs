@@ -343,10 +343,7 @@ impl Metering {
                     })
                     .collect()
             };
-            pending.extend(
-                cut.into_iter()
-                    .flat_map(|r| split(r, MAX_USERS_PER_REPORT)),
-            );
+            pending.extend(cut.into_iter().flat_map(|r| split(r, MAX_USERS_PER_REPORT)));
         } else {
             // Counts stay in their app-hour and are cut once the queue drains: nothing lost.
             tracing::warn!(
@@ -568,7 +565,11 @@ mod tests {
             got.push(r);
         }
         assert_eq!(flush.await.unwrap(), 3, "the refused one held up nothing");
-        assert_eq!(m.queued().await, 1, "the refused one waits for the next flush");
+        assert_eq!(
+            m.queued().await,
+            1,
+            "the refused one waits for the next flush"
+        );
         let m2 = m.clone();
         let flush = tokio::spawn(async move { m2.flush().await });
         let (r, _, ack) = rx.recv().await.unwrap();
@@ -577,8 +578,15 @@ mod tests {
         got.push(r);
         assert_eq!(flush.await.unwrap(), 1);
         let bigs: Vec<&UsageReport> = got.iter().filter(|r| r.app_id == big).collect();
-        assert_eq!(bigs.len(), 3, "the big hour in reports of at most {MAX_USERS_PER_REPORT} users");
-        assert!(bigs.iter().all(|r| r.active_users.len() <= MAX_USERS_PER_REPORT));
+        assert_eq!(
+            bigs.len(),
+            3,
+            "the big hour in reports of at most {MAX_USERS_PER_REPORT} users"
+        );
+        assert!(
+            bigs.iter()
+                .all(|r| r.active_users.len() <= MAX_USERS_PER_REPORT)
+        );
         let users: HashSet<&String> = bigs.iter().flat_map(|r| &r.active_users).collect();
         assert_eq!(users.len(), n_users, "every user once");
         assert_eq!(

@@ -1,6 +1,7 @@
 //! Webhook endpoints managed through the server API of `standalone` (where the node runs in
 //! the control plane's process): create, read, change, rotate the secret, delete; other apps'
-//! endpoints are not found, read-only keys cannot write, bad input names its field.
+//! endpoints are not found, read-only keys cannot write nor read a secret, bad input names its
+//! field.
 
 use std::time::{Duration, Instant};
 
@@ -223,6 +224,25 @@ async fn server_api_manages_webhook_endpoints_within_its_app() {
         (StatusCode::OK, Some(new.as_str())),
         "{s}"
     );
+
+    // A read-only key of the same app reads the endpoint but not its secret, which would let it
+    // sign webhooks as the platform (docs/SECURITY.md, "API key scopes").
+    let (st, g) = call(&c, Method::GET, &one, &ro, None).await;
+    assert_eq!(st, 200, "{g}");
+    for (m, url, body) in [
+        (Method::GET, format!("{one}/secret"), None),
+        (
+            Method::POST,
+            format!("{one}/secret/rotate"),
+            Some(json!({})),
+        ),
+    ] {
+        let (st, e) = call(&c, m.clone(), &url, &ro, body).await;
+        assert_eq!(st, 403, "{m} {url}: {e}");
+        assert_eq!(e["code"], "forbidden", "{e}");
+        assert!(e.to_string().contains("`secrets` permission"), "{e}");
+        assert!(!e.to_string().contains(&new), "{e}");
+    }
 
     // Another app's key: not found, whatever it tries; and nothing changed.
     for (m, url, body) in [

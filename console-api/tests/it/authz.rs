@@ -19,7 +19,7 @@ const ORIGINAL_HOOK: &str = "https://example.com/pre-send/original";
 const ROLES: [&str; 4] = ["VIEWER", "DEVELOPER", "ADMIN", "OWNER"];
 
 /// (mutation, the least role that may run it, whether it reaches a data-plane cell).
-const MUTATIONS: &[(&str, &str, bool)] = &[
+pub(crate) const MUTATIONS: &[(&str, &str, bool)] = &[
     ("inviteMember", "ADMIN", false),
     ("inviteOwner", "OWNER", false),
     ("changeMemberRole", "OWNER", false),
@@ -48,7 +48,12 @@ fn rank(role: &str) -> usize {
 }
 
 /// The request for `mutation` on `tenant`/`app`; makes what it acts on first.
-async fn request(s: &Server, mutation: &str, tenant: &str, app: &str) -> (String, Value) {
+pub(crate) async fn request(
+    s: &Server,
+    mutation: &str,
+    tenant: &str,
+    app: &str,
+) -> (String, Value) {
     let fresh_key = || async {
         s.cp.create_api_key(
             &TenantId::parse(tenant).unwrap(),

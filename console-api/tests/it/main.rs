@@ -6,6 +6,7 @@ mod harness;
 
 mod accounts;
 mod authz;
+mod concurrency;
 mod limits;
 mod session_keys;
 mod spec;

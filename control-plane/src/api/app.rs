@@ -1,7 +1,8 @@
 //! `/admin/v1/tenants/{tenant_id}/apps`
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use starling_core::error::{ApiError, ErrorBody};
+use starling_core::http::Path;
 use starling_core::http::{Json, Page, PageParams, Query};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

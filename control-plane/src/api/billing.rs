@@ -1,10 +1,11 @@
 //! Billing: plan prices, tenant subscriptions (`/admin/v1`), and the inbound Stripe webhook
 //! (`POST /stripe/webhook`, authenticated by Stripe's signature, not the operator token).
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use starling_core::error::{ApiError, ErrorBody};
 use starling_core::http::Json;
+use starling_core::http::Path;
 use starling_core::id::PlanId;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -14,13 +14,14 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Extension, Path, Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use axum::routing::{get, post};
 use starling_core::error::ApiError;
 use starling_core::http::Json;
+use starling_core::http::Path;
 use starling_core::id::{AppId, ClusterId, TenantId, WebhookEndpointId};
 use starling_core::webhook_admin::{
     RotateWebhookSecretIn, WebhookAdmin, WebhookEndpointCreatedOut, WebhookEndpointIn,

@@ -1,6 +1,7 @@
 //! `/admin/v1/tenants/{tenant_id}/apps/{app_id}/usage`: metered usage, quotas and threshold events.
-use axum::extract::{Path, State};
+use axum::extract::State;
 use starling_core::error::{ApiError, ErrorBody};
+use starling_core::http::Path;
 use starling_core::http::{Json, Query};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -2,7 +2,7 @@
 //! with an overlap during which both keys work, and checked when presented.
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use starling_core::http::{Page, PageParams};
 use starling_core::id::{ApiKeyId, AppId, TenantId};
@@ -304,7 +304,7 @@ impl ControlPlane {
         let key = generate_api_key();
         let overlap_end = now + Duration::seconds(overlap as i64);
         let old_expiry = Some(old.expires_at.map_or(overlap_end, |e| e.min(overlap_end)));
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let new = api_key::ActiveModel {
             tenant_id: Set(old.tenant_id.clone()),
             app_id: Set(old.app_id.clone()),

@@ -1,7 +1,7 @@
 //! Apps within a tenant: their environment, status, placement and quota overrides.
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use starling_core::http::{Page, PageParams};
 use starling_core::id::{AppId, ClusterId, PlanId, TenantId};
@@ -190,7 +190,7 @@ impl ControlPlane {
             created_at: Set(now),
             updated_at: Set(now),
         };
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let m = m.insert(&txn).await?;
         super::token_secret::insert_secret(&txn, &self.sealer, &m.tenant_id, &m.id).await?;
         txn.commit().await?;
@@ -264,7 +264,7 @@ impl ControlPlane {
     /// Deletes an app and its API keys.
     pub async fn delete_app(&self, tenant: &TenantId, id: &AppId) -> Result<()> {
         let old = self.app_model(tenant, id).await?;
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         api_key::Entity::delete_many()
             .filter(api_key::Column::TenantId.eq(tenant.as_str()))
             .filter(api_key::Column::AppId.eq(id.as_str()))

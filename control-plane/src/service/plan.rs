@@ -1,9 +1,7 @@
 //! Plans and their limits.
 
 use chrono::Utc;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 
 use starling_core::http::{Page, PageParams};
@@ -138,7 +136,7 @@ impl ControlPlane {
             )));
         }
         let now = super::now();
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         if input.is_default {
             clear_default(&txn).await?;
         }
@@ -186,7 +184,7 @@ impl ControlPlane {
     /// Changes a plan.
     pub async fn update_plan(&self, id: &str, patch: PlanPatch) -> Result<PlanOut> {
         let current = self.plan_model(id).await?;
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let mut m: plan::ActiveModel = current.clone().into();
         if let Some(name) = patch.name {
             m.name = Set(check_name("name", &name)?);

@@ -5,7 +5,6 @@
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use starling_core::appconfig::TokenSecret;
@@ -145,7 +144,7 @@ impl ControlPlane {
         }
         self.app_model(tenant, app).await?;
         let end = super::now() + Duration::seconds(overlap as i64);
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         for s in secrets_of(&txn, tenant.as_str(), app.as_str()).await? {
             if s.expires_at.is_none_or(|e| e > end) {
                 let mut a: app_token_secret::ActiveModel = s.into();

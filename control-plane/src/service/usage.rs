@@ -18,7 +18,7 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait, TryInsertResult,
+    QuerySelect, TryInsertResult,
 };
 use serde::{Deserialize, Serialize};
 use starling_core::clock::{month_start, next_month_start, parse_period, period_of};
@@ -270,7 +270,7 @@ impl ControlPlane {
         let hour = starling_core::clock::hour_start(r.hour);
         let period = period_of(hour);
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let first = report::Entity::insert(report::ActiveModel {
             id: Set(r.id.clone()),
             tenant_id: Set(tenant.clone()),

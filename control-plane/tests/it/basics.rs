@@ -8,7 +8,8 @@ use crate::harness::{Server, assert_error};
 backend_tests!(
     auth_is_required,
     malformed_requests_get_clear_errors,
-    ops_endpoints_answer
+    ops_endpoints_answer,
+    a_path_parameter_that_is_not_utf8_is_a_json_400_naming_it
 );
 
 async fn auth_is_required(s: Server) {
@@ -203,4 +204,39 @@ async fn ops_endpoints_answer(s: Server) {
             .unwrap()
             .starts_with("text/plain")
     );
+}
+
+/// `%FF%FE` decodes to bytes that are not UTF-8: the JSON error body naming the parameter, on
+/// the admin API and on the internal routes the cells call (axum's own answer is plain text).
+async fn a_path_parameter_that_is_not_utf8_is_a_json_400_naming_it(s: Server) {
+    let got = s.call(Method::GET, "/admin/v1/tenants/%FF%FE", None).await;
+    assert_error(&got, 400, "invalid_request", Some("tenant_id"));
+    let t = s.tenant().await;
+    let got = s
+        .call(
+            Method::GET,
+            &format!("/admin/v1/tenants/{t}/apps/%C3%28"),
+            None,
+        )
+        .await;
+    assert_error(&got, 400, "invalid_request", Some("app_id"));
+    // A cell, with its genuine credential, on the internal routes.
+    let cluster = crate::cell_identity::cluster(&s).await;
+    let app = crate::cell_identity::app_on(&s, &t, &cluster).await;
+    let key = crate::cell_identity::credential(&s, &cluster).await;
+    let res = s
+        .client
+        .get(format!(
+            "{}/internal/v1/tenants/{t}/apps/{app}/webhook-endpoints/%FF%FE",
+            s.base
+        ))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let st = res.status();
+    let text = res.text().await.unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{st}, not JSON: {text}"));
+    assert_error(&(st, v), 400, "invalid_request", Some("endpoint_id"));
 }

@@ -344,14 +344,18 @@ async fn a_subscription_event_whose_plan_change_fails_is_applied_on_redelivery()
         "the failed plan change is answered with an error, so Stripe retries: {}",
         r.status()
     );
-    s.db.execute_unprepared(&format!("DROP TRIGGER {trig} ON tenant; DROP FUNCTION {trig}();"))
-        .await
-        .unwrap();
+    s.db.execute_unprepared(&format!(
+        "DROP TRIGGER {trig} ON tenant; DROP FUNCTION {trig}();"
+    ))
+    .await
+    .unwrap();
     let r = post().await;
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["status"], "applied", "the redelivery applies it: {v}");
-    let tenant = s.ok(Method::GET, &format!("/admin/v1/tenants/{t}"), None).await;
+    let tenant = s
+        .ok(Method::GET, &format!("/admin/v1/tenants/{t}"), None)
+        .await;
     assert_eq!(tenant["plan_id"], pro.as_str(), "{tenant}");
     let r = post().await;
     let v: serde_json::Value = r.json().await.unwrap();

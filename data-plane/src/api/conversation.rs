@@ -1,16 +1,17 @@
 //! `/v1/conversations`
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use starling_core::error::{ApiError, ErrorBody};
+use starling_core::http::Path;
 use starling_core::http::{Json, Page, PageParams, Query};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Principal;
 use crate::node::Node;
 use crate::protocol::{ConversationOut, MemberOut};
+use crate::scope::{Allowed, Read, Write};
 use crate::service::conversation::{ConversationIn, ConversationPatch, MemberPatch, MembersIn};
 
 pub(super) fn routes() -> OpenApiRouter<Arc<Node>> {
@@ -30,7 +31,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Node>> {
     responses((status = 201, description = "Created", body = ConversationOut), (status = 200, description = "The existing direct conversation", body = ConversationOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn create_conversation(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Json(input): Json<ConversationIn>,
 ) -> Result<(StatusCode, Json<ConversationOut>), ApiError> {
     let (c, created) = n
@@ -52,7 +53,7 @@ async fn create_conversation(
     responses((status = 200, description = "Success", body = ConversationOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn get_conversation(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Path(id): Path<String>,
 ) -> Result<Json<ConversationOut>, ApiError> {
     Ok(Json(
@@ -65,7 +66,7 @@ async fn get_conversation(
     responses((status = 200, description = "Success", body = ConversationOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn update_conversation(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
     Json(patch): Json<ConversationPatch>,
 ) -> Result<Json<ConversationOut>, ApiError> {
@@ -81,7 +82,7 @@ async fn update_conversation(
     responses((status = 204, description = "Deleted"), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn delete_conversation(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     n.messaging
@@ -95,7 +96,7 @@ async fn delete_conversation(
     responses((status = 200, description = "Success", body = Page<MemberOut>), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn list_members(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Path(id): Path<String>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<MemberOut>>, ApiError> {
@@ -111,7 +112,7 @@ async fn list_members(
     responses((status = 201, description = "The members added", body = Vec<MemberOut>), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn add_members(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
     Json(input): Json<MembersIn>,
 ) -> Result<(StatusCode, Json<Vec<MemberOut>>), ApiError> {
@@ -131,7 +132,7 @@ async fn add_members(
     responses((status = 200, description = "Success", body = MemberOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn update_member(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path((id, user)): Path<(String, String)>,
     Json(patch): Json<MemberPatch>,
 ) -> Result<Json<MemberOut>, ApiError> {
@@ -148,7 +149,7 @@ async fn update_member(
     responses((status = 204, description = "Removed"), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn remove_member(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path((id, user)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     n.messaging

@@ -16,11 +16,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use starling_core::error::{ApiError, ErrorCode};
+use starling_core::http::Path;
 use starling_core::http::{Json, Page, PageParams, Query};
 use starling_core::internal_auth::{CallCheck, verify_call_token};
 use starling_core::signing::Verifier;

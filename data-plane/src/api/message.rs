@@ -2,18 +2,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use starling_core::error::{ApiError, ErrorBody};
+use starling_core::http::Path;
 use starling_core::http::{Json, Query};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Principal;
 use crate::node::Node;
 use crate::protocol::{MessageContent, MessageEdit, MessageOut};
+use crate::scope::{Allowed, Read, Write};
 use crate::service::message::{Actor, HistoryQuery, MessagesOut};
 
 pub(super) fn routes() -> OpenApiRouter<Arc<Node>> {
@@ -106,7 +107,7 @@ pub struct ReadOut {
     responses((status = 200, description = "Success", body = MessagesOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn list_messages(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Path(id): Path<String>,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<MessagesOut>, ApiError> {
@@ -119,7 +120,7 @@ async fn list_messages(
     responses((status = 201, description = "Sent", body = SendOut), (status = 200, description = "A retry: the original message", body = SendOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn send_message(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
     Json(input): Json<SendIn>,
 ) -> Result<(StatusCode, Json<SendOut>), ApiError> {
@@ -153,7 +154,7 @@ async fn send_message(
     responses((status = 200, description = "Success", body = MessageOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn edit_message(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path((cid, mid)): Path<(String, String)>,
     Json(input): Json<EditIn>,
 ) -> Result<Json<MessageOut>, ApiError> {
@@ -181,7 +182,7 @@ async fn edit_message(
     responses((status = 200, description = "The tombstone", body = MessageOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn delete_message(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path((cid, mid)): Path<(String, String)>,
 ) -> Result<Json<MessageOut>, ApiError> {
     Ok(Json(
@@ -197,7 +198,7 @@ async fn delete_message(
     responses((status = 200, description = "Counts per emoji", body = BTreeMap<String, i64>), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn add_reaction(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path((cid, mid)): Path<(String, String)>,
     Json(r): Json<ReactionIn>,
 ) -> Result<Json<BTreeMap<String, i64>>, ApiError> {
@@ -214,7 +215,7 @@ async fn add_reaction(
     responses((status = 200, description = "Counts per emoji", body = BTreeMap<String, i64>), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn remove_reaction(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path((cid, mid, emoji)): Path<(String, String, String)>,
     Query(q): Query<ReactionQuery>,
 ) -> Result<Json<BTreeMap<String, i64>>, ApiError> {
@@ -231,7 +232,7 @@ async fn remove_reaction(
     responses((status = 200, description = "Success", body = MessagesOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn list_replies(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Path((cid, mid)): Path<(String, String)>,
     Query(q): Query<RepliesQuery>,
 ) -> Result<Json<MessagesOut>, ApiError> {
@@ -248,7 +249,7 @@ async fn list_replies(
     responses((status = 200, description = "Success", body = ReadOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn mark_read(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(cid): Path<String>,
     Json(r): Json<ReadIn>,
 ) -> Result<Json<ReadOut>, ApiError> {

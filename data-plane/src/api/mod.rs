@@ -3,7 +3,8 @@
 //!
 //! Every response to an authenticated request carries `X-RateLimit-Limit`, `-Remaining` and
 //! `-Reset` when the app's plan limits requests per second; over the limit the answer is 429
-//! with `Retry-After`. `read_only` keys may only read.
+//! with `Retry-After`. What a key may do depends on its scopes and the route: each handler names
+//! the permission it needs ([`crate::scope`]; the table in docs/SECURITY.md, "API key scopes").
 
 mod conversation;
 pub mod internal;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method};
+use axum::http::HeaderValue;
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use starling_core::error::{ApiError, ErrorCode};
@@ -23,7 +24,6 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::directory::KeyPrincipal;
 use crate::node::Node;
 use crate::ratelimit::Verdict;
 
@@ -106,7 +106,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
-/// Middleware: API key → [`KeyPrincipal`] in the request extensions; scope and rate checks.
+/// Middleware: API key → [`KeyPrincipal`] in the request extensions; rate checks. (Each
+/// handler checks the key's scopes for itself: [`crate::scope::Allowed`].)
 async fn authenticate(
     State(node): State<Arc<Node>>,
     mut req: Request,
@@ -129,12 +130,6 @@ async fn authenticate(
         )
     })?;
     let p = node.messaging.directory.authenticate_key(key)?;
-    if !p.can_write && req.method() != Method::GET {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            format!("API key {} is read_only", p.key_id),
-        ));
-    }
     let mut headers = Vec::new();
     if let Some(rps) = p.limits.api_requests_per_second {
         let verdict = node
@@ -186,6 +181,3 @@ async fn authenticate(
     }
     Ok(res)
 }
-
-/// The principal the middleware put in the request.
-pub(crate) type Principal = axum::Extension<KeyPrincipal>;

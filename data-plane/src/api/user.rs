@@ -1,19 +1,20 @@
 //! `/v1/users`
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use starling_core::error::{ApiError, ErrorBody};
+use starling_core::http::Path;
 use starling_core::http::{Json, Page, PageParams, Query};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Principal;
 use crate::node::Node;
 use crate::protocol::{UserConversationOut, UserOut};
+use crate::scope::{Allowed, Read, Write};
 use crate::service::user::{BanIn, UserIn};
 
 pub(super) fn routes() -> OpenApiRouter<Arc<Node>> {
@@ -63,7 +64,7 @@ pub struct TokensRevokedOut {
     responses((status = 200, description = "Success", body = Page<UserOut>), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn list_users(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<UserOut>>, ApiError> {
     Ok(Json(
@@ -76,7 +77,7 @@ async fn list_users(
     responses((status = 200, description = "Success", body = UserOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn get_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Path(id): Path<String>,
 ) -> Result<Json<UserOut>, ApiError> {
     Ok(Json(n.messaging.get_user(p.app_id.as_str(), &id).await?))
@@ -87,7 +88,7 @@ async fn get_user(
     responses((status = 201, description = "Created", body = UserOut), (status = 200, description = "Updated", body = UserOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn upsert_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
     Json(input): Json<UserIn>,
 ) -> Result<(StatusCode, Json<UserOut>), ApiError> {
@@ -110,7 +111,7 @@ async fn upsert_user(
     responses((status = 200, description = "Success", body = UserOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn update_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
     Json(input): Json<UserIn>,
 ) -> Result<Json<UserOut>, ApiError> {
@@ -126,7 +127,7 @@ async fn update_user(
     responses((status = 204, description = "Deleted"), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn delete_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     n.messaging.delete_user(p.app_id.as_str(), &id).await?;
@@ -138,7 +139,7 @@ async fn delete_user(
     responses((status = 200, description = "Success", body = UserOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn deactivate_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
 ) -> Result<Json<UserOut>, ApiError> {
     Ok(Json(
@@ -153,7 +154,7 @@ async fn deactivate_user(
     responses((status = 200, description = "Success", body = UserOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn reactivate_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
 ) -> Result<Json<UserOut>, ApiError> {
     Ok(Json(
@@ -168,7 +169,7 @@ async fn reactivate_user(
     responses((status = 200, description = "Success", body = UserOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn ban_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
     Json(input): Json<BanIn>,
 ) -> Result<Json<UserOut>, ApiError> {
@@ -182,7 +183,7 @@ async fn ban_user(
     responses((status = 200, description = "Success", body = UserOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn unban_user(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
 ) -> Result<Json<UserOut>, ApiError> {
     Ok(Json(n.messaging.unban_user(p.app_id.as_str(), &id).await?))
@@ -193,7 +194,7 @@ async fn unban_user(
     responses((status = 201, description = "Created", body = TokenOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn create_token(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
     Json(input): Json<TokenIn>,
 ) -> Result<(StatusCode, Json<TokenOut>), ApiError> {
@@ -226,7 +227,7 @@ async fn create_token(
     responses((status = 200, description = "Revoked", body = TokensRevokedOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn revoke_tokens(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
 ) -> Result<Json<TokensRevokedOut>, ApiError> {
     let at = n
@@ -249,7 +250,7 @@ async fn revoke_tokens(
     responses((status = 204, description = "Revoked"), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn revoke_token(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path((id, token_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     n.messaging
@@ -268,7 +269,7 @@ async fn revoke_token(
     responses((status = 200, description = "Success", body = Page<UserConversationOut>), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn list_user_conversations(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Path(id): Path<String>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<UserConversationOut>>, ApiError> {

@@ -6,9 +6,10 @@
 //! node (`gateway.control_plane_url`, [`crate::webhook::admin_client`]); see docs/WEBHOOKS.md.
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use starling_core::error::{ApiError, ErrorBody};
+use starling_core::http::Path;
 use starling_core::http::{Json, Page, PageParams, Query};
 use starling_core::id::WebhookEndpointId;
 use starling_core::webhook_admin::{
@@ -18,8 +19,8 @@ use starling_core::webhook_admin::{
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::Principal;
 use crate::node::Node;
+use crate::scope::{Allowed, Read, Secrets, Write};
 use crate::webhook::{
     AttemptOut, DeliveryOut, EndpointStatusOut, NotificationOut, ReplayIn, ReplayOut,
     WebhookEventOut, WebhookFilter,
@@ -49,7 +50,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<Node>> {
     responses((status = 200, description = "Success", body = Vec<EndpointStatusOut>), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn list_webhook_endpoints(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
 ) -> Result<Json<Vec<EndpointStatusOut>>, ApiError> {
     Ok(Json(
         n.messaging.webhook_endpoints(p.app_id.as_str()).await?,
@@ -66,7 +67,7 @@ fn endpoint_id(s: &str) -> Result<WebhookEndpointId, ApiError> {
         (status = 503, description = "The control plane, where endpoints live, is unreachable, or this node is not given its URL (`gateway.control_plane_url`)", body = ErrorBody)))]
 async fn create_webhook_endpoint(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Secrets>,
     Json(input): Json<WebhookEndpointIn>,
 ) -> Result<(StatusCode, Json<WebhookEndpointCreatedOut>), ApiError> {
     let admin = n.messaging.webhooks.admin()?;
@@ -87,7 +88,7 @@ async fn create_webhook_endpoint(
         (status = 503, description = "The control plane, where endpoints live, is unreachable, or this node is not given its URL (`gateway.control_plane_url`)", body = ErrorBody)))]
 async fn get_webhook_endpoint(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Path(id): Path<String>,
 ) -> Result<Json<WebhookEndpointOut>, ApiError> {
     let admin = n.messaging.webhooks.admin()?;
@@ -105,7 +106,7 @@ async fn get_webhook_endpoint(
         (status = 503, description = "The control plane, where endpoints live, is unreachable, or this node is not given its URL (`gateway.control_plane_url`)", body = ErrorBody)))]
 async fn update_webhook_endpoint(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
     Json(patch): Json<WebhookEndpointPatch>,
 ) -> Result<Json<WebhookEndpointOut>, ApiError> {
@@ -124,7 +125,7 @@ async fn update_webhook_endpoint(
         (status = 503, description = "The control plane, where endpoints live, is unreachable, or this node is not given its URL (`gateway.control_plane_url`)", body = ErrorBody)))]
 async fn delete_webhook_endpoint(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let admin = n.messaging.webhooks.admin()?;
@@ -141,7 +142,7 @@ async fn delete_webhook_endpoint(
         (status = 503, description = "The control plane, where endpoints live, is unreachable, or this node is not given its URL (`gateway.control_plane_url`)", body = ErrorBody)))]
 async fn get_webhook_secret(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Secrets>,
     Path(id): Path<String>,
 ) -> Result<Json<WebhookSecretOut>, ApiError> {
     let admin = n.messaging.webhooks.admin()?;
@@ -159,7 +160,7 @@ async fn get_webhook_secret(
         (status = 503, description = "The control plane, where endpoints live, is unreachable, or this node is not given its URL (`gateway.control_plane_url`)", body = ErrorBody)))]
 async fn rotate_webhook_secret(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Secrets>,
     Path(id): Path<String>,
     Json(input): Json<RotateWebhookSecretIn>,
 ) -> Result<Json<WebhookSecretOut>, ApiError> {
@@ -176,7 +177,7 @@ async fn rotate_webhook_secret(
     responses((status = 200, description = "Success", body = Page<WebhookEventOut>), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn list_webhook_events(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<WebhookEventOut>>, ApiError> {
     Ok(Json(
@@ -190,7 +191,7 @@ async fn list_webhook_events(
     responses((status = 200, description = "Success", body = WebhookEventOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn get_webhook_event(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Path(id): Path<String>,
 ) -> Result<Json<WebhookEventOut>, ApiError> {
     Ok(Json(
@@ -203,7 +204,7 @@ async fn get_webhook_event(
     responses((status = 200, description = "Success", body = Page<DeliveryOut>), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn list_webhook_deliveries(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Query(f): Query<WebhookFilter>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<DeliveryOut>>, ApiError> {
@@ -219,7 +220,7 @@ async fn list_webhook_deliveries(
     responses((status = 200, description = "Success", body = Page<AttemptOut>), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn list_webhook_attempts(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Query(f): Query<WebhookFilter>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<AttemptOut>>, ApiError> {
@@ -235,7 +236,7 @@ async fn list_webhook_attempts(
     responses((status = 200, description = "Success", body = Page<DeliveryOut>), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn list_dead_letters(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Query(f): Query<WebhookFilter>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<DeliveryOut>>, ApiError> {
@@ -251,7 +252,7 @@ async fn list_dead_letters(
     responses((status = 200, description = "Queued", body = ReplayOut), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn replay_webhooks(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Write>,
     Json(input): Json<ReplayIn>,
 ) -> Result<Json<ReplayOut>, ApiError> {
     Ok(Json(n.messaging.replay(p.app_id.as_str(), input).await?))
@@ -262,7 +263,7 @@ async fn replay_webhooks(
     responses((status = 200, description = "Success", body = Page<NotificationOut>), (status = "4XX", description = "Client error", body = ErrorBody)))]
 async fn list_webhook_notifications(
     State(n): State<Arc<Node>>,
-    p: Principal,
+    p: Allowed<Read>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<Page<NotificationOut>>, ApiError> {
     Ok(Json(

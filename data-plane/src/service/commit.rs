@@ -31,7 +31,7 @@ use std::time::Duration;
 use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait as _};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter,
-    QuerySelect, Statement, TransactionTrait,
+    QuerySelect, Statement,
 };
 use serde_json::json;
 use starling_core::error::{ApiError, ErrorCode};
@@ -317,7 +317,11 @@ impl Messaging {
             Ok(Ok(stored)) if !stored.is_empty() => {
                 // The transaction committed (it is all or nothing): every send has its row,
                 // or its conversation was gone.
-                tracing::warn!(error, size = batch.len(), "a batch's commit failed on the way back but was stored; answered as written");
+                tracing::warn!(
+                    error,
+                    size = batch.len(),
+                    "a batch's commit failed on the way back but was stored; answered as written"
+                );
                 metrics::counter!("starling_send_batches_ambiguous_total").increment(1);
                 let mut stored = stored;
                 return same_as(batch)
@@ -327,10 +331,9 @@ impl Messaging {
                         Some(j) => Slot::SameAs(j),
                         None => match stored.remove(&ids[i]) {
                             Some(m) => Slot::New(m),
-                            None => Slot::Failed(ApiError::not_found(
-                                "conversation",
-                                &batch[i].msg.cid,
-                            )),
+                            None => {
+                                Slot::Failed(ApiError::not_found("conversation", &batch[i].msg.cid))
+                            }
                         },
                     })
                     .collect();
@@ -347,7 +350,11 @@ impl Messaging {
             Err(_) => return batch.iter().map(|_| Slot::Failed(gave_up())).collect(),
         }
         // One send spoiled the transaction: write each on its own, so that only that one fails.
-        tracing::debug!(error, size = batch.len(), "batch failed; writing its messages one by one");
+        tracing::debug!(
+            error,
+            size = batch.len(),
+            "batch failed; writing its messages one by one"
+        );
         let mut slots = Vec::with_capacity(batch.len());
         for (p, id) in batch.iter().zip(ids) {
             slots.push(
@@ -437,7 +444,7 @@ impl Messaging {
                     .or_default() += 1;
             }
         }
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let pg = txn.get_database_backend() == sea_orm::DbBackend::Postgres;
         // The next seq to give in each conversation.
         let mut next: HashMap<(&str, &str), i64> = HashMap::new();

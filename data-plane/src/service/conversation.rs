@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryOrder, QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -334,7 +334,7 @@ impl Messaging {
         };
         let now = now();
         let id = ConversationId::generate().into_string();
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let inserted = conversation::ActiveModel {
             app_id: Set(app.to_owned()),
             id: Set(id.clone()),
@@ -465,7 +465,7 @@ impl Messaging {
             });
         }
         a.updated_at = Set(now());
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let c = a.update(&txn).await?;
         let out = Self::conversation_out_on(&txn, c).await?;
         self.emit(
@@ -494,7 +494,7 @@ impl Messaging {
     pub async fn delete_conversation(&self, app: &str, id: &str) -> Result<()> {
         self.conversation_model(app, id).await?;
         let to = self.recipients(app, id).await?;
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let ids: Vec<String> = scoped::<message::Entity>(app)
             .filter(message::Column::ConversationId.eq(id))
             .select_only()
@@ -586,7 +586,7 @@ impl Messaging {
         let role = input.role.unwrap_or(Role::Member);
         let now = now();
         // Every new member or none, each with its event.
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let mut added = Vec::new();
         for u in &new {
             let m = new_member(app, id, u, role, c.last_seq, now)
@@ -645,7 +645,7 @@ impl Messaging {
             return Err(ApiError::not_found("member", user));
         }
         let to = self.recipients(app, id).await?;
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         member::Entity::delete_many()
             .filter(member::Column::AppId.eq(app))
             .filter(member::Column::ConversationId.eq(id))
@@ -699,7 +699,7 @@ impl Messaging {
         if let Some(b) = patch.banned {
             a.banned = Set(b);
         }
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let out = member_out(a.update(&txn).await?);
         if patch.role.is_some_and(|r| r.as_str() != old_role) {
             self.emit(

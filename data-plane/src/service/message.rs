@@ -5,10 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
 use sea_orm::sea_query::{Condition, Expr, ExprTrait as _, JoinType};
-use sea_orm::{
-    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
-    Set, TransactionTrait,
-};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use starling_core::error::{ApiError, ErrorCode};
@@ -677,7 +674,7 @@ impl Messaging {
         check_size(limits, &text, &custom, &attachments)?;
         // The webhook event commits with the edit. The row is changed only if it is still not
         // deleted: a delete that committed since the read above must not get its text back.
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let Some(m) = message::Entity::update_many()
             .col_expr(message::Column::Text, Expr::value(text))
             .col_expr(message::Column::Custom, Expr::value(custom))
@@ -749,7 +746,7 @@ impl Messaging {
         // The tombstone, its reactions' removal and the webhook event: all or nothing. Only a
         // message not deleted yet: of two racing deletes one tells the members, and an edit
         // racing this one either lands before (and is erased) or finds the tombstone.
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let Some(m) = message::Entity::update_many()
             .col_expr(message::Column::Text, Expr::value(Option::<String>::None))
             .col_expr(
@@ -818,7 +815,7 @@ impl Messaging {
             return Err(ApiError::conflict(format!("message {mid} was deleted")));
         }
         // The reaction, the counts the event shows, and the event: one transaction.
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         if remove {
             reaction::Entity::delete_many()
                 .filter(reaction::Column::AppId.eq(app))
@@ -982,7 +979,7 @@ impl Messaging {
             .filter(member::Column::LastReadSeq.lt(seq));
         // Read receipts are opt-in webhooks: only pay for a transaction when one is wanted.
         if self.wants(app, "read_receipt.updated") {
-            let txn = self.db.begin().await?;
+            let txn = starling_core::db::begin_write(&self.db).await?;
             update.exec(&txn).await?;
             self.emit(
                 &txn,

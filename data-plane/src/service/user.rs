@@ -2,7 +2,7 @@
 //! with their data.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DbErr, EntityTrait, QueryFilter, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use starling_core::db::paginate;
@@ -109,45 +109,79 @@ impl Messaging {
         id: &str,
         input: UserIn,
     ) -> Result<(crate::protocol::UserOut, bool)> {
-        check_user_id("id", id)?;
-        let name = input.name.as_deref().map(check_name).transpose()?;
-        if let Some(Some(u)) = &input.avatar_url {
-            check_url("avatar_url", u)?;
+        let input = checked(id, input)?;
+        // A concurrent DELETE or PUT of the same user can come between the read and the write
+        // (they are apart, see `write_user`). Then the other request happened first, and this
+        // one runs again against what it left: it creates what was deleted, or changes what
+        // was created. A second race in a row is reported, not looped on.
+        for _ in 0..2 {
+            if let Some(done) = self.write_user(app, id, &input, false).await? {
+                return Ok(done);
+            }
         }
-        if let Some(m) = &input.metadata {
-            check_object("metadata", m, 8 * 1024)?;
+        Err(ApiError::conflict(format!(
+            "user {id} was changed concurrently twice; retry"
+        )))
+    }
+
+    /// Changes an existing user: `not_found` if there is none, also when a concurrent DELETE
+    /// removed it between the read and the write (that DELETE happened first).
+    pub async fn update_user(
+        &self,
+        app: &str,
+        id: &str,
+        input: UserIn,
+    ) -> Result<crate::protocol::UserOut> {
+        let input = checked(id, input)?;
+        match self.write_user(app, id, &input, true).await? {
+            Some((u, _)) => Ok(u),
+            None => Err(ApiError::not_found("user", id)),
         }
+    }
+
+    /// Creates or changes the user once (`input` checked); `None` when a concurrent write
+    /// changed whether the user exists between the read and the write.
+    async fn write_user(
+        &self,
+        app: &str,
+        id: &str,
+        input: &UserIn,
+        must_exist: bool,
+    ) -> Result<Option<(crate::protocol::UserOut, bool)>> {
         let now = now();
         let online = self.online(app, id).await;
         let existing = scoped::<user::Entity>(app)
             .filter(user::Column::Id.eq(id))
             .one(&self.db)
             .await?;
-        // The change and its webhook event commit together. (The read stays outside: on
-        // SQLite a transaction that reads first cannot always upgrade to writing.)
-        let txn = self.db.begin().await?;
-        let (m, created) = match existing {
+        if existing.is_none() && must_exist {
+            return Err(ApiError::not_found("user", id));
+        }
+        // The change and its webhook event commit together. (The read stays outside: it
+        // needs no write lock, and the races it leaves are caught below.)
+        let txn = starling_core::db::begin_write(&self.db).await?;
+        let written = match existing {
             Some(u) => {
                 let mut a: user::ActiveModel = u.into();
-                if let Some(n) = name {
-                    a.name = Set(n);
+                if let Some(n) = &input.name {
+                    a.name = Set(n.clone());
                 }
-                if let Some(u) = input.avatar_url {
-                    a.avatar_url = Set(u);
+                if let Some(u) = &input.avatar_url {
+                    a.avatar_url = Set(u.clone());
                 }
-                if let Some(m) = input.metadata {
-                    a.metadata = Set(m);
+                if let Some(m) = &input.metadata {
+                    a.metadata = Set(m.clone());
                 }
                 a.updated_at = Set(now);
-                (a.update(&txn).await?, false)
+                a.update(&txn).await.map(|m| (m, false))
             }
             None => {
                 let a = user::ActiveModel {
                     app_id: Set(app.to_owned()),
                     id: Set(id.to_owned()),
-                    name: Set(name.unwrap_or_else(|| id.to_owned())),
-                    avatar_url: Set(input.avatar_url.flatten()),
-                    metadata: Set(input.metadata.unwrap_or_else(|| json!({}))),
+                    name: Set(input.name.clone().unwrap_or_else(|| id.to_owned())),
+                    avatar_url: Set(input.avatar_url.clone().flatten()),
+                    metadata: Set(input.metadata.clone().unwrap_or_else(|| json!({}))),
                     status: Set("active".into()),
                     banned: Set(false),
                     banned_until: Set(None),
@@ -156,8 +190,13 @@ impl Messaging {
                     created_at: Set(now),
                     updated_at: Set(now),
                 };
-                (a.insert(&txn).await?, true)
+                a.insert(&txn).await.map(|m| (m, true))
             }
+        };
+        let (m, created) = match written {
+            Ok(w) => w,
+            Err(e) if raced(&e) => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
         let out = user_out(m, online);
         self.emit(
@@ -172,18 +211,7 @@ impl Messaging {
         )
         .await?;
         self.commit_events(txn).await?;
-        Ok((out, created))
-    }
-
-    /// Changes an existing user.
-    pub async fn update_user(
-        &self,
-        app: &str,
-        id: &str,
-        input: UserIn,
-    ) -> Result<crate::protocol::UserOut> {
-        self.user_model(app, id).await?;
-        Ok(self.upsert_user(app, id, input).await?.0)
+        Ok(Some((out, created)))
     }
 
     /// One user.
@@ -282,7 +310,7 @@ impl Messaging {
         // does not inherit them.
         self.set_not_before(app, id).await?;
         let now = now();
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         message::Entity::update_many()
             .col_expr(
                 message::Column::Text,
@@ -318,11 +346,16 @@ impl Messaging {
             .filter(member::Column::UserId.eq(id))
             .exec(&txn)
             .await?;
-        user::Entity::delete_many()
+        let deleted = user::Entity::delete_many()
             .filter(user::Column::AppId.eq(app))
             .filter(user::Column::Id.eq(id))
             .exec(&txn)
             .await?;
+        if deleted.rows_affected == 0 {
+            // A concurrent DELETE came first (the transaction rolls back as it drops): one
+            // `user.deleted`, and this one is told the user is gone.
+            return Err(ApiError::not_found("user", id));
+        }
         self.emit(
             &txn,
             app,
@@ -347,8 +380,12 @@ impl Messaging {
         event: &str,
     ) -> Result<crate::protocol::UserOut> {
         let online = self.online(app, id).await;
-        let txn = self.db.begin().await?;
-        let m = a.update(&txn).await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
+        // A concurrent DELETE removed the user since it was read: that DELETE came first.
+        let m = a.update(&txn).await.map_err(|e| match e {
+            DbErr::RecordNotUpdated => ApiError::not_found("user", id),
+            e => e.into(),
+        })?;
         let out = user_out(m, online);
         self.emit(&txn, app, event, &UserData { user: out.clone() })
             .await?;
@@ -395,4 +432,27 @@ pub(crate) fn may_act(
         ));
     }
     Ok(())
+}
+
+/// The user input with its fields checked (the name trimmed).
+fn checked(id: &str, mut input: UserIn) -> Result<UserIn> {
+    check_user_id("id", id)?;
+    input.name = input.name.as_deref().map(check_name).transpose()?;
+    if let Some(Some(u)) = &input.avatar_url {
+        check_url("avatar_url", u)?;
+    }
+    if let Some(m) = &input.metadata {
+        check_object("metadata", m, 8 * 1024)?;
+    }
+    Ok(input)
+}
+
+/// Whether a user write failed because a concurrent one changed whether the user exists: the
+/// row to update was deleted, or the row to insert was created.
+fn raced(e: &DbErr) -> bool {
+    matches!(e, DbErr::RecordNotUpdated)
+        || matches!(
+            e.sql_err(),
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+        )
 }

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait as _};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Set, TransactionTrait,
+    Set,
 };
 use starling_core::appconfig::WebhookEndpointConfig;
 use starling_core::id::AppId;
@@ -489,7 +489,7 @@ impl Messaging {
     /// Writes a batch of outcomes in one transaction: the attempts in multi-row inserts, the
     /// deliveries with one update per kind of change.
     async fn write_outcomes(&self, batch: &[Outcome]) -> Result<()> {
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let attempts: Vec<webhook_attempt::ActiveModel> =
             batch.iter().filter_map(|o| o.attempt.clone()).collect();
         for chunk in attempts.chunks(BATCH) {
@@ -644,7 +644,7 @@ impl Messaging {
         }
         // Only one node disables it (and writes the notice and the event), all in one
         // transaction: a disabled endpoint always has its notice and its event.
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let r = webhook_endpoint_state::Entity::update_many()
             .col_expr(
                 webhook_endpoint_state::Column::DisabledAt,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Query;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::{webhook_attempt, webhook_delivery, webhook_event};
 use crate::service::{Messaging, Result, now};
@@ -85,7 +85,7 @@ impl Messaging {
         if ids.is_empty() {
             return Ok((0, false));
         }
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         // The events first, checking again that nothing became due for them (a replay).
         let gone = webhook_event::Entity::delete_many()
             .filter(webhook_event::Column::AppId.eq(app))

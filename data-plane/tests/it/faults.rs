@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use starling_core::db::Timeouts;
 use starling_core::limits::Limits;
@@ -60,7 +60,15 @@ async fn a_commit_cut_after_postgres_committed_stores_each_message_once() {
     let n = 6;
     let answers = join_all((0..n).map(|i| {
         let (c, app, cid) = (&c, &app, &cid);
-        async move { send(c, app, cid, json!({"sender_id": "alice", "text": format!("m{i}")})).await }
+        async move {
+            send(
+                c,
+                app,
+                cid,
+                json!({"sender_id": "alice", "text": format!("m{i}")}),
+            )
+            .await
+        }
     }))
     .await;
     proxy.set(Fault::None);
@@ -163,7 +171,7 @@ async fn a_locked_conversation_fails_alone_within_the_lock_timeout() {
 
     // Another session holds the conversation's row, as a stuck transaction would.
     let db = starling_core::db::connect(&pg_url(), 1).await.unwrap();
-    let holder = db.begin().await.unwrap();
+    let holder = starling_core::db::begin_write(&db).await.unwrap();
     holder
         .execute_unprepared(&format!(
             "SELECT 1 FROM conversation WHERE app_id = '{}' AND id = '{stuck}' FOR UPDATE",
@@ -176,7 +184,12 @@ async fn a_locked_conversation_fails_alone_within_the_lock_timeout() {
     let blocked = async {
         let r = tokio::time::timeout(
             Duration::from_secs(15),
-            send(&c, &locked, &stuck, json!({"sender_id": "alice", "text": "stuck"})),
+            send(
+                &c,
+                &locked,
+                &stuck,
+                json!({"sender_id": "alice", "text": "stuck"}),
+            ),
         )
         .await;
         (r, t0.elapsed())
@@ -190,7 +203,12 @@ async fn a_locked_conversation_fails_alone_within_the_lock_timeout() {
                 let t = Instant::now();
                 let r = tokio::time::timeout(
                     Duration::from_secs(15),
-                    send(c, other, fine, json!({"sender_id": "bob", "text": format!("ok{i}")})),
+                    send(
+                        c,
+                        other,
+                        fine,
+                        json!({"sender_id": "bob", "text": format!("ok{i}")}),
+                    ),
                 )
                 .await;
                 (r, t.elapsed())
@@ -216,7 +234,13 @@ async fn a_locked_conversation_fails_alone_within_the_lock_timeout() {
     }
     holder.rollback().await.unwrap();
     // The failed send did not count against the quota: the month's one message is still free.
-    let (s, v) = send(&c, &locked, &stuck, json!({"sender_id": "alice", "text": "now"})).await;
+    let (s, v) = send(
+        &c,
+        &locked,
+        &stuck,
+        json!({"sender_id": "alice", "text": "now"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(texts(&c, &locked, &stuck).await, vec!["now".to_owned()]);
     assert_eq!(texts(&c, &other, &fine).await.len(), 10);
@@ -227,7 +251,13 @@ async fn an_edit_racing_a_delete_never_restores_the_text() {
     let c = Cell::start(crate::harness::Backend::Postgres).await;
     let app = c.app(Limits::default()).await;
     let cid = c.alice_and_bob(&app).await;
-    let (s, v) = send(&c, &app, &cid, json!({"sender_id": "alice", "text": "secret"})).await;
+    let (s, v) = send(
+        &c,
+        &app,
+        &cid,
+        json!({"sender_id": "alice", "text": "secret"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let mid = v["message"]["id"].as_str().unwrap().to_owned();
     let path = format!("/v1/conversations/{cid}/messages/{mid}");
@@ -236,7 +266,7 @@ async fn an_edit_racing_a_delete_never_restores_the_text() {
     // and waits for the row, then the edit reads it (not deleted yet) and waits behind the
     // delete. Released, the delete commits first and the edit writes after it.
     let db = starling_core::db::connect(&pg_url(), 1).await.unwrap();
-    let holder = db.begin().await.unwrap();
+    let holder = starling_core::db::begin_write(&db).await.unwrap();
     holder
         .execute_unprepared(&format!(
             "SELECT 1 FROM message WHERE app_id = '{}' AND id = '{mid}' FOR UPDATE",
@@ -247,8 +277,13 @@ async fn an_edit_racing_a_delete_never_restores_the_text() {
     let delete = c.api(&app, Method::DELETE, &path, None);
     let edit = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        c.api(&app, Method::PATCH, &path, Some(json!({"text": "restored"})))
-            .await
+        c.api(
+            &app,
+            Method::PATCH,
+            &path,
+            Some(json!({"text": "restored"})),
+        )
+        .await
     };
     let release = async {
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -256,9 +291,24 @@ async fn an_edit_racing_a_delete_never_restores_the_text() {
     };
     let ((ds, dv), (es, ev), ()) = tokio::join!(delete, edit, release);
     assert_eq!(ds, StatusCode::OK, "{dv}");
-    let got = c.ok(&app, Method::GET, &format!("/v1/conversations/{cid}/messages"), None).await;
+    let got = c
+        .ok(
+            &app,
+            Method::GET,
+            &format!("/v1/conversations/{cid}/messages"),
+            None,
+        )
+        .await;
     let m = &got["messages"][0];
     assert_eq!(m["deleted"], true, "{m}");
-    assert_eq!(m["text"], Value::Null, "a deleted message keeps no text: {m}");
-    assert_eq!(es, StatusCode::CONFLICT, "the edit lost to the delete: {ev}");
+    assert_eq!(
+        m["text"],
+        Value::Null,
+        "a deleted message keeps no text: {m}"
+    );
+    assert_eq!(
+        es,
+        StatusCode::CONFLICT,
+        "the edit lost to the delete: {ev}"
+    );
 }

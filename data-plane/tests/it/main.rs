@@ -6,6 +6,7 @@ mod harness;
 
 mod access;
 mod asyncapi;
+mod concurrency;
 mod config_trust;
 mod conformance;
 mod faults;
@@ -17,6 +18,7 @@ mod outbox;
 mod pgproxy;
 mod quota;
 mod robustness;
+mod scopes;
 mod security;
 mod spec;
 mod webhook_spec;

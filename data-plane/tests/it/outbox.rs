@@ -114,7 +114,10 @@ async fn orphaned_outbox_rows_do_not_stop_the_relay(b: Backend) {
         .await;
     down.store(false, Ordering::SeqCst);
     let got = bob.event("message.new").await;
-    assert_eq!(got["message"]["id"], r["message"]["id"], "the relay got to it");
+    assert_eq!(
+        got["message"]["id"], r["message"]["id"],
+        "the relay got to it"
+    );
     let left = outbox::Entity::find()
         .filter(outbox::Column::AppId.eq(ghost.as_str()))
         .all(db)
@@ -156,10 +159,7 @@ async fn two_relays_never_publish_the_same_row(b: Backend) {
     let m1 = cell.nodes[0].messaging.clone();
     let m2 = cell.nodes[cell.nodes.len() - 1].messaging.clone();
     let second = Duration::from_secs(1);
-    let (r1, r2) = tokio::join!(
-        m1.relay_outbox(second, 200),
-        m2.relay_outbox(second, 200)
-    );
+    let (r1, r2) = tokio::join!(m1.relay_outbox(second, 200), m2.relay_outbox(second, 200));
     let (r1, r2) = (r1.unwrap(), r2.unwrap());
     assert_eq!(r1 + r2, 5, "each row published once ({r1} + {r2})");
 }

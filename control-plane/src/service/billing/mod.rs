@@ -16,9 +16,7 @@
 //! paid invoice restores a tenant that billing suspended.
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde::{Deserialize, Serialize};
 use starling_core::error::{ApiError, ErrorCode};
 use starling_core::id::{PlanId, TenantId};
@@ -508,7 +506,7 @@ impl ControlPlane {
             .await?;
         let mut n = 0;
         for b in due {
-            let txn = self.db.begin().await?;
+            let txn = starling_core::db::begin_write(&self.db).await?;
             let Some(t) = tenant::Entity::find_by_id(b.tenant_id.clone())
                 .one(&txn)
                 .await?

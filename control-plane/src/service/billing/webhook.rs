@@ -6,8 +6,7 @@
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use hmac::{Hmac, Mac};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TransactionTrait,
-    TryInsertResult,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TryInsertResult,
 };
 use serde::Deserialize;
 use sha2::Sha256;
@@ -122,7 +121,7 @@ impl ControlPlane {
             .ok_or_else(|| invalid("created", "out of range"))?;
         let obj = &ev.data.object;
         let customer = str_field(obj, "customer").map(str::to_owned);
-        let txn = self.db.begin().await?;
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let first = stripe_event::Entity::insert(stripe_event::ActiveModel {
             id: Set(ev.id.clone()),
             kind: Set(ev.kind.clone()),
