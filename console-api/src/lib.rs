@@ -155,10 +155,14 @@ impl Console {
 
 fn schema_builder()
 -> async_graphql::SchemaBuilder<schema::Query, schema::Mutation, EmptySubscription> {
-    Schema::build(schema::Query, schema::Mutation, EmptySubscription)
-        .extension(CostLimit)
-        // Fragment recursion is refused long before this; the depth limit applies in CostLimit.
-        .limit_recursive_depth(64)
+    Schema::build(
+        schema::Query,
+        schema::Mutation::default(),
+        EmptySubscription,
+    )
+    .extension(CostLimit)
+    // Fragment recursion is refused long before this; the depth limit applies in CostLimit.
+    .limit_recursive_depth(64)
 }
 
 /// The schema's SDL, as committed in `sdk-specs/graphql/console.graphql`.
