@@ -40,7 +40,7 @@ impl From<account::Model> for Account {
 #[ComplexObject]
 impl Account {
     /// The tenants this account belongs to, with its role in each.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 1")]
+    #[graphql(complexity = "crate::limits::page_cost(first, child_complexity, 1)")]
     async fn memberships(
         &self,
         ctx: &Context<'_>,
@@ -70,7 +70,7 @@ impl Account {
     }
 
     /// This account's own events: logins, logouts, password changes, accepted invitations.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 1")]
+    #[graphql(complexity = "crate::limits::page_cost(first, child_complexity, 1)")]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,

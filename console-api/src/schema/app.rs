@@ -112,7 +112,7 @@ impl App {
     }
 
     /// The app's API keys, never with their secrets.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 1")]
+    #[graphql(complexity = "crate::limits::page_cost(first, child_complexity, 1)")]
     async fn api_keys(
         &self,
         ctx: &Context<'_>,
@@ -132,7 +132,7 @@ impl App {
     }
 
     /// The secrets that sign the app's user tokens (developers and up).
-    #[graphql(complexity = "5 * child_complexity")]
+    #[graphql(complexity = "crate::limits::times(5, child_complexity)")]
     async fn token_secrets(&self, ctx: &Context<'_>) -> Result<Vec<TokenSecret>> {
         let a = authorize(ctx, self.0.tenant_id.as_str(), Role::Developer).await?;
         Ok(console(ctx)
@@ -151,7 +151,7 @@ impl App {
     }
 
     /// Moderation: the app's end users, by id (admins and owners). Served by the app's cell.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 10")]
+    #[graphql(complexity = "crate::limits::page_cost(first, child_complexity, 10)")]
     async fn users(
         &self,
         ctx: &Context<'_>,
@@ -177,7 +177,7 @@ impl App {
     }
 
     /// Moderation: one end user (admins and owners).
-    #[graphql(complexity = "10 + child_complexity")]
+    #[graphql(complexity = "crate::limits::plus(10, child_complexity)")]
     async fn user(&self, ctx: &Context<'_>, id: String) -> Result<EndUser> {
         let cell = Cell::of(ctx, self.0.tenant_id.as_str(), self.0.id.as_str()).await?;
         Ok(cell
@@ -186,7 +186,7 @@ impl App {
     }
 
     /// Moderation: the conversations a user is in (admins and owners).
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 10")]
+    #[graphql(complexity = "crate::limits::page_cost(first, child_complexity, 10)")]
     async fn user_conversations(
         &self,
         ctx: &Context<'_>,
@@ -217,7 +217,7 @@ impl App {
     }
 
     /// Moderation: a conversation's most recent messages, newest first (admins and owners).
-    #[graphql(complexity = "last.unwrap_or(20).max(1) as usize * child_complexity + 10")]
+    #[graphql(complexity = "crate::limits::page_cost(last, child_complexity, 10)")]
     async fn recent_messages(
         &self,
         ctx: &Context<'_>,
@@ -244,13 +244,13 @@ impl App {
 
     /// Metered usage in a calendar month (`YYYY-MM`, UTC; default: the month in progress, so
     /// far), with the month's limits and how much of each is used.
-    #[graphql(complexity = "5 + child_complexity")]
+    #[graphql(complexity = "crate::limits::plus(5, child_complexity)")]
     async fn usage(&self, ctx: &Context<'_>, period: Option<String>) -> Result<Usage> {
         Ok(crate::usage::usage(ctx, self.0.tenant_id.as_str(), &self.0.id, period).await?)
     }
 
     /// Quota thresholds passed (80 % and 100 % of a limit, once per month), oldest first.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 1")]
+    #[graphql(complexity = "crate::limits::page_cost(first, child_complexity, 1)")]
     async fn quota_events(
         &self,
         ctx: &Context<'_>,
@@ -264,7 +264,7 @@ impl App {
     }
 
     /// The app's webhook endpoints, oldest first, never with their secrets.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 1")]
+    #[graphql(complexity = "crate::limits::page_cost(first, child_complexity, 1)")]
     async fn webhook_endpoints(
         &self,
         ctx: &Context<'_>,

@@ -68,7 +68,7 @@ impl Query {
     }
 
     /// The event types a webhook endpoint can subscribe to.
-    #[graphql(complexity = "20 * child_complexity")]
+    #[graphql(complexity = "crate::limits::times(20, child_complexity)")]
     async fn webhook_event_types(&self) -> Vec<WebhookEventType> {
         crate::webhook::event_types()
     }

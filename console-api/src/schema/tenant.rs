@@ -164,7 +164,7 @@ impl Tenant {
     }
 
     /// Members and their roles.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 1")]
+    #[graphql(complexity = "crate::limits::page_cost(first, child_complexity, 1)")]
     async fn members(
         &self,
         ctx: &Context<'_>,
@@ -208,7 +208,7 @@ impl Tenant {
     }
 
     /// Invitations not yet accepted or expired (admins and owners).
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 1")]
+    #[graphql(complexity = "crate::limits::page_cost(first, child_complexity, 1)")]
     async fn invitations(
         &self,
         ctx: &Context<'_>,
@@ -236,7 +236,7 @@ impl Tenant {
     }
 
     /// The tenant's apps, oldest first.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 1")]
+    #[graphql(complexity = "crate::limits::page_cost(first, child_complexity, 1)")]
     async fn apps(
         &self,
         ctx: &Context<'_>,
@@ -267,7 +267,7 @@ impl Tenant {
     }
 
     /// Every console mutation on this tenant, newest last (admins and owners).
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 1")]
+    #[graphql(complexity = "crate::limits::page_cost(first, child_complexity, 1)")]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,

@@ -6,6 +6,7 @@ mod harness;
 
 mod accounts;
 mod authz;
+mod doors;
 mod limits;
 mod spec;
 mod usage;
