@@ -439,7 +439,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         cp,
         cache,
         operator_token: Arc::from(operator_token.as_str()),
+        max_body_bytes: cfg.server.max_body_bytes,
     };
+    // The data plane's routes bounded like the control plane's (the console bounds its own).
+    let routes = routes.layer(axum::middleware::from_fn_with_state(
+        cfg.server.max_body_bytes,
+        starling_core::http::limit_body,
+    ));
     let extra = match &console {
         Some(c) => routes.merge(c.router()),
         None => routes,
@@ -573,6 +579,7 @@ pub async fn run_control_plane(config: Option<PathBuf>) -> anyhow::Result<()> {
         cp,
         cache,
         operator_token: Arc::from(operator_token.as_str()),
+        max_body_bytes: cfg.server.max_body_bytes,
     };
     let extra = console.map(|c| c.router()).unwrap_or_default();
     let app = server::app_with(state, _telemetry.metrics.clone(), extra);

@@ -288,6 +288,11 @@ impl Console {
 
     /// Checks an email and password, with lockout after repeated failures, and a limit on
     /// failures per client address (`ip`, when known).
+    ///
+    /// Both limits are taken before the password is checked, never after: a check-then-count
+    /// let N logins sent at once all pass the check while none had counted yet (N guesses where
+    /// the limit allows a few). An attempt takes one point from the address's bucket up front
+    /// and gives it back when the password was right (or the account was locked anyway).
     async fn check_login(
         &self,
         email: &str,
@@ -297,20 +302,22 @@ impl Console {
         let email = check_email("email", email)?;
         let key = ip.map(|ip| format!("login:{ip}"));
         if let Some(k) = &key
-            && self.failed_logins.remaining(k) < 1
+            && let Err(wait) = self.failed_logins.spend(k, 1)
         {
             let mut f = Fail::new(
                 ErrorCode::RateLimited,
-                "too many failed logins from your address; retry in a minute",
+                format!("too many failed logins from your address; retry in {wait} s"),
             );
-            f.retry_after = Some(60);
+            f.retry_after = Some(wait);
             return Err(f);
         }
         let res = self.verify_login(&email, password).await;
-        if let (Err(e), Some(k)) = (&res, &key)
-            && e.code != code::ACCOUNT_LOCKED
+        if let Some(k) = &key
+            && res
+                .as_ref()
+                .map_or_else(|e| e.code == code::ACCOUNT_LOCKED, |_| true)
         {
-            let _ = self.failed_logins.spend(k, 1);
+            self.failed_logins.refund(k, 1);
         }
         res
     }
@@ -326,45 +333,84 @@ impl Console {
             return Err(wrong_credentials());
         };
         let now = now();
-        if let Some(until) = a.locked_until.filter(|u| *u > now) {
-            return Err(locked(until, now));
-        }
-        if verify_password(password.to_owned(), a.password_hash.clone()).await? {
-            if a.failed_logins != 0 || a.locked_until.is_some() {
-                account::Entity::update_many()
-                    .col_expr(account::Column::FailedLogins, Expr::value(0))
-                    .col_expr(
-                        account::Column::LockedUntil,
-                        Expr::value(Option::<DateTime<Utc>>::None),
-                    )
-                    .filter(account::Column::Id.eq(&a.id))
-                    .exec(&self.cp.db)
-                    .await?;
-            }
-            return Ok(a);
-        }
-        // Count the failure in the database (atomically), lock at the limit.
-        account::Entity::update_many()
+        // Take one of the account's attempts in one statement before checking: counted before
+        // the check, an attempt sent in parallel with others cannot slip past the limit.
+        // `failed_logins` counts attempts that failed or are in flight; at the limit (or while
+        // locked) nothing is checked.
+        let max = self.cfg.login_max_failures as i32;
+        let taken = account::Entity::update_many()
             .col_expr(
                 account::Column::FailedLogins,
                 Expr::col(account::Column::FailedLogins).add(1),
             )
             .filter(account::Column::Id.eq(&a.id))
+            .filter(account::Column::FailedLogins.lt(max))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(account::Column::LockedUntil.is_null())
+                    .add(account::Column::LockedUntil.lte(now)),
+            )
             .exec(&self.cp.db)
-            .await?;
-        let failures = account::Entity::find_by_id(a.id.clone())
-            .one(&self.cp.db)
             .await?
-            .map_or(0, |a| a.failed_logins);
-        if failures >= self.cfg.login_max_failures as i32 {
+            .rows_affected
+            == 1;
+        if !taken {
+            // Locked, or `max` attempts are being checked right now: lock it (if not yet) so
+            // that the refusal says until when, and a count left behind by a crash mid-check
+            // cannot refuse logins for ever.
             let until = now + Duration::seconds(self.cfg.lockout_secs as i64);
-            account::Entity::update_many()
+            let locked_now = account::Entity::update_many()
                 .col_expr(account::Column::FailedLogins, Expr::value(0))
                 .col_expr(account::Column::LockedUntil, Expr::value(Some(until)))
                 .filter(account::Column::Id.eq(&a.id))
+                .filter(account::Column::FailedLogins.gte(max))
+                .filter(
+                    sea_orm::Condition::any()
+                        .add(account::Column::LockedUntil.is_null())
+                        .add(account::Column::LockedUntil.lte(now)),
+                )
+                .exec(&self.cp.db)
+                .await?
+                .rows_affected
+                == 1;
+            if locked_now {
+                tracing::warn!(account = %a.id, max, "console account locked after failed logins");
+                return Err(locked(until, now));
+            }
+            let until = account::Entity::find_by_id(a.id.clone())
+                .one(&self.cp.db)
+                .await?
+                .and_then(|a| a.locked_until)
+                .filter(|u| *u > now)
+                .unwrap_or(until);
+            return Err(locked(until, now));
+        }
+        if verify_password(password.to_owned(), a.password_hash.clone()).await? {
+            account::Entity::update_many()
+                .col_expr(account::Column::FailedLogins, Expr::value(0))
+                .col_expr(
+                    account::Column::LockedUntil,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .filter(account::Column::Id.eq(&a.id))
                 .exec(&self.cp.db)
                 .await?;
-            tracing::warn!(account = %a.id, failures, "console account locked after failed logins");
+            return Ok(a);
+        }
+        // The attempt stays counted. The failure that finds the limit reached locks the account
+        // (one of them: the update is conditional) and starts the count again for afterwards.
+        let until = now + Duration::seconds(self.cfg.lockout_secs as i64);
+        let locked_now = account::Entity::update_many()
+            .col_expr(account::Column::FailedLogins, Expr::value(0))
+            .col_expr(account::Column::LockedUntil, Expr::value(Some(until)))
+            .filter(account::Column::Id.eq(&a.id))
+            .filter(account::Column::FailedLogins.gte(max))
+            .exec(&self.cp.db)
+            .await?
+            .rows_affected
+            == 1;
+        if locked_now {
+            tracing::warn!(account = %a.id, max, "console account locked after failed logins");
             return Err(locked(until, now));
         }
         Err(wrong_credentials())
@@ -384,6 +430,12 @@ impl Console {
     }
 
     /// Trades a refresh token for new tokens; the old refresh token stops working.
+    ///
+    /// A refresh token of a live session that is not its current one has been used before
+    /// (refresh tokens are 256-bit random: not guessed): either its holder or someone who copied
+    /// it is replaying it, and the server cannot tell which. The session ends, so that a stolen
+    /// refresh token stops working as soon as either party uses it again (refresh token
+    /// rotation with reuse detection, OAuth 2.0 Security BCP §4.14.2).
     pub async fn refresh(&self, refresh_token: &str) -> Result<SessionTokens> {
         let bad = || Fail::unauthorized("the refresh token is not valid; log in again");
         let (sid, secret) = refresh_token.split_once('.').ok_or_else(bad)?;
@@ -395,7 +447,7 @@ impl Console {
             return Err(bad());
         }
         if !self.cp.hasher.verify(secret, &s.refresh_hash) {
-            return Err(bad());
+            return Err(self.refresh_reused(&s.id).await?);
         }
         let a = account::Entity::find_by_id(s.account_id.clone())
             .one(&self.cp.db)
@@ -410,12 +462,23 @@ impl Console {
             )
             .filter(session::Column::Id.eq(&s.id))
             .filter(session::Column::RefreshHash.eq(&s.refresh_hash))
+            .filter(session::Column::RevokedAt.is_null())
             .exec(&self.cp.db)
             .await?;
         if res.rows_affected != 1 {
-            return Err(bad());
+            // The same token presented twice at once: the other use won; this one is a reuse.
+            return Err(self.refresh_reused(&s.id).await?);
         }
         self.tokens(a, s.id, new_secret, s.expires_at)
+    }
+
+    /// A used refresh token came back: the session ends (see [`Console::refresh`]).
+    async fn refresh_reused(&self, session_id: &str) -> Result<Fail> {
+        self.revoke_session(session_id).await?;
+        tracing::warn!(session = %session_id, "console refresh token reused: session revoked");
+        Ok(Fail::unauthorized(
+            "the refresh token was already used: the session has ended; log in again",
+        ))
     }
 
     /// Ends a session.

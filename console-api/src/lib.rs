@@ -27,14 +27,14 @@ pub mod schema;
 pub mod usage;
 pub mod webhook;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use async_graphql::{EmptySubscription, Schema};
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::GraphQLResponse;
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequest, State};
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use sea_orm_migration::MigratorTrait;
@@ -42,6 +42,7 @@ use starling_control_plane::config::ConsoleConfig;
 use starling_control_plane::service::ControlPlane;
 
 use crate::auth::Origin;
+use crate::error::Fail;
 use crate::limits::{Budget, CostLimit};
 use crate::moderation::CellClient;
 
@@ -70,6 +71,8 @@ pub struct Inner {
     pub cells: CellClient,
     /// Failed logins per client address (see [`auth::FAILED_LOGINS_PER_ADDRESS`]).
     pub failed_logins: Budget,
+    /// `cfg.trusted_proxies`, parsed.
+    trusted_proxies: Vec<ipnet::IpNet>,
     graphiql: bool,
     introspection: bool,
 }
@@ -117,7 +120,17 @@ impl Console {
     ) -> Self {
         let jwt_key = cp.sealer.subkey("console-session");
         let dev = mode == Mode::Development;
+        // Validated at start (ControlPlaneConfig::validate names the entry); a console built
+        // from an unchecked config trusts only the entries that parse.
+        let trusted_proxies = cfg.trusted_proxy_nets().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "console.trusted_proxies: ignoring the entries that do not parse");
+            cfg.trusted_proxies
+                .iter()
+                .filter_map(|s| s.trim().parse::<ipnet::IpNet>().ok())
+                .collect()
+        });
         Console(Arc::new(Inner {
+            trusted_proxies,
             budget: Budget::new(cfg.budget_points, cfg.budget_restore_per_second),
             failed_logins: Budget::with_rate(
                 auth::FAILED_LOGINS_PER_ADDRESS,
@@ -154,10 +167,14 @@ impl Console {
 
 fn schema_builder()
 -> async_graphql::SchemaBuilder<schema::Query, schema::Mutation, EmptySubscription> {
-    Schema::build(schema::Query, schema::Mutation, EmptySubscription)
-        .extension(CostLimit)
-        // Fragment recursion is refused long before this; the depth limit applies in CostLimit.
-        .limit_recursive_depth(64)
+    Schema::build(
+        schema::Query,
+        schema::Mutation::default(),
+        EmptySubscription,
+    )
+    .extension(CostLimit)
+    // Fragment recursion is refused long before this; the depth limit applies in CostLimit.
+    .limit_recursive_depth(64)
 }
 
 /// The schema's SDL, as committed in `sdk-specs/graphql/console.graphql`.
@@ -182,26 +199,127 @@ async fn graphiql(State((console, _)): State<(Console, ConsoleSchema)>) -> Respo
     .into_response()
 }
 
+/// A refusal of the whole request, before GraphQL runs: the HTTP status, and a GraphQL error
+/// body with `extensions.code`, like every other console error.
+fn refuse(status: StatusCode, f: Fail) -> Response {
+    let resp = async_graphql::Response::from_errors(vec![f.into_server_error()]);
+    let mut r = GraphQLResponse::from(resp).into_response();
+    *r.status_mut() = status;
+    r
+}
+
+impl Console {
+    /// The client's address: the peer's, unless the peer is a trusted proxy
+    /// (`console.trusted_proxies`); then the right-most `X-Forwarded-For` entry that is not a
+    /// trusted proxy. Left of that, any client can write what it likes.
+    pub fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let peer = peer?;
+        if !self.is_trusted_proxy(peer) {
+            return Some(peer);
+        }
+        let mut client = peer;
+        let hops = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect::<Vec<_>>();
+        for hop in hops.iter().rev() {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => {
+                    client = ip;
+                    if !self.is_trusted_proxy(ip) {
+                        break;
+                    }
+                }
+                // Garbage from the client side: the last address we could read stands.
+                Err(_) => break,
+            }
+        }
+        Some(client)
+    }
+
+    fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+}
+
 async fn graphql(
     State((console, schema)): State<(Console, ConsoleSchema)>,
     request: axum::extract::Request,
 ) -> Response {
-    let headers: HeaderMap = request.headers().clone();
-    let peer = request
-        .extensions()
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let peer = parts
+        .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let req = match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(
-        request,
-        &(),
-    )
-    .await
+        .map(|c| c.0.ip());
+    let max = console.cfg.max_body_bytes;
+    // async-graphql-axum's extractor reads any body in full (and multipart uploads of any size
+    // and number) before a single check: the console reads it itself, bounded, JSON only.
+    if let Some(ct) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        && ct
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("multipart/")
     {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Fail::new(
+                starling_core::error::ErrorCode::UnsupportedMediaType,
+                "multipart requests are not accepted: no console operation takes an upload; send application/json",
+            ),
+        );
+    }
+    let too_large = || {
+        refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Fail::new(
+                starling_core::error::ErrorCode::PayloadTooLarge,
+                format!(
+                    "request body is too large: at most {max} bytes are accepted (console.max_body_bytes)"
+                ),
+            ),
+        )
+    };
+    if starling_core::http::declared_length(headers).is_some_and(|n| n > max as u64) {
+        return too_large();
+    }
+    let bytes = match axum::body::to_bytes(body, max).await {
+        Ok(b) => b,
+        Err(e) if starling_core::http::is_length_limit(&e) => return too_large(),
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                Fail::new(
+                    starling_core::error::ErrorCode::InvalidRequest,
+                    format!("could not read the body: {e}"),
+                ),
+            );
+        }
+    };
+    let req: async_graphql::Request = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                Fail::new(
+                    starling_core::error::ErrorCode::InvalidJson,
+                    format!(
+                        "the body must be one GraphQL request as JSON, {{\"query\": …, \"variables\": …}}: {e}"
+                    ),
+                ),
+            );
+        }
     };
     let origin = Origin {
-        ip: peer.map(|p| p.ip().to_string()),
+        ip: console.client_ip(peer, headers).map(|ip| ip.to_string()),
         user_agent: headers
             .get(axum::http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
@@ -217,6 +335,6 @@ async fn graphql(
             return GraphQLResponse::from(resp).into_response();
         }
     };
-    let req = req.into_inner().data(principal).data(origin);
+    let req = req.data(principal).data(origin);
     GraphQLResponse::from(schema.execute(req).await).into_response()
 }

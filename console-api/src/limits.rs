@@ -8,7 +8,10 @@
 //! ```
 //!
 //! The budget is a bucket of points per account (per client address before login) that refills
-//! at a steady rate, like Shopify's Admin API. Depth is limited too. Errors that async-graphql
+//! at a steady rate, like Shopify's Admin API. Depth is limited too. Costs are computed with
+//! [`page_cost`], [`times`] and [`plus`]: saturating, with `first` clamped to the range it will be
+//! checked against, so that no argument (`first: 2147483647`, nested) can wrap the sum around to
+//! a small number in a release build or panic in a debug one. Errors that async-graphql
 //! itself raises (parse and validation errors) get `extensions.code = graphql_invalid` here, so
 //! that every error has a code.
 
@@ -25,6 +28,31 @@ use starling_core::error::ErrorCode;
 use crate::Console;
 use crate::auth::{Origin, Principal};
 use crate::error::{Fail, code};
+
+/// The most one field's cost can be. async-graphql adds the fields' costs up with plain `+`:
+/// capped here, a query would need 2^23 fields of this cost to overflow a `usize`, and its body
+/// (at most `console.max_body_bytes`) cannot hold that many.
+pub const FIELD_COST_CAP: usize = 1 << 40;
+
+/// The cost of a connection (or list) of `first` items (default 20, clamped to
+/// 1..=[`page::MAX_FIRST`](crate::page::MAX_FIRST) as the resolver will check it) of `child`
+/// points each, plus `base`.
+pub fn page_cost(first: Option<i32>, child: usize, base: usize) -> usize {
+    let n = first
+        .unwrap_or(crate::page::DEFAULT_FIRST)
+        .clamp(1, crate::page::MAX_FIRST) as usize;
+    plus(base, n.saturating_mul(child))
+}
+
+/// `n` times `child`, saturating at [`FIELD_COST_CAP`].
+pub fn times(n: usize, child: usize) -> usize {
+    n.saturating_mul(child).min(FIELD_COST_CAP)
+}
+
+/// `n` plus `child`, saturating at [`FIELD_COST_CAP`].
+pub fn plus(n: usize, child: usize) -> usize {
+    n.saturating_add(child).min(FIELD_COST_CAP)
+}
 
 /// Buckets of points, one per caller.
 #[derive(Debug)]
@@ -50,6 +78,15 @@ impl Budget {
             size: size as f64,
             rate: per_second,
             buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Gives `n` points back to `key`'s bucket (never above its size): a reservation made with
+    /// [`Budget::spend`] that turned out not to be needed.
+    pub fn refund(&self, key: &str, n: u64) {
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((points, _)) = map.get_mut(key) {
+            *points = (*points + n as f64).min(self.size);
         }
     }
 
@@ -226,6 +263,20 @@ impl Extension for QueryCost {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn costs_saturate_and_first_is_clamped() {
+        assert_eq!(
+            page_cost(Some(i32::MAX), 3, 1),
+            301,
+            "first counts as at most 100"
+        );
+        assert_eq!(page_cost(Some(i32::MIN), 3, 1), 4, "and at least 1");
+        assert_eq!(page_cost(None, 3, 1), 61);
+        assert_eq!(page_cost(Some(100), usize::MAX, 1), FIELD_COST_CAP);
+        assert_eq!(times(20, usize::MAX), FIELD_COST_CAP);
+        assert_eq!(plus(usize::MAX, 10), FIELD_COST_CAP);
+    }
 
     #[test]
     fn a_bucket_runs_dry_and_refills() {

@@ -137,7 +137,7 @@ fn hour_key(h: &HourlyUsage) -> String {
 #[ComplexObject]
 impl Usage {
     /// The month hour by hour, oldest first; only hours that had usage.
-    #[graphql(complexity = "first.unwrap_or(20).max(1) as usize * child_complexity + 1")]
+    #[graphql(complexity = "crate::limits::page_cost(first, child_complexity, 1)")]
     async fn hourly(
         &self,
         ctx: &Context<'_>,

@@ -109,6 +109,18 @@ pub struct ConsoleConfig {
     pub lockout_secs: u64,
     /// How long an invitation can be accepted, in seconds.
     pub invitation_ttl_secs: u64,
+    /// Largest GraphQL request body, in bytes. A larger one is refused with HTTP 413 and a
+    /// GraphQL error with `extensions.code = payload_too_large`, before it is read when it
+    /// declares its length, else as soon as it passes the limit (never buffered whole). Multipart
+    /// requests (file uploads) are refused: no console operation takes a file. Default 256 KiB.
+    pub max_body_bytes: usize,
+    /// Proxies (CIDR blocks or single addresses, e.g. `["10.0.0.0/8"]`) whose `X-Forwarded-For`
+    /// is believed. The client's address (the per-address login limit, sessions, the audit log)
+    /// is the peer's address unless the peer is one of these: then it is the right-most address in
+    /// `X-Forwarded-For` that is not a trusted proxy. Default empty: the header is ignored, since
+    /// anyone can send it. Set it when the console is behind a reverse proxy or load balancer,
+    /// else every user shares the proxy's address (and its login limit).
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ConsoleConfig {
@@ -126,6 +138,8 @@ impl Default for ConsoleConfig {
             login_max_failures: 5,
             lockout_secs: 900,
             invitation_ttl_secs: 7 * 24 * 3600,
+            max_body_bytes: 256 * 1024,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -258,7 +272,33 @@ impl ConsoleConfig {
                 "must not exceed console.budget_points",
             ));
         }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::field(
+                "console.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        self.trusted_proxy_nets()?;
         Ok(())
+    }
+
+    /// `trusted_proxies` parsed: CIDR blocks, a bare address being a block of one.
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let s = s.trim();
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        ConfigError::field(
+                            &format!("console.trusted_proxies[{i}]"),
+                            format!("{s:?} is not an address or a CIDR block (e.g. 10.0.0.0/8)"),
+                        )
+                    })
+            })
+            .collect()
     }
 }
 
@@ -435,6 +475,12 @@ pub struct ServerConfig {
     /// `0.0.0.0:7401`) and never expose it outside the platform. Every call needs a token the
     /// control plane signed for this cell. `standalone` binds its own on a loopback port.
     pub internal_listen: String,
+    /// Largest request body, in bytes, on every route of the control plane's listener (the admin
+    /// API, the internal API, and in `standalone` the data plane's routes; the console's GraphQL
+    /// has its own, smaller `console.max_body_bytes`). A larger body is refused with 413 `payload_too_large`, before
+    /// it is read when it declares its length, else as soon as it passes the limit. Default
+    /// 1 MiB.
+    pub max_body_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -442,6 +488,7 @@ impl Default for ServerConfig {
         Self {
             listen: "127.0.0.1:7400".into(),
             internal_listen: "127.0.0.1:7401".into(),
+            max_body_bytes: 1024 * 1024,
         }
     }
 }
@@ -748,6 +795,12 @@ impl ControlPlaneConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.internal_listen_addr()?;
+        if self.server.max_body_bytes < 1024 {
+            return Err(ConfigError::field(
+                "server.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
         if let Some(url) = &self.database.url
             && !(url.starts_with("postgres://")
                 || url.starts_with("postgresql://")

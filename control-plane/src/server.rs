@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware::from_fn;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -14,7 +14,7 @@ use sea_orm::DatabaseConnection;
 use starling_core::cache::{Cache, MemoryCache, RedisCache};
 use starling_core::error::ApiError;
 use starling_core::http::{
-    method_not_allowed_fallback, not_found_fallback, request_id, track_metrics,
+    limit_body, method_not_allowed_fallback, not_found_fallback, request_id, track_metrics,
 };
 use starling_core::seal::Sealer;
 use starling_core::secret::KeyHasher;
@@ -24,7 +24,7 @@ use crate::api::{self, AdminState};
 use crate::service::ControlPlane;
 use crate::store;
 
-/// Largest request body accepted.
+/// Largest request body accepted by default (`server.max_body_bytes`).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 #[derive(Clone)]
@@ -90,7 +90,10 @@ pub fn app(state: AdminState, metrics: PrometheusHandle) -> Router {
 }
 
 /// The whole HTTP application with more routes (a standalone process adds the data plane's).
+/// Routes in `extra` must bound their request bodies themselves (see [`limit_body`]); the
+/// control plane's own are bounded to `state.max_body_bytes` here.
 pub fn app_with(state: AdminState, metrics: PrometheusHandle, extra: Router) -> Router {
+    let max_body = state.max_body_bytes;
     let ops = OpsState {
         db: state.cp.db.clone(),
         cache: state.cache.clone(),
@@ -102,10 +105,15 @@ pub fn app_with(state: AdminState, metrics: PrometheusHandle, extra: Router) -> 
         .route("/metrics", get(metrics_text))
         .with_state(ops)
         .merge(api::router(state))
+        // Every body bounded whoever reads it, not only by the extractors that honour axum's
+        // DefaultBodyLimit. Routes in `extra` bound their own, so that each refuses in its own
+        // shape: the console's GraphQL answers a GraphQL error (it once read a 200 MiB POST whole
+        // before any login); standalone wraps the data plane's routes in the same layer.
+        .layer(from_fn_with_state(max_body, limit_body))
         .merge(extra)
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))

@@ -6,7 +6,9 @@
 //! - [`Path`] and [`Query`]: the same for path and query parameters (axum's own answer in plain
 //!   text, which no spec describes);
 //! - [`Page`] and [`PageParams`]: cursor pagination;
-//! - [`track_metrics`]: Prometheus request counters and latency histograms per route.
+//! - [`track_metrics`]: Prometheus request counters and latency histograms per route, with labels
+//!   from fixed sets only ([`method_label`]);
+//! - [`limit_body`]: every request body bounded, whoever reads it.
 
 use std::time::Instant;
 
@@ -68,7 +70,28 @@ pub async fn request_id(req: Request, next: Next) -> Response {
     res
 }
 
-/// Middleware: count requests and time them per matched route.
+/// The `method` label of a request: one of the standard methods, else `other`. HTTP lets a
+/// client send any token as a method (`FOO`, `X1`, …): used as a label as sent, each one would
+/// be a new Prometheus series, so one unauthenticated client could grow the metrics without bound.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// Middleware: count requests and time them per matched route. Every label comes from a fixed
+/// set: the method from [`method_label`], the route from the router's own patterns (`unmatched`
+/// for any other path), the status from the server's answer.
 pub async fn track_metrics(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = req
@@ -76,14 +99,69 @@ pub async fn track_metrics(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let res = next.run(req).await;
     let status = res.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route),
+        ("status", status),
+    ];
     metrics::counter!("starling_http_requests_total", &labels).increment(1);
     metrics::histogram!("starling_http_request_duration_seconds", &labels)
         .record(start.elapsed().as_secs_f64());
     res
+}
+
+/// Middleware: bound every request body to `max` bytes (`State(max)`, with
+/// `axum::middleware::from_fn_with_state`). A declared `Content-Length` above it is answered 413
+/// `payload_too_large` before a byte of the body is read; any other body is wrapped so that
+/// whoever reads it (an axum extractor, or a handler streaming it itself, as GraphQL servers do)
+/// gets an error at `max` bytes instead of buffering the rest: the extractors of this module and
+/// axum's answer that as 413 `payload_too_large` too.
+pub async fn limit_body(
+    axum::extract::State(max): axum::extract::State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(len) = declared_length(req.headers())
+        && len > max as u64
+    {
+        return too_large(max).into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let body = axum::body::Body::new(http_body_util::Limited::new(body, max));
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// The request's `Content-Length`, when it declares one.
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Whether an error reading a body came from a size limit ([`limit_body`] or axum's own).
+pub fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// 413 `payload_too_large` for a body over `max` bytes.
+pub fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("request body is too large: at most {max} bytes are accepted"),
+    )
 }
 
 /// Fallback for unknown routes: a JSON 404.
@@ -446,5 +524,125 @@ mod tests {
         assert_eq!(p.next_cursor, Some(encode_cursor("b")));
         let p = Page::from_rows(vec!["a".to_string()], 2, |s| s);
         assert_eq!(p.next_cursor, None);
+    }
+
+    #[test]
+    fn a_junk_method_does_not_make_a_metric_series() {
+        use tower::ServiceExt;
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let app = axum::Router::new()
+            .route("/x", axum::routing::get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(track_metrics));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            rt.block_on(async {
+                for m in ["JUNK1", "JUNK2", "Get", "GET"] {
+                    let req = Request::builder()
+                        .method(axum::http::Method::from_bytes(m.as_bytes()).unwrap())
+                        .uri("/x")
+                        .body(axum::body::Body::empty())
+                        .unwrap();
+                    app.clone().oneshot(req).await.unwrap();
+                }
+            })
+        });
+        let text = handle.render();
+        assert!(
+            !text.contains("JUNK"),
+            "a method as sent is never a label: {text}"
+        );
+        assert!(!text.contains("\"Get\""), "{text}");
+        assert!(
+            text.contains(
+                r#"starling_http_requests_total{method="other",route="/x",status="405"} 3"#
+            ),
+            "unknown methods share one series: {text}"
+        );
+        assert!(text.contains(r#"method="GET""#), "{text}");
+    }
+
+    /// A handler that reads the whole body itself, as a GraphQL server does, without a limit of
+    /// its own: only [`limit_body`] stands between it and the client.
+    async fn read_all(body: axum::body::Body) -> Response {
+        match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(b) => format!("read {}", b.len()).into_response(),
+            Err(e) if is_length_limit(&e) => too_large(1 << 20).into_response(),
+            Err(e) => ApiError::new(ErrorCode::InvalidRequest, e.to_string()).into_response(),
+        }
+    }
+
+    fn limited_app() -> axum::Router {
+        axum::Router::new()
+            .route("/x", axum::routing::post(read_all))
+            .layer(axum::middleware::from_fn_with_state(
+                1usize << 20,
+                limit_body,
+            ))
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_over_the_limit_is_cut_at_the_limit() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tower::ServiceExt;
+        const CHUNK: usize = 64 * 1024;
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let p = pulled.clone();
+        // 64 MiB offered without a Content-Length, one chunk at a time.
+        let chunks = futures::stream::iter(0..1024).map(move |_| {
+            p.fetch_add(CHUNK, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; CHUNK]))
+        });
+        use futures::StreamExt;
+        let req = Request::builder()
+            .method("POST")
+            .uri("/x")
+            .body(axum::body::Body::from_stream(chunks))
+            .unwrap();
+        let res = limited_app().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], "payload_too_large", "{v}");
+        let n = pulled.load(Ordering::SeqCst);
+        assert!(
+            n <= (1 << 20) + CHUNK,
+            "{n} bytes were read of a body cut at 1 MiB"
+        );
+
+        // Under the limit: read whole.
+        let req = Request::builder()
+            .method("POST")
+            .uri("/x")
+            .body(axum::body::Body::from(vec![b'x'; 1000]))
+            .unwrap();
+        let res = limited_app().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), axum::http::StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_over_the_limit_is_refused_before_reading() {
+        use tower::ServiceExt;
+        // The body would never end: a refusal proves nothing waited for it.
+        let never = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+        let req = Request::builder()
+            .method("POST")
+            .uri("/x")
+            .header("content-length", (200u64 << 20).to_string())
+            .body(axum::body::Body::from_stream(never))
+            .unwrap();
+        let res = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            limited_app().oneshot(req),
+        )
+        .await
+        .expect("answered without reading")
+        .unwrap();
+        assert_eq!(res.status(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

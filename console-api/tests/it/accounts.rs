@@ -87,6 +87,15 @@ async fn session_lifecycle(s: Server) {
         )
         .await;
     assert_eq!(code(&v), "unauthorized", "a used refresh token is refused");
+    // ... and its reuse ended the session (see doors::a_reused_refresh_token_ends_its_session):
+    // sign in again for what follows.
+    let v = s.gql(Some(&access2), "{ viewer { id } }", json!({})).await;
+    assert_eq!(code(&v), "unauthorized", "{v}");
+    let access2 =
+        s.ok(None, LOGIN, json!({"e": email, "p": PASSWORD})).await["login"]["accessToken"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     s.ok(Some(&access2), "{ viewer { id } }", json!({})).await;
 
     // Password change: a wrong current password names the argument; the right one ends the

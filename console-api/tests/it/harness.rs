@@ -108,6 +108,7 @@ impl Server {
             cp: cp.clone(),
             cache: server::open_cache(None).await.unwrap(),
             operator_token: Arc::from(OPERATOR),
+            max_body_bytes: server::MAX_BODY_BYTES,
         };
         let metrics = PrometheusBuilder::new().build_recorder().handle();
         let app = server::app_with(state, metrics, console.router());
@@ -139,6 +140,25 @@ impl Server {
             res.status()
         );
         res.json().await.expect("JSON body")
+    }
+
+    /// Posts a GraphQL request with extra headers; returns the status and the whole body.
+    pub async fn gql_with(
+        &self,
+        headers: &[(&str, &str)],
+        query: &str,
+        vars: Value,
+    ) -> (reqwest::StatusCode, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}{}", self.base, starling_console_api::PATH))
+            .json(&json!({"query": query, "variables": vars}));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status();
+        (status, res.json().await.expect("JSON body"))
     }
 
     /// A request that must succeed; returns `data`.

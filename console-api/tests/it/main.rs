@@ -7,6 +7,7 @@ mod harness;
 mod accounts;
 mod authz;
 mod concurrency;
+mod doors;
 mod limits;
 mod session_keys;
 mod spec;

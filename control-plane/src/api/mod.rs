@@ -42,6 +42,8 @@ pub struct AdminState {
     pub cache: Arc<dyn Cache>,
     /// The operator's bearer token.
     pub operator_token: Arc<str>,
+    /// Largest request body on every route (`server.max_body_bytes`).
+    pub max_body_bytes: usize,
 }
 
 #[derive(OpenApi)]

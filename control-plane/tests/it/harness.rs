@@ -141,6 +141,7 @@ impl Server {
             cp,
             cache,
             operator_token: Arc::from(TOKEN),
+            max_body_bytes: server::MAX_BODY_BYTES,
         };
         let metrics = PrometheusBuilder::new().build_recorder().handle();
         let app = server::app(state, metrics);
