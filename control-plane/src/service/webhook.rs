@@ -412,24 +412,52 @@ impl ControlPlane {
             return Err(invalid("timeout_ms", "must be 10..=5000"));
         }
         self.app_model(tenant, app).await?;
+        // Read and write in one write transaction, and once more if a concurrent set or delete
+        // got in between (an insert that meets the other's row, an update of a deleted row):
+        // racing calls end with one hook, never with an internal error.
+        let mut attempt = 0;
+        let m = loop {
+            attempt += 1;
+            match self
+                .put_pre_send_hook_once(tenant, app, &input, timeout)
+                .await
+            {
+                Err(super::Error::Conflict(_))
+                | Err(super::Error::Db(sea_orm::DbErr::RecordNotUpdated))
+                    if attempt < 3 => {}
+                r => break r?,
+            }
+        };
+        self.publish_app(tenant.as_str(), app.as_str()).await;
+        hook_out(&self.sealer, m)
+    }
+
+    async fn put_pre_send_hook_once(
+        &self,
+        tenant: &TenantId,
+        app: &AppId,
+        input: &PreSendHookIn,
+        timeout: u32,
+    ) -> Result<pre_send_hook::Model> {
+        let txn = starling_core::db::begin_write(&self.db).await?;
         let old = app_scoped::<pre_send_hook::Entity>(tenant, app)
-            .one(&self.db)
+            .one(&txn)
             .await?;
         let now = super::now();
         let m = match old {
             Some(o) => {
                 let mut a: pre_send_hook::ActiveModel = o.into();
-                a.url = Set(input.url);
+                a.url = Set(input.url.clone());
                 a.timeout_ms = Set(timeout as i32);
                 a.fail_open = Set(input.fail_open);
                 a.updated_at = Set(now);
-                a.update(&self.db).await?
+                a.update(&txn).await?
             }
             None => {
                 pre_send_hook::ActiveModel {
                     tenant_id: Set(tenant.to_string()),
                     app_id: Set(app.to_string()),
-                    url: Set(input.url),
+                    url: Set(input.url.clone()),
                     secret: Set(self.sealer.seal(
                         &sealed::hook_aad(tenant.as_str(), app.as_str()),
                         &generate_secret(),
@@ -438,12 +466,12 @@ impl ControlPlane {
                     fail_open: Set(input.fail_open),
                     updated_at: Set(now),
                 }
-                .insert(&self.db)
+                .insert(&txn)
                 .await?
             }
         };
-        self.publish_app(tenant.as_str(), app.as_str()).await;
-        hook_out(&self.sealer, m)
+        txn.commit().await?;
+        Ok(m)
     }
 
     /// The app's pre-send hook.
