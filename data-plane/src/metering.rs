@@ -486,19 +486,36 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn reports_are_resent_with_the_same_id_until_confirmed() {
+    /// Metering of node `n1` at 2026-11-27 10:30 on a manual clock, reporting to an in-process
+    /// feed (with a queue of `queue_bytes` when given), and the feed's receiving end.
+    async fn metered(
+        queue_bytes: Option<usize>,
+    ) -> (
+        Arc<ManualClock>,
+        Arc<Metering>,
+        tokio::sync::mpsc::Receiver<starling_core::usage::Received>,
+    ) {
         let clock = Arc::new(ManualClock::new(
             Utc.with_ymd_and_hms(2026, 11, 27, 10, 30, 0).unwrap(),
         ));
         let feed = Arc::new(InProcessUsageFeed::new());
-        let mut rx = feed.subscribe().await.unwrap();
-        let m = Arc::new(Metering::new(
+        let rx = feed.subscribe().await.unwrap();
+        let m = Metering::new(
             "n1",
             clock.clone(),
             Arc::new(crate::quota::InProcessQuotas::default()),
             Some(feed),
-        ));
+        );
+        let m = match queue_bytes {
+            Some(b) => m.with_queue_bytes(b),
+            None => m,
+        };
+        (clock, Arc::new(m), rx)
+    }
+
+    #[tokio::test]
+    async fn reports_are_resent_with_the_same_id_until_confirmed() {
+        let (_, m, mut rx) = metered(None).await;
         let app = AppId::generate();
         m.record_message(app.as_str(), Some("u1"), 10);
         m.record_message(app.as_str(), None, 5);
@@ -531,17 +548,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_big_hour_is_split_and_a_refused_report_does_not_hold_up_the_others() {
-        let clock = Arc::new(ManualClock::new(
-            Utc.with_ymd_and_hms(2026, 11, 27, 10, 30, 0).unwrap(),
-        ));
-        let feed = Arc::new(InProcessUsageFeed::new());
-        let mut rx = feed.subscribe().await.unwrap();
-        let m = Arc::new(Metering::new(
-            "n1",
-            clock.clone(),
-            Arc::new(crate::quota::InProcessQuotas::default()),
-            Some(feed),
-        ));
+        let (_, m, mut rx) = metered(None).await;
         let (big, small) = (AppId::generate(), AppId::generate());
         let n_users = MAX_USERS_PER_REPORT * 2 + 5;
         for i in 0..n_users {
@@ -598,20 +605,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_keeps_counting_and_loses_nothing() {
-        let clock = Arc::new(ManualClock::new(
-            Utc.with_ymd_and_hms(2026, 11, 27, 10, 30, 0).unwrap(),
-        ));
-        let feed = Arc::new(InProcessUsageFeed::new());
-        let mut rx = feed.subscribe().await.unwrap();
-        let m = Arc::new(
-            Metering::new(
-                "n1",
-                clock.clone(),
-                Arc::new(crate::quota::InProcessQuotas::default()),
-                Some(feed),
-            )
-            .with_queue_bytes(1000),
-        );
+        let (clock, m, mut rx) = metered(Some(1000)).await;
         let app = AppId::generate();
         // The control plane's side: refuses while `up` is false, else confirms and hands the
         // report over.

@@ -266,9 +266,8 @@ impl ControlPlane {
         // admin API is configured) is idempotent, so a cell registered while the bus was down
         // gets its grants now.
         for c in crate::entity::cluster::Entity::find().all(&self.db).await? {
-            if let Err(e) = self.prepare_cell(&c.id).await {
-                tracing::error!(error = %e, cluster_id = c.id, "preparing a cell's feed failed");
-            }
+            // A failure is logged by prepare_cell; the cell's apps are still tried below.
+            let _ = self.prepare_cell(&c.id).await;
         }
         let apps = app::Entity::find().all(&self.db).await?;
         let n = apps.len();

@@ -33,17 +33,8 @@ async fn send(c: &Cell, app: &TestApp, cid: &str, body: Value) -> (StatusCode, V
 
 /// Every stored message of a conversation: its text, oldest first.
 async fn texts(c: &Cell, app: &TestApp, cid: &str) -> Vec<String> {
-    let h = c
-        .ok(
-            app,
-            Method::GET,
-            &format!("/v1/conversations/{cid}/messages?order=asc&limit=200"),
-            None,
-        )
-        .await;
-    h["messages"]
-        .as_array()
-        .unwrap()
+    c.history(app, cid)
+        .await
         .iter()
         .map(|m| m["text"].as_str().unwrap_or_default().to_owned())
         .collect()

@@ -35,17 +35,8 @@ async fn send(c: &Cell, app: &TestApp, cid: &str, body: Value) -> (StatusCode, V
 
 /// The stored messages of a conversation, oldest first: (seq, id).
 async fn history(c: &Cell, app: &TestApp, cid: &str) -> Vec<(i64, String)> {
-    let h = c
-        .ok(
-            app,
-            Method::GET,
-            &format!("/v1/conversations/{cid}/messages?order=asc&limit=200"),
-            None,
-        )
-        .await;
-    h["messages"]
-        .as_array()
-        .unwrap()
+    c.history(app, cid)
+        .await
         .iter()
         .map(|m| {
             (

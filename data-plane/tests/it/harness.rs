@@ -397,6 +397,19 @@ impl Cell {
         v
     }
 
+    /// The stored messages of a conversation, oldest first (the first 200).
+    pub async fn history(&self, app: &TestApp, cid: &str) -> Vec<Value> {
+        let h = self
+            .ok(
+                app,
+                Method::GET,
+                &format!("/v1/conversations/{cid}/messages?order=asc&limit=200"),
+                None,
+            )
+            .await;
+        h["messages"].as_array().cloned().unwrap_or_default()
+    }
+
     pub async fn user(&self, app: &TestApp, id: &str) {
         self.ok(
             app,

@@ -69,17 +69,9 @@ async fn every_device_of_every_member_gets_every_message_in_order(b: Backend) {
         ws.none(|f| f["type"] == "message.new", Duration::from_millis(200))
             .await;
     }
-    let hist = cell
-        .ok(
-            &app,
-            Method::GET,
-            &format!("/v1/conversations/{cid}/messages?order=asc&limit=200"),
-            None,
-        )
-        .await;
-    let seqs: Vec<i64> = hist["messages"]
-        .as_array()
-        .unwrap()
+    let seqs: Vec<i64> = cell
+        .history(&app, &cid)
+        .await
         .iter()
         .map(|m| m["seq"].as_i64().unwrap())
         .collect();
