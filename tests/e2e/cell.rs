@@ -576,7 +576,7 @@ async fn three_node_cell_over_pulsar_and_redis() {
 /// 3), with 200 messages each. On demand:
 /// `scripts/test -p starling-e2e --test e2e -- cell::bench_bus_with_and_without_tls --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
+#[ignore = "benchmark: run on purpose (alternates a TLS and a plain-port broker; minutes)"]
 async fn bench_bus_with_and_without_tls() {
     let ports = (free_port(), free_port(), free_port());
     let plain = PrivatePulsar::start_plain(tempfile::tempdir().unwrap(), ports);
